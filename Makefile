@@ -1,0 +1,48 @@
+# Two entry points for a fresh machine: `make serve` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The CPU wheel on machines without a GPU; set TORCH=torch (or a CUDA index) on GPU hosts.
+TORCH  ?= torch==2.13.0
+MODEL  ?= Qwen/Qwen3-Embedding-0.6B
+HOST   ?= 0.0.0.0
+PORT   ?= 30000
+
+.PHONY: serve test install install-test bench clean chromium
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.torch: $(BIN)/python
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch pyproject.toml
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[all,test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+# Headless Chromium renders the cluster report in its test; installed from Debian when missing.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
+	  echo "chromium not installed: the report screenshot test will be skipped"
+
+serve: install
+	$(BIN)/qembed serve --model-path "$(MODEL)" --host $(HOST) --port $(PORT)
+
+test: install-test chromium
+	$(BIN)/python -m pytest
+
+bench: install-test
+	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

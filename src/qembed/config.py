@@ -1,0 +1,34 @@
+"""Configuration in one place: defaults, ``QEMBED_*`` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qembed.models.resolve import DEFAULT_MODEL
+
+
+class Settings(BaseSettings):
+    """Every knob of the encoder and the server. ``QEMBED_MODEL=…`` sets ``model`` and so on."""
+
+    model_config = SettingsConfigDict(env_prefix="QEMBED_", extra="ignore", protected_namespaces=())
+
+    # encoder
+    model: str = Field(DEFAULT_MODEL, description="model folder, Hub id, or http(s) URL of an endpoint")
+    device: str | None = Field(None, description="auto, cpu, cuda, cuda:N, mps")
+    dtype: str | None = Field(None, description="auto, bfloat16, float32, float16")
+    max_input_tokens: int | None = Field(None, description="longest input in tokens")
+    truncate: bool = Field(True, description="truncate long inputs instead of rejecting them")
+    max_batch_tokens: int = Field(16384, description="padded tokens per forward pass")
+    max_batch_size: int = Field(256, description="inputs per forward pass")
+
+    # server
+    host: str = "127.0.0.1"
+    port: int = 30000
+    served_model_name: str | None = None
+    api_key: str | None = None
+    max_client_batch_size: int = 2048
+    max_queued_requests: int = 512
+    max_request_bytes: int = 16 * 1024 * 1024
+    index: str | None = Field(None, description="knowledge base (folder or Milvus URI) for /v1/search")
+    log_level: str = "info"

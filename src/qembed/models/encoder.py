@@ -1,0 +1,139 @@
+"""The :class:`Encoder` protocol every task depends on, and helpers shared by its backends.
+
+An encoder turns texts into float32, L2-normalised vectors. Two backends implement it:
+:class:`qembed.models.local.LocalEncoder` (a model in this process) and
+:class:`qembed.models.remote.RemoteEncoder` (any OpenAI-compatible ``/v1/embeddings`` endpoint).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from qembed.errors import InputError
+
+MIN_DIMENSIONS = 32
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Text in, unit vectors out."""
+
+    name: str
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_input_tokens(self) -> int | None: ...
+
+    @property
+    def supports_instructions(self) -> bool: ...
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        dimensions: int | None = None,
+        *,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Return a float32 array of shape ``(len(texts), dimensions or dim)``, rows of norm 1."""
+        ...
+
+    def count_tokens(self, texts: str | Sequence[str]) -> list[int]:
+        """Tokens each text occupies (special tokens included, before truncation)."""
+        ...
+
+
+def validate_texts(texts: Any, *, param: str = "texts") -> list[str]:
+    """Return ``texts`` as a list of non-empty strings or raise :class:`InputError`.
+
+    A single string is accepted as one text.
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    elif isinstance(texts, np.ndarray):
+        texts = texts.tolist()
+    elif not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray, dict)):
+        raise InputError(
+            f"{param} must be a string or a list of strings, got {type(texts).__name__}", param=param
+        )
+    texts = list(texts)
+    if not texts:
+        raise InputError(f"{param} is empty: pass at least one text", param=param)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(
+                f"{param}[{i}] is {type(t).__name__}, not a string", param=param
+            )
+        if t == "":
+            raise InputError(f"{param}[{i}] is an empty string", param=param)
+    return texts
+
+
+def check_dimensions(dimensions: Any, full_dim: int) -> int | None:
+    """Validate an MRL ``dimensions`` request against the model size (None means full size)."""
+    if dimensions is None:
+        return None
+    if isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)):
+        raise InputError(
+            f"dimensions must be an integer, got {type(dimensions).__name__}", param="dimensions"
+        )
+    low = min(MIN_DIMENSIONS, full_dim)
+    if not low <= int(dimensions) <= full_dim:
+        raise InputError(
+            f"dimensions must be between {low} and {full_dim} for this model, got {dimensions}",
+            param="dimensions",
+        )
+    return int(dimensions)
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalise rows in float32; zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarray:
+    """Matryoshka truncation: keep the first ``dimensions`` values, then re-normalise."""
+    if dimensions is None or dimensions >= vectors.shape[-1]:
+        return normalize(vectors)
+    return normalize(vectors[..., :dimensions])
+
+
+def check_finite(vectors: np.ndarray, what: str = "embeddings") -> None:
+    """Raise when the model produced NaN or infinity (e.g. fp16 overflow)."""
+    if not np.isfinite(vectors).all():
+        bad = int((~np.isfinite(vectors)).any(axis=-1).sum())
+        raise FloatingPointError(
+            f"the model produced non-finite {what} for {bad} input(s); "
+            "this happens with fp16 weights — use bfloat16 or float32"
+        )
+
+
+def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """Group input indices into batches sorted by length under a padded-token budget.
+
+    Inputs are sorted longest first; a batch grows while ``len(batch) * longest <= max_batch_tokens``
+    and ``len(batch) <= max_batch_size``. One long input never pads a batch of short ones, and an
+    input longer than the budget gets a batch of its own.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        n = lengths[i]
+        width = max(longest, n)
+        if current and ((len(current) + 1) * width > max_batch_tokens or len(current) >= max_batch_size):
+            batches.append(current)
+            current, longest = [], 0
+            width = n
+        current.append(i)
+        longest = width
+    if current:
+        batches.append(current)
+    return batches

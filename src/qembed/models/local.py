@@ -1,0 +1,394 @@
+"""The in-process encoder: a sentence-transformers model folder driven with length-aware batching.
+
+sentence-transformers loads the model and its modules (``modules.json``: transformer, pooling,
+normalize), so any sentence-transformers folder works with its own pooling. qembed owns what
+happens around the forward pass: Qwen3 instruction formatting, tokenisation that keeps the end
+token under truncation, batches cut by a padded-token budget, padding on the side the pooling
+needs, Matryoshka truncation and the NaN check.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from qembed.errors import InputError, InputTooLongError, QembedError
+from qembed.models.encoder import (
+    check_dimensions,
+    check_finite,
+    plan_batches,
+    truncate_dimensions,
+    validate_texts,
+)
+from qembed.models.prompts import is_instruct_prompt, qwen_prefix
+from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+#: Qwen3-Embedding's default input limit (its position limit is 32k; 8k is what it was tuned on).
+QWEN_DEFAULT_MAX_TOKENS = 8192
+DEFAULT_MAX_BATCH_TOKENS = 16384
+DEFAULT_MAX_BATCH_SIZE = 256
+
+_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+
+def pick_device(device: str | None) -> str:
+    """``None``/``"auto"``: cuda, then mps, then cpu; anything else is checked and returned."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    device = str(device)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} requested but CUDA is not available")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device 'mps' requested but MPS is not available")
+    if device.split(":")[0] not in {"cpu", "cuda", "mps", "xpu"}:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has AMX or AVX512-BF16 (bf16 matmuls run natively)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+    return "AMX" in str(capability).upper()
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
+    """``None``/``"auto"``: bf16 on CUDA and on CPUs with AMX/AVX512-BF16, fp32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        chosen = dtype
+    elif dtype in (None, "", "auto"):
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        if device == "cpu" and cpu_has_fast_bf16():
+            return torch.bfloat16
+        return torch.float32
+    else:
+        key = str(dtype).lower().replace("torch.", "")
+        if key not in _DTYPES:
+            raise InputError(f"unknown dtype {dtype!r}; use auto, bfloat16, float32 or float16")
+        chosen = _DTYPES[key]
+    if chosen == torch.float16:
+        logger.warning("float16 weights can overflow to NaN with Qwen3 models; bfloat16 is safer")
+    return chosen
+
+
+class LocalEncoder:
+    """Encode texts with a model loaded in this process.
+
+    Args:
+        model: a local sentence-transformers (or plain transformers) folder, or a Hub id.
+        device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+        dtype: ``None``/``"auto"``, ``"bfloat16"``, ``"float32"`` or ``"float16"``.
+        max_input_tokens: longest input in tokens (special tokens included); default 8192 for
+            Qwen3-Embedding, the model's own limit otherwise.
+        truncate: cut longer inputs (keeping the end token); with ``False`` they raise
+            :class:`~qembed.errors.InputTooLongError`.
+        max_batch_tokens: padded tokens per forward pass (batch size x longest input).
+        max_batch_size: most inputs per forward pass.
+        name: the name reported by :attr:`name` (default: the folder or Hub id).
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        device: str | None = None,
+        dtype: str | torch.dtype | None = None,
+        max_input_tokens: int | None = None,
+        truncate: bool = True,
+        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        name: str | None = None,
+    ) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        model = str(model)
+        self.path = resolve_model_path(model)
+        self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        if max_batch_tokens < 1 or max_batch_size < 1:
+            raise InputError("max_batch_tokens and max_batch_size must be positive")
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_batch_size = int(max_batch_size)
+        self.truncate = bool(truncate)
+
+        logger.info("loading %s on %s (%s)", self.path, self.device, str(self.dtype).replace("torch.", ""))
+        try:
+            self._st = SentenceTransformer(
+                str(self.path),
+                device=self.device,
+                local_files_only=True,
+                model_kwargs={"dtype": self.dtype},
+            )
+        except OSError as exc:
+            raise QembedError(f"could not load model from {self.path}: {exc}") from None
+        self._st.eval()
+        self._transformer = self._st[0]
+        self.tokenizer = self._transformer.tokenizer
+        pooling = next((m for m in self._st if type(m).__name__ == "Pooling"), None)
+        self.pooling = str(getattr(pooling, "pooling_mode", "mean")) if pooling else "cls"
+        get_dim = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
+        self._dim = int(get_dim())
+        self._pad_left = self.pooling == "lasttoken"
+        self._pad_id = self.tokenizer.pad_token_id
+        if self._pad_id is None:
+            self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
+        self._end_ids = self._suffix_special_ids()
+
+        config = self._transformer.auto_model.config
+        self.model_type = str(getattr(config, "model_type", ""))
+        self.prompts: dict[str, str] = dict(getattr(self._st, "prompts", {}) or {})
+        self.instruct_style = any(is_instruct_prompt(p) for p in self.prompts.values()) or (
+            self.model_type.startswith("qwen") and self.pooling == "lasttoken"
+        )
+        self._prompt_style = bool(self.instruct_style or any(self.prompts.values()))
+        self._warned_no_instructions = False
+
+        limits = [self._transformer.max_seq_length, getattr(config, "max_position_embeddings", None)]
+        self.model_max_tokens = min(int(x) for x in limits if x)
+        default = min(QWEN_DEFAULT_MAX_TOKENS, self.model_max_tokens) if self.instruct_style else self.model_max_tokens
+        if max_input_tokens is None:
+            self._max_input_tokens = default
+        else:
+            if isinstance(max_input_tokens, bool) or not isinstance(max_input_tokens, int):
+                raise InputError("max_input_tokens must be an integer")
+            if not len(self._end_ids) + 1 <= max_input_tokens <= self.model_max_tokens:
+                raise InputError(
+                    f"max_input_tokens must be between {len(self._end_ids) + 1} and "
+                    f"{self.model_max_tokens} for {self.name}, got {max_input_tokens}"
+                )
+            self._max_input_tokens = max_input_tokens
+        self._transformer.max_seq_length = self._max_input_tokens
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        """Full embedding size of the model."""
+        return self._dim
+
+    @property
+    def max_input_tokens(self) -> int:
+        """Longest input, in tokens, that is embedded whole."""
+        return self._max_input_tokens
+
+    @property
+    def supports_instructions(self) -> bool:
+        """Whether ``instruction`` changes the embedding (instruction or prompt models)."""
+        return self._prompt_style
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tokenizer)
+
+    def info(self) -> dict[str, Any]:
+        """What ``qembed info`` reports."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "dim": self.dim,
+            "max_input_tokens": self.max_input_tokens,
+            "model_max_tokens": self.model_max_tokens,
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "pooling": self.pooling,
+            "padding_side": "left" if self._pad_left else "right",
+            "supports_instructions": self.supports_instructions,
+            "instruction_format": "Instruct: {instruction}\\nQuery:{text}" if self.instruct_style
+            else ("prompt prefix" if self._prompt_style else None),
+            "prompts": self.prompts,
+            "model_type": self.model_type,
+        }
+
+    # ------------------------------------------------------------------ text -> ids
+    def _suffix_special_ids(self) -> list[int]:
+        """Special tokens the tokenizer appends after the text (``<|endoftext|>``, ``[SEP]``)."""
+        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        tail: list[int] = []
+        # Everything after the bare tokens' last occurrence is the suffix the template adds.
+        for k in range(len(probe) - len(bare), -1, -1):
+            if probe[k : k + len(bare)] == bare:
+                tail = probe[k + len(bare):]
+                break
+        return tail
+
+    def format(self, texts: str | Sequence[str], instruction: str | None = None) -> list[str]:
+        """Apply ``instruction`` the way the model expects; validates ``texts``.
+
+        Qwen3-style models: ``Instruct: {instruction}\\nQuery:{text}``. Models with
+        sentence-transformers prompts: the prompt named ``instruction`` if there is one, else the
+        instruction as a prefix. Other models ignore instructions (logged once).
+        """
+        texts = validate_texts(texts)
+        if instruction is None or instruction == "":
+            return texts
+        if not isinstance(instruction, str):
+            raise InputError(f"instruction must be a string, got {type(instruction).__name__}",
+                             param="instruction")
+        if instruction in self.prompts and self.prompts[instruction] is not None:
+            prefix = self.prompts[instruction]
+        elif self.instruct_style:
+            prefix = qwen_prefix(instruction)
+        elif self._prompt_style:
+            prefix = instruction
+        else:
+            if not self._warned_no_instructions:
+                logger.info("%s takes no instructions; the instruction is ignored", self.name)
+                self._warned_no_instructions = True
+            return texts
+        return [prefix + t for t in texts]
+
+    def _lengths_unbounded(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+
+    def count_tokens(self, texts: str | Sequence[str]) -> list[int]:
+        """Tokens per text with special tokens, before truncation."""
+        return [len(ids) for ids in self._lengths_unbounded(validate_texts(texts))]
+
+    def tokenize(self, texts: str | Sequence[str], instruction: str | None = None) -> list[list[int]]:
+        """Format and tokenise texts, truncating (keeping the end token) or rejecting long ones."""
+        formatted = self.format(texts, instruction)
+        ids = self._lengths_unbounded(formatted)
+        limit = self._max_input_tokens
+        long = [i for i, x in enumerate(ids) if len(x) > limit]
+        if long:
+            if not self.truncate:
+                raise InputTooLongError(long[0], len(ids[long[0]]), limit)
+            cut = self.tokenizer(
+                [formatted[i] for i in long], add_special_tokens=True, truncation=True, max_length=limit
+            )["input_ids"]
+            for i, c in zip(long, cut):
+                ids[i] = c
+        return ids
+
+    def prepare_token_ids(self, inputs: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Check pre-tokenised inputs; the end token is appended when missing, then the limit applies."""
+        vocab = self.vocab_size
+        out: list[list[int]] = []
+        for i, seq in enumerate(inputs):
+            if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
+                raise InputError(f"input[{i}] must be a list of token ids", param="input")
+            seq = list(seq)
+            if not seq:
+                raise InputError(f"input[{i}] is an empty list of token ids", param="input")
+            for t in seq:
+                if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab:
+                    raise InputError(
+                        f"input[{i}] has an invalid token id {t!r} (ids are integers in [0, {vocab}))",
+                        param="input",
+                    )
+            seq = [int(t) for t in seq]
+            if self._end_ids and self._pad_left and seq[-len(self._end_ids):] != self._end_ids:
+                seq = seq + self._end_ids
+            if len(seq) > self._max_input_tokens:
+                if not self.truncate:
+                    raise InputTooLongError(i, len(seq), self._max_input_tokens)
+                keep = self._max_input_tokens - len(self._end_ids)
+                seq = seq[:keep] + self._end_ids if self._end_ids else seq[: self._max_input_tokens]
+            out.append(seq)
+        if not out:
+            raise InputError("input is empty: pass at least one sequence of token ids", param="input")
+        return out
+
+    # ------------------------------------------------------------------ ids -> vectors
+    def _collate(self, batch: list[list[int]]) -> dict[str, Any]:
+        width = max(len(x) for x in batch)
+        ids = np.full((len(batch), width), self._pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, seq in enumerate(batch):
+            if self._pad_left:
+                ids[row, width - len(seq):] = seq
+                mask[row, width - len(seq):] = 1
+            else:
+                ids[row, : len(seq)] = seq
+                mask[row, : len(seq)] = 1
+        features: dict[str, Any] = {
+            "input_ids": torch.from_numpy(ids).to(self.device),
+            "attention_mask": torch.from_numpy(mask).to(self.device),
+        }
+        if "token_type_ids" in getattr(self.tokenizer, "model_input_names", []):
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        return features
+
+    def forward_batch(self, batch: list[list[int]]) -> np.ndarray:
+        """One forward pass over token-id sequences; float32 unit vectors at full size."""
+        features = self._collate(batch)
+        with torch.inference_mode():
+            out = self._st.forward(features)["sentence_embedding"]
+        vectors = out.float().cpu().numpy()
+        check_finite(vectors)
+        return vectors
+
+    def embed_token_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        dimensions: int | None = None,
+        *,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Embed prepared token ids (from :meth:`tokenize` or :meth:`prepare_token_ids`).
+
+        Inputs are sorted by length and cut into batches under ``max_batch_tokens``; the result is
+        in input order.
+        """
+        dimensions = check_dimensions(dimensions, self.dim)
+        ids = list(ids)
+        batches = plan_batches([len(x) for x in ids], self.max_batch_tokens, self.max_batch_size)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        bar = tqdm(total=len(ids), desc="embedding", unit="text", disable=not show_progress_bar)
+        for batch in batches:
+            out[batch] = self.forward_batch([ids[i] for i in batch])
+            bar.update(len(batch))
+        bar.close()
+        return truncate_dimensions(out, dimensions)
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        instruction: str | None = None,
+        dimensions: int | None = None,
+        *,
+        show_progress_bar: bool = False,
+    ) -> np.ndarray:
+        """Texts to a float32 ``(n, dimensions or dim)`` array of L2-normalised rows.
+
+        ``instruction`` turns the texts into queries for instruction models (documents get none);
+        ``dimensions`` keeps the first values of each vector and re-normalises (Matryoshka).
+        """
+        dimensions = check_dimensions(dimensions, self.dim)
+        ids = self.tokenize(texts, instruction)
+        return self.embed_token_ids(ids, dimensions, show_progress_bar=show_progress_bar)
+
+    def __repr__(self) -> str:
+        return (f"LocalEncoder(name={self.name!r}, dim={self.dim}, device={self.device!r}, "
+                f"dtype={str(self.dtype).replace('torch.', '')}, pooling={self.pooling!r})")
+
