@@ -1,1 +1,1 @@
-"""server/routes"""
+"""Route modules of the task endpoints; each exports ``router`` (and optionally ``setup``)."""
