@@ -1,0 +1,91 @@
+"""`qembed embed` and `qembed info` through the real console entry point."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from qembed.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qembed.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_embed_json(tiny_model_path, tiny_encoder, capsys):
+    code = main(["embed", "--model", str(tiny_model_path), "--dtype", "float32", "--json",
+                 "--dimensions", "32", "怎么还花呗", "如何归还蚂蚁花呗"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dim"] == 32 and [d["index"] for d in out["data"]] == [0, 1]
+    expected = tiny_encoder.encode(["怎么还花呗", "如何归还蚂蚁花呗"], dimensions=32)
+    np.testing.assert_allclose(np.array([d["embedding"] for d in out["data"]]), expected, atol=1e-5)
+
+
+def test_embed_with_instruction(tiny_model_path, tiny_encoder, capsys):
+    assert main(["embed", "-m", str(tiny_model_path), "--dtype", "float32", "--json",
+                 "--instruction", "Retrieve semantically similar text", "借呗能分期吗"]) == 0
+    vec = np.array(json.loads(capsys.readouterr().out)["data"][0]["embedding"])
+    expected = tiny_encoder.encode(["借呗能分期吗"], instruction="Retrieve semantically similar text")[0]
+    np.testing.assert_allclose(vec, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl", ".csv"])
+def test_embed_file_to_npy_and_jsonl(tmp_path, tiny_model_path, tiny_encoder, suffix, capsys):
+    texts = ["怎么还花呗", "借呗能分期吗", "hello, world"]
+    src = tmp_path / f"in{suffix}"
+    if suffix == ".txt":
+        src.write_text("\n".join(texts) + "\n\n", encoding="utf-8")
+        extra = []
+    elif suffix == ".jsonl":
+        src.write_text("\n".join(json.dumps({"text": t, "id": i}) for i, t in enumerate(texts)), encoding="utf-8")
+        extra = []
+    else:
+        src.write_text("id,body\n" + "\n".join(f'{i},"{t}"' for i, t in enumerate(texts)), encoding="utf-8")
+        extra = ["--text-column", "body"]
+    npy = tmp_path / "out.npy"
+    assert main(["embed", "-m", str(tiny_model_path), "--dtype", "float32", "--input", str(src),
+                 "--output", str(npy), "--json", *extra]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["count"] == 3 and summary["output"] == str(npy)
+    np.testing.assert_allclose(np.load(npy), tiny_encoder.encode(texts), atol=1e-5)
+    jsonl = tmp_path / "out.jsonl"
+    assert main(["embed", "-m", str(tiny_model_path), "--dtype", "float32", "--input", str(src),
+                 "--output", str(jsonl), *extra]) == 0
+    rows = [json.loads(line) for line in jsonl.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == texts and len(rows[0]["embedding"]) == 64
+
+
+def test_info_json(tiny_model_path, capsys):
+    assert main(["info", "--model", str(tiny_model_path), "--dtype", "float32", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["dim"] == 64 and info["pooling"] == "lasttoken" and info["supports_instructions"]
+    assert info["max_input_tokens"] == 8192 and info["device"] == "cpu" and info["dtype"] == "float32"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["embed", "--model", "./missing-model", "x"], "does not exist"),
+    (["embed"], "give texts as arguments or --input"),
+    (["embed", "--input", "nope.txt"], "file not found"),
+    (["embed", "x", "--output", "v.bin"], ".npy or .jsonl"),
+])
+def test_cli_errors_are_clean(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_bad_dimensions_clean(tiny_model_path):
+    result = run_cli("embed", "-m", str(tiny_model_path), "--dimensions", "8", "x")
+    assert result.returncode == 2 and "dimensions must be between 32 and 64" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_commands():
+    result = run_cli("--help")
+    assert result.returncode == 0 and "embed" in result.stdout and "info" in result.stdout
+    assert run_cli("embed", "--help").returncode == 0
