@@ -1,1 +1,81 @@
-"""store"""
+"""Vector stores: FAISS (embedded default, a folder) and Milvus (Milvus Lite file or server).
+
+:func:`open_store` picks the backend from the location:
+
+- ``None``: an in-memory FAISS store (``dim`` required), e.g. for deduplication;
+- a folder path: a FAISS store on disk (created when absent and ``dim`` is given);
+- a path ending in ``.db``: Milvus Lite, a real Milvus engine in a local file;
+- ``http://host:19530`` / ``https://…`` (or ``milvus://host:port``): a Milvus server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from qembed.errors import InputError, NotFoundError
+from qembed.store.base import Filter, Hit, Record, VectorStore
+
+__all__ = ["Filter", "Hit", "Record", "VectorStore", "open_store", "is_milvus_uri", "FaissStore"]
+
+
+def is_milvus_uri(uri: str | os.PathLike[str] | None) -> bool:
+    """Whether ``uri`` names a Milvus backend (a ``.db`` file or an http(s)/milvus URL)."""
+    if uri is None:
+        return False
+    s = str(uri)
+    return s.startswith(("http://", "https://", "milvus://", "tcp://")) or s.endswith(".db")
+
+
+def open_store(
+    uri: str | os.PathLike[str] | None,
+    dim: int | None = None,
+    *,
+    create: bool = True,
+    **opts: Any,
+) -> VectorStore:
+    """Open (or create) the vector store at ``uri``.
+
+    ``dim`` is required to create a store and checked against an existing one. With
+    ``create=False`` a missing store raises :class:`NotFoundError`. Other options go to the
+    backend: FAISS ``index`` (auto|flat|hnsw), ``ef_search``, ``hnsw_m``, ``hnsw_threshold``;
+    Milvus ``collection`` (default ``qembed``), ``token``, ``index_type``.
+    """
+    if is_milvus_uri(uri):
+        from qembed.store.milvus_store import MilvusStore
+
+        return MilvusStore.connect(str(uri), dim=dim, create=create, **opts)
+    from qembed.store.faiss_store import FaissStore
+
+    if uri is None:
+        if dim is None:
+            raise InputError("an in-memory store needs dim=")
+        return FaissStore.create(None, dim, **opts)
+    path = Path(uri)
+    exists = path.exists() and (not path.is_dir() or any(path.iterdir()))
+    if exists:
+        store = FaissStore.open(path, ef_search=opts.get("ef_search"))
+        if dim is not None and store.dim != dim:
+            store.close()
+            raise InputError(
+                f"index {path} holds vectors of size {store.dim}, not {dim} "
+                "(it was built with another model or --dimensions)")
+        return store
+    if not create:
+        raise NotFoundError(f"index not found: {path} does not exist")
+    if dim is None:
+        raise NotFoundError(f"index not found: {path} does not exist (give dim= to create it)")
+    return FaissStore.create(path, dim, **opts)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FaissStore":
+        from qembed.store.faiss_store import FaissStore
+
+        return FaissStore
+    if name == "MilvusStore":
+        from qembed.store.milvus_store import MilvusStore
+
+        return MilvusStore
+    raise AttributeError(name)
