@@ -1,0 +1,440 @@
+"""Clustering texts with named topics: K-Means or HDBSCAN over embeddings, c-TF-IDF keywords.
+
+In: texts and an :class:`~qembed.models.encoder.Encoder` (or precomputed unit vectors). Out: a
+:class:`ClusterResult` with one :class:`TextAssignment` per input text (its cluster, label and
+cosine distance to the cluster centroid) and one :class:`Cluster` per cluster (label, keywords,
+size, the most representative texts — those closest to the centroid).
+
+Algorithms (scikit-learn does the clustering):
+
+* ``kmeans``: ``k`` clusters; ``k="auto"`` (or ``None``) tries k in a range and keeps the best
+  silhouette (cosine; sampled above :data:`SILHOUETTE_SAMPLE` texts). Up to
+  :data:`MINIBATCH_THRESHOLD` vectors scikit-learn's ``KMeans`` (k-means++, Lloyd); above it
+  ``MiniBatchKMeans``. The embeddings are unit vectors, so Euclidean K-Means ranks like cosine.
+* ``hdbscan``: density clusters, no k; texts in no dense region are outliers (cluster ``-1``,
+  label ``outliers``), optionally reassigned to the nearest centroid. Above
+  :data:`HDBSCAN_REDUCE_THRESHOLD` vectors the embeddings are first reduced with PCA to
+  ``reduce_dims`` (default 50) dimensions — HDBSCAN's neighbour search degrades to brute force in
+  hundreds of dimensions; ``reduce="umap"`` uses UMAP instead when it is installed.
+
+Clusters are numbered by size, largest first; the same ``seed`` gives the same result.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal, Sequence
+
+import numpy as np
+
+from qembed.errors import InputError
+from qembed.models.encoder import Encoder, normalize, validate_texts
+from qembed.models.prompts import SYMMETRIC_INSTRUCTION
+from qembed.tasks.topics import OUTLIER_LABEL, Tokenizer, cluster_keywords, detect_language, make_label
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("kmeans", "hdbscan")
+#: Above this many vectors K-Means runs as MiniBatchKMeans.
+MINIBATCH_THRESHOLD = 20_000
+#: Silhouette for ``k="auto"`` is computed on a sample of this many vectors.
+SILHOUETTE_SAMPLE = 5_000
+#: Above this many vectors HDBSCAN runs on PCA-reduced vectors (``reduce="auto"``).
+HDBSCAN_REDUCE_THRESHOLD = 5_000
+#: Largest k tried by ``k="auto"``.
+MAX_AUTO_K = 30
+
+Method = Literal["kmeans", "hdbscan"]
+
+
+@dataclass
+class TextAssignment:
+    """One input text: its position, cluster id (``-1`` = outlier), label, cosine distance."""
+
+    index: int
+    text: str
+    cluster: int
+    label: str
+    distance: float
+
+
+@dataclass
+class Cluster:
+    """One cluster: id, label, keywords (best first), size, representative texts."""
+
+    cluster: int
+    label: str
+    keywords: list[str]
+    size: int
+    examples: list[str]
+    keyword_scores: list[float] = field(default_factory=list)
+
+
+@dataclass
+class ClusterResult:
+    """The outcome of :func:`cluster`: ``texts`` in input order and ``clusters`` by size."""
+
+    texts: list[TextAssignment]
+    clusters: list[Cluster]
+    method: str
+    params: dict[str, Any]
+    embeddings: np.ndarray | None = field(default=None, repr=False)
+    centroids: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Cluster id of every text, in input order (``-1`` for outliers)."""
+        return np.array([t.cluster for t in self.texts], dtype=np.int64)
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of clusters, outliers not counted."""
+        return sum(1 for c in self.clusters if c.cluster >= 0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"texts": […], "clusters": […], "method", "params"}``."""
+        return {
+            "method": self.method,
+            "params": self.params,
+            "n_clusters": self.n_clusters,
+            "n_outliers": sum(1 for t in self.texts if t.cluster == -1),
+            "texts": [asdict(t) for t in self.texts],
+            "clusters": [
+                {"cluster": c.cluster, "label": c.label, "keywords": c.keywords, "size": c.size,
+                 "examples": c.examples}
+                for c in self.clusters
+            ],
+        }
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write one row per text: ``index,text,cluster,label,distance``; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        with path.open("w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, delimiter=delimiter)
+            writer.writerow(["index", "text", "cluster", "label", "distance"])
+            for t in self.texts:
+                writer.writerow([t.index, t.text, t.cluster, t.label, f"{t.distance:.6f}"])
+        return path
+
+    def write_report(self, path: str | Path, **kwargs: Any) -> Path:
+        """Write the self-contained HTML report (see :func:`qembed.tasks.report.write_report`)."""
+        from qembed.tasks.report import write_report
+
+        return write_report(self, path, **kwargs)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _check_method(method: str) -> str:
+    if not isinstance(method, str) or method.lower() not in METHODS:
+        raise InputError(f"unknown clustering method {method!r}; use one of: {', '.join(METHODS)}",
+                         param="method")
+    return method.lower()
+
+
+def _check_k(k: Any, n: int, method: str) -> int | str | None:
+    if k is None or (isinstance(k, str) and k.strip().lower() == "auto"):
+        return "auto" if method == "kmeans" else None
+    if method == "hdbscan":
+        raise InputError("k applies to kmeans only; hdbscan finds the number of clusters itself "
+                         "(tune it with min_cluster_size)", param="k")
+    if isinstance(k, str):
+        try:
+            k = int(k)
+        except ValueError:
+            raise InputError(f"k must be an integer or 'auto', got {k!r}", param="k") from None
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise InputError(f"k must be an integer or 'auto', got {type(k).__name__}", param="k")
+    if k < 2:
+        raise InputError(f"k must be at least 2, got {k}", param="k")
+    if k > n:
+        raise InputError(f"cannot make {k} clusters from {n} texts: give k at most {n} or more texts",
+                         param="k")
+    return int(k)
+
+
+def _check_texts(texts: Any) -> list[str]:
+    texts = validate_texts(texts)
+    for i, t in enumerate(texts):
+        if not t.strip():
+            raise InputError(f"texts[{i}] is blank (only whitespace); remove empty lines", param="texts")
+    if len(texts) < 2:
+        raise InputError(f"clustering needs at least 2 texts, got {len(texts)}", param="texts")
+    return texts
+
+
+# --------------------------------------------------------------------------- algorithms
+
+
+def kmeans_labels(vectors: np.ndarray, k: int, *, seed: int = 0, n_init: int | None = None,
+                  minibatch: bool | None = None) -> np.ndarray:
+    """K-Means cluster ids for ``vectors`` (scikit-learn; MiniBatchKMeans for large inputs)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+
+    n = len(vectors)
+    if minibatch is None:
+        minibatch = n > MINIBATCH_THRESHOLD
+    if minibatch:
+        model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init or 3,
+                                batch_size=min(n, 4096), max_no_improvement=20)
+    else:
+        model = KMeans(n_clusters=k, random_state=seed, n_init=n_init or 4)
+    return model.fit_predict(vectors).astype(np.int64)
+
+
+def auto_k(vectors: np.ndarray, *, seed: int = 0, k_range: Sequence[int] | None = None,
+           sample_size: int = SILHOUETTE_SAMPLE) -> tuple[int, dict[int, float]]:
+    """Pick k by the best cosine silhouette over ``k_range`` (default 2..min(30, max(10, √n))).
+
+    Returns ``(k, {k: silhouette})``; above ``sample_size`` vectors the silhouette is computed on a
+    seeded random sample.
+    """
+    from sklearn.metrics import silhouette_score
+
+    n = len(vectors)
+    if n < 3:
+        raise InputError(f"k='auto' needs at least 3 texts, got {n}; give k explicitly", param="k")
+    if k_range is None:
+        hi = min(n - 1, MAX_AUTO_K, max(10, int(np.sqrt(n))))
+        k_range = range(2, hi + 1)
+    ks = sorted({int(k) for k in k_range if 2 <= int(k) <= n - 1})
+    if not ks:
+        raise InputError(f"no k in the range to try for {n} texts", param="k")
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(n, size=sample_size, replace=False) if n > sample_size else None
+    scores: dict[int, float] = {}
+    for k in ks:
+        labels = kmeans_labels(vectors, k, seed=seed, n_init=2)
+        x, y = (vectors, labels) if sample is None else (vectors[sample], labels[sample])
+        if len(np.unique(y)) < 2:
+            continue
+        scores[k] = float(silhouette_score(x, y, metric="cosine"))
+        logger.debug("k=%d silhouette=%.4f", k, scores[k])
+    if not scores:
+        raise InputError("could not choose k: every k gave a single cluster (are the texts identical?)",
+                         param="k")
+    best = max(scores, key=lambda k: (scores[k], -k))
+    logger.info("k=auto: silhouette picked k=%d (%.3f) among %d..%d", best, scores[best], ks[0], ks[-1])
+    return best, scores
+
+
+def reduce_vectors(vectors: np.ndarray, dims: int, method: str = "pca", seed: int = 0) -> np.ndarray:
+    """Reduce ``vectors`` to ``dims`` dimensions with PCA (default) or UMAP (cosine)."""
+    dims = min(dims, vectors.shape[1], len(vectors) - 1)
+    if method == "umap":
+        try:
+            import umap  # noqa: F401
+        except ImportError:
+            raise InputError("reduce='umap' needs umap-learn: pip install umap-learn") from None
+        import umap
+
+        return umap.UMAP(n_components=dims, metric="cosine", random_state=seed,
+                         n_neighbors=min(15, len(vectors) - 1)).fit_transform(vectors).astype(np.float32)
+    from sklearn.decomposition import PCA
+
+    return PCA(n_components=dims, random_state=seed).fit_transform(vectors).astype(np.float32)
+
+
+def hdbscan_labels(vectors: np.ndarray, *, min_cluster_size: int, min_samples: int | None = None,
+                   reduce: str | None = "auto", reduce_dims: int = 50, seed: int = 0) -> np.ndarray:
+    """HDBSCAN cluster ids (``-1`` = outlier) with scikit-learn's ``HDBSCAN``.
+
+    ``reduce``: ``"auto"`` (PCA above :data:`HDBSCAN_REDUCE_THRESHOLD` vectors), ``"pca"``,
+    ``"umap"`` or ``None``/``"none"`` (raw vectors).
+    """
+    from sklearn.cluster import HDBSCAN
+
+    n, d = vectors.shape
+    how = (reduce or "none").lower()
+    if how == "auto":
+        how = "pca" if n > HDBSCAN_REDUCE_THRESHOLD and d > reduce_dims else "none"
+    if how not in ("pca", "umap", "none"):
+        raise InputError(f"unknown reduce {reduce!r}; use auto, pca, umap or none", param="reduce")
+    x = vectors
+    if how != "none":
+        logger.info("hdbscan: reducing %d x %d vectors to %d dims with %s", n, d, reduce_dims, how.upper())
+        x = reduce_vectors(vectors, reduce_dims, how, seed)
+    model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, metric="euclidean",
+                    copy=True)
+    return model.fit_predict(x).astype(np.int64)
+
+
+def default_min_cluster_size(n: int) -> int:
+    """HDBSCAN's default smallest cluster: 1% of the texts, between 3 and 500 (never above n/2)."""
+    return int(max(2, min(max(3, n // 100), 500, max(2, n // 2))))
+
+
+def _renumber(labels: np.ndarray) -> np.ndarray:
+    """Renumber clusters by size (largest = 0; ties by first appearance); -1 stays -1."""
+    ids = [c for c in np.unique(labels) if c >= 0]
+    first = {c: int(np.argmax(labels == c)) for c in ids}
+    sizes = {c: int((labels == c).sum()) for c in ids}
+    order = sorted(ids, key=lambda c: (-sizes[c], first[c]))
+    mapping = {old: new for new, old in enumerate(order)}
+    return np.array([mapping.get(int(c), -1) for c in labels], dtype=np.int64)
+
+
+def centroids_of(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Unit-normalised mean vector of each cluster ``0..max(labels)`` (outliers excluded)."""
+    k = int(labels.max()) + 1 if (labels >= 0).any() else 0
+    cents = np.zeros((k, vectors.shape[1]), dtype=np.float32)
+    for c in range(k):
+        cents[c] = vectors[labels == c].mean(axis=0)
+    return normalize(cents)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def cluster(
+    texts: Sequence[str],
+    encoder: Encoder | None = None,
+    *,
+    method: Method | str = "kmeans",
+    k: int | str | None = None,
+    min_cluster_size: int | None = None,
+    min_samples: int | None = None,
+    seed: int = 0,
+    reassign_outliers: bool = False,
+    instruction: str | None = SYMMETRIC_INSTRUCTION,
+    dimensions: int | None = None,
+    embeddings: np.ndarray | None = None,
+    top_keywords: int = 10,
+    n_examples: int = 3,
+    label_words: int = 3,
+    k_range: Sequence[int] | None = None,
+    reduce: str | None = "auto",
+    reduce_dims: int = 50,
+    words: Iterable[str] = (),
+    show_progress_bar: bool = False,
+) -> ClusterResult:
+    """Cluster ``texts`` and name each cluster by its keywords.
+
+    ``encoder`` embeds the texts (with ``instruction``, symmetric by default, and optional MRL
+    ``dimensions``); or pass unit vectors as ``embeddings`` (one row per text) and no encoder.
+    ``method``: ``"kmeans"`` (``k``: an integer ≥ 2 or ``"auto"``/``None`` = best silhouette over
+    ``k_range``) or ``"hdbscan"`` (``min_cluster_size``, ``min_samples``; outliers get cluster -1
+    unless ``reassign_outliers`` moves them to the nearest centroid). ``top_keywords`` keywords
+    and ``n_examples`` examples per cluster; the label joins the first ``label_words`` keywords.
+    ``words``: extra Chinese words for jieba. Raises :class:`InputError` for bad input.
+    """
+    texts = _check_texts(texts)
+    n = len(texts)
+    method = _check_method(method)
+    k_checked = _check_k(k, n, method)
+    if top_keywords < 1 or n_examples < 1 or label_words < 1:
+        raise InputError("top_keywords, n_examples and label_words must be at least 1")
+    if method == "hdbscan":
+        if min_cluster_size is None:
+            min_cluster_size = default_min_cluster_size(n)
+        if isinstance(min_cluster_size, bool) or not isinstance(min_cluster_size, (int, np.integer)) \
+                or min_cluster_size < 2:
+            raise InputError(f"min_cluster_size must be an integer of at least 2, got {min_cluster_size!r}",
+                             param="min_cluster_size")
+        if min_cluster_size > n:
+            raise InputError(f"min_cluster_size {min_cluster_size} is larger than the {n} texts",
+                             param="min_cluster_size")
+        if min_samples is not None and (not isinstance(min_samples, (int, np.integer)) or min_samples < 1):
+            raise InputError(f"min_samples must be a positive integer, got {min_samples!r}",
+                             param="min_samples")
+
+    t0 = time.perf_counter()
+    if embeddings is None:
+        if encoder is None:
+            raise InputError("pass an encoder or precomputed embeddings")
+        logger.info("embedding %d text(s) with %s", n, getattr(encoder, "name", "encoder"))
+        vectors = encoder.encode(texts, instruction=instruction, dimensions=dimensions,
+                                 show_progress_bar=show_progress_bar)
+    else:
+        vectors = np.asarray(embeddings, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != n:
+            raise InputError(f"embeddings must have shape ({n}, dim), got {vectors.shape}", param="embeddings")
+        if not np.isfinite(vectors).all():
+            raise InputError("embeddings contain NaN or infinity", param="embeddings")
+    vectors = normalize(vectors)
+    t1 = time.perf_counter()
+
+    params: dict[str, Any] = {"seed": seed}
+    if method == "kmeans":
+        silhouettes: dict[int, float] | None = None
+        if k_checked == "auto":
+            k_final, silhouettes = auto_k(vectors, seed=seed, k_range=k_range)
+        else:
+            k_final = int(k_checked)  # type: ignore[arg-type]
+        logger.info("k-means with k=%d on %d vectors", k_final, n)
+        labels = kmeans_labels(vectors, k_final, seed=seed)
+        params.update(k=k_final, k_requested="auto" if k_checked == "auto" else k_final)
+        if silhouettes:
+            params["silhouette"] = {str(kk): round(v, 4) for kk, v in silhouettes.items()}
+    else:
+        logger.info("hdbscan with min_cluster_size=%d on %d vectors", min_cluster_size, n)
+        labels = hdbscan_labels(vectors, min_cluster_size=int(min_cluster_size), min_samples=min_samples,
+                                reduce=reduce, reduce_dims=reduce_dims, seed=seed)
+        params.update(min_cluster_size=int(min_cluster_size), min_samples=min_samples,
+                      reassign_outliers=reassign_outliers)
+    labels = _renumber(labels)
+    cents = centroids_of(vectors, labels)
+    if len(cents) == 0:
+        logger.warning("hdbscan found no cluster: every text is an outlier (lower min_cluster_size)")
+    sims = vectors @ cents.T if len(cents) else np.zeros((n, 0), dtype=np.float32)
+    outliers = labels == -1
+    if method == "hdbscan" and reassign_outliers and outliers.any() and len(cents):
+        logger.info("reassigning %d outlier(s) to the nearest centroid", int(outliers.sum()))
+        labels = labels.copy()
+        labels[outliers] = sims[outliers].argmax(axis=1)
+        cents = centroids_of(vectors, labels)
+        sims = vectors @ cents.T
+    t2 = time.perf_counter()
+
+    # distance: cosine distance to the own centroid; outliers: to the nearest centroid
+    if len(cents):
+        own = np.where(labels >= 0, sims[np.arange(n), np.maximum(labels, 0)], sims.max(axis=1))
+        distances = np.clip(1.0 - own, 0.0, 2.0)
+    else:
+        distances = np.ones(n, dtype=np.float32)
+
+    languages = [detect_language(t) for t in texts]
+    tokenizer = Tokenizer.for_corpus(texts, words)
+    keywords = cluster_keywords(texts, labels, top_n=top_keywords, languages=languages, tokenizer=tokenizer)
+    clusters: list[Cluster] = []
+    ids = sorted(int(c) for c in np.unique(labels) if c >= 0) + ([-1] if (labels == -1).any() else [])
+    label_of: dict[int, str] = {}
+    for c in ids:
+        members = np.flatnonzero(labels == c)
+        if c >= 0:
+            order = members[np.argsort(distances[members], kind="stable")]
+        else:  # outliers: farthest from every cluster first
+            order = members[np.argsort(-distances[members], kind="stable")]
+        kw = keywords.get(c, [])
+        label = make_label([w for w, _ in kw], label_words, cluster_id=c)
+        label_of[c] = label
+        clusters.append(Cluster(cluster=c, label=label, keywords=[w for w, _ in kw], size=len(members),
+                                examples=[texts[i] for i in order[:n_examples]],
+                                keyword_scores=[round(s, 6) for _, s in kw]))
+    rows = [TextAssignment(index=i, text=texts[i], cluster=int(labels[i]), label=label_of[int(labels[i])],
+                           distance=round(float(distances[i]), 6)) for i in range(n)]
+    t3 = time.perf_counter()
+    logger.info("%d cluster(s)%s; embed %.2fs, cluster %.2fs, keywords %.2fs", len(cents),
+                f", {int((labels == -1).sum())} outlier(s)" if (labels == -1).any() else "",
+                t1 - t0, t2 - t1, t3 - t2)
+    params["languages"] = dict(sorted(_count(languages).items()))
+    return ClusterResult(texts=rows, clusters=clusters, method=method, params=params,
+                         embeddings=vectors, centroids=cents)
+
+
+def _count(items: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for x in items:
+        out[x] = out.get(x, 0) + 1
+    return out
+
+
+__all__ = ["Cluster", "ClusterResult", "METHODS", "TextAssignment", "auto_k", "centroids_of", "cluster",
+           "hdbscan_labels", "kmeans_labels", "reduce_vectors", "OUTLIER_LABEL"]
