@@ -1,0 +1,325 @@
+"""The scale-out vector store: Milvus through pymilvus ``MilvusClient``.
+
+A location ending in ``.db`` runs Milvus Lite (the real Milvus engine inside a local file); an
+``http://host:19530`` URI talks to a Milvus standalone or cluster. One collection (default
+``qembed``) holds ``id`` (VARCHAR primary key), ``vector`` (FLOAT_VECTOR, inner product),
+``text`` (VARCHAR, nullable) and ``metadata`` (JSON). Filters become Milvus boolean expressions
+on the JSON field (``metadata["lang"] == "zh"``), evaluated by Milvus before the top-k is cut.
+The manifest (the encoder's name and so on) lives in the collection's properties.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from qembed.errors import InputError, NotFoundError, QembedError, RemoteError
+from qembed.store.base import (
+    Filter,
+    Hit,
+    Record,
+    check_filter,
+    check_ids,
+    check_k,
+    check_metadata,
+    check_texts,
+    check_vectors,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_COLLECTION = "qembed"
+MANIFEST_PROPERTY = "qembed.manifest"
+#: Milvus VARCHAR limit, in bytes of UTF-8.
+MAX_TEXT_BYTES = 65535
+_BATCH = 512
+
+
+def _milvus():
+    try:
+        import pymilvus
+    except ImportError as exc:  # pragma: no cover - optional dependency
+        raise InputError("the milvus backend needs pymilvus: pip install 'qembed[milvus]'") from exc
+    return pymilvus
+
+
+class MilvusStore:
+    """A :class:`~qembed.store.base.VectorStore` backed by one Milvus collection."""
+
+    backend = "milvus"
+
+    def __init__(self, client: Any, uri: str, collection: str, dim: int, manifest: dict[str, Any]) -> None:
+        self._client = client
+        self._uri = uri
+        self._collection = collection
+        self._dim = dim
+        self._manifest = manifest
+        self._lock = threading.RLock()
+        self._closed = False
+        self._manifest_dirty = False
+
+    @classmethod
+    def connect(
+        cls,
+        uri: str,
+        *,
+        dim: int | None = None,
+        create: bool = True,
+        collection: str = DEFAULT_COLLECTION,
+        token: str | None = None,
+        index_type: str | None = None,
+        **_ignored: Any,
+    ) -> "MilvusStore":
+        """Open ``collection`` at ``uri`` (Milvus Lite ``.db`` file or server URL), creating it if allowed."""
+        pymilvus = _milvus()
+        lite = not uri.startswith(("http://", "https://", "milvus://", "tcp://"))
+        if lite:
+            path = Path(uri)
+            if not path.exists() and (not create or dim is None):
+                raise NotFoundError(f"index not found: {path} does not exist")
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+            # Milvus Lite's in-process gRPC server logs "Method not implemented" for a timestamp
+            # call pymilvus' query iterator tries first (then falls back); keep that off stderr.
+            logging.getLogger("grpc._server").setLevel(logging.CRITICAL)
+        if uri.startswith("milvus://"):
+            uri = "http://" + uri[len("milvus://"):]
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)
+        try:
+            client = pymilvus.MilvusClient(uri, token=token or "")
+        except Exception as exc:
+            raise RemoteError(f"cannot open Milvus at {uri}: {_msg(exc)}") from None
+        try:
+            if client.has_collection(collection):
+                desc = client.describe_collection(collection)
+                vec = [f for f in desc["fields"] if f["name"] == "vector"]
+                names = {f["name"] for f in desc["fields"]}
+                if not vec or not {"id", "text", "metadata"} <= names:
+                    raise InputError(f"collection {collection!r} at {uri} was not created by qembed "
+                                     f"(fields: {', '.join(sorted(names))})")
+                have_dim = int(vec[0]["params"]["dim"])
+                if dim is not None and dim != have_dim:
+                    raise InputError(f"index {uri} holds vectors of size {have_dim}, not {dim} "
+                                     "(it was built with another model or --dimensions)")
+                props = desc.get("properties") or {}
+                manifest = json.loads(props.get(MANIFEST_PROPERTY) or "{}")
+                client.load_collection(collection)
+                return cls(client, uri, collection, have_dim, manifest)
+            if not create or dim is None:
+                raise NotFoundError(f"index not found: no collection {collection!r} at {uri}")
+            schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("id", pymilvus.DataType.VARCHAR, is_primary=True, max_length=512)
+            schema.add_field("vector", pymilvus.DataType.FLOAT_VECTOR, dim=int(dim))
+            schema.add_field("text", pymilvus.DataType.VARCHAR, max_length=MAX_TEXT_BYTES, nullable=True)
+            schema.add_field("metadata", pymilvus.DataType.JSON)
+            params = client.prepare_index_params()
+            params.add_index("vector", index_type=index_type or ("FLAT" if lite else "AUTOINDEX"),
+                             metric_type="IP")
+            manifest: dict[str, Any] = {}
+            client.create_collection(collection, schema=schema, index_params=params,
+                                     properties={MANIFEST_PROPERTY: "{}"})
+            client.load_collection(collection)
+            return cls(client, uri, collection, int(dim), manifest)
+        except QembedError:
+            client.close()
+            raise
+        except Exception as exc:
+            client.close()
+            raise RemoteError(f"Milvus at {uri}: {_msg(exc)}") from None
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def location(self) -> str | None:
+        return self._uri
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        return self._manifest.get(key, default)
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._lock:
+            self._manifest[key] = json.loads(json.dumps(value))
+            self._manifest_dirty = True
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": self.backend, "location": self._uri, "collection": self._collection,
+                "dim": self._dim, "metric": "ip", "count": self.count(), "manifest": dict(self._manifest)}
+
+    # ------------------------------------------------------------------ verbs
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        texts: Sequence[str | None] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> int:
+        ids = check_ids(ids)
+        if not ids:
+            return 0
+        vecs = check_vectors(vectors, self._dim, len(ids))
+        texts_ = check_texts(texts, len(ids))
+        metas = check_metadata(metadata, len(ids))
+        for i, t in enumerate(texts_):
+            if t is not None and len(t.encode("utf-8")) > MAX_TEXT_BYTES:
+                raise InputError(f"texts[{i}] is longer than Milvus' {MAX_TEXT_BYTES} bytes; chunk it",
+                                 param="texts")
+        rows = [{"id": d, "vector": v, "text": t, "metadata": m}
+                for d, v, t, m in zip(ids, vecs.tolist(), texts_, metas)]
+        with self._lock:
+            for start in range(0, len(rows), _BATCH):
+                self._call("upsert", self._collection, rows[start:start + _BATCH])
+        return len(ids)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        ids = check_ids(ids)
+        with self._lock:
+            present = [r.id for r in self.get(ids) if r is not None]
+            if present:
+                self._call("delete", self._collection, ids=present)
+            return len(present)
+
+    def search(self, query_vectors: np.ndarray, k: int = 10, filter: Filter | None = None) -> list[list[Hit]]:
+        k = check_k(k)
+        queries = check_vectors(query_vectors, self._dim, param="query_vectors")
+        flt = check_filter(filter)
+        expr = ""
+        if flt:
+            self._check_fields(flt)
+            expr = filter_expression(flt)
+        with self._lock:
+            res = self._call("search", self._collection, data=queries.tolist(), limit=k, filter=expr,
+                             output_fields=["text", "metadata"], search_params={"metric_type": "IP"},
+                             anns_field="vector")
+        out = []
+        for row in res:
+            out.append([Hit(id=h["id"], score=float(h["distance"]), text=h["entity"].get("text"),
+                            metadata=h["entity"].get("metadata") or {}) for h in row])
+        return out
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record | None]:
+        ids = check_ids(ids)
+        fields = ["text", "metadata"] + (["vector"] if with_vectors else [])
+        found: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for start in range(0, len(ids), _BATCH):
+                for r in self._call("get", self._collection, ids=ids[start:start + _BATCH], output_fields=fields):
+                    found[r["id"]] = r
+        out: list[Record | None] = []
+        for d in ids:
+            r = found.get(d)
+            if r is None:
+                out.append(None)
+                continue
+            vec = np.asarray(r["vector"], dtype=np.float32) if with_vectors else None
+            out.append(Record(id=d, text=r.get("text"), metadata=r.get("metadata") or {}, vector=vec))
+        return out
+
+    def count(self) -> int:
+        with self._lock:
+            res = self._call("query", self._collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def ids(self, filter: Filter | None = None) -> list[str]:
+        flt = check_filter(filter)
+        expr = ""
+        if flt:
+            self._check_fields(flt)
+            expr = filter_expression(flt)
+        return [r["id"] for batch in self._iterate(["id"], expr) for r in batch]
+
+    def scan(self, batch_size: int = 1000) -> Iterator[list[Record]]:
+        for batch in self._iterate(["id", "text", "metadata"], "", batch_size):
+            yield [Record(id=r["id"], text=r.get("text"), metadata=r.get("metadata") or {}) for r in batch]
+
+    def save(self) -> None:
+        """Flush inserted data and write the manifest to the collection's properties."""
+        with self._lock:
+            if self._manifest_dirty:
+                self._call("alter_collection_properties", self._collection,
+                           properties={MANIFEST_PROPERTY: json.dumps(self._manifest)})
+                self._manifest_dirty = False
+            self._call("flush", self._collection)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                try:
+                    self._client.close()
+                finally:
+                    self._closed = True
+
+    def __enter__(self) -> "MilvusStore":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"MilvusStore(uri={self._uri!r}, collection={self._collection!r}, dim={self._dim})"
+
+    # ------------------------------------------------------------------ internals
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        if self._closed:
+            raise InputError("this store is closed")
+        try:
+            return getattr(self._client, method)(*args, **kwargs)
+        except QembedError:
+            raise
+        except Exception as exc:
+            raise RemoteError(f"Milvus {method} failed: {_msg(exc)}") from None
+
+    def _check_fields(self, flt: Mapping[str, list[Any]]) -> None:
+        missing = [key for key in flt
+                   if not self._call("query", self._collection, filter=f'exists metadata["{key}"]',
+                                     output_fields=["id"], limit=1)]
+        if missing:
+            raise InputError(f"filter on unknown metadata field {missing[0]!r}: no stored document has it",
+                             param="filter")
+
+    def _iterate(self, fields: list[str], expr: str, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
+        with self._lock:
+            it = self._call("query_iterator", self._collection, batch_size=batch_size, filter=expr,
+                            output_fields=fields)
+        try:
+            while True:
+                with self._lock:
+                    batch = it.next()
+                if not batch:
+                    return
+                yield list(batch)
+        finally:
+            it.close()
+
+
+def filter_expression(flt: Mapping[str, list[Any]]) -> str:
+    """A normalised filter as a Milvus boolean expression over the JSON ``metadata`` field."""
+    clauses = []
+    for key, values in flt.items():
+        ors = []
+        for v in values:
+            if v is None:
+                raise InputError("the milvus backend cannot filter on null values", param="filter")
+            if isinstance(v, bool):
+                literal = "true" if v else "false"
+            elif isinstance(v, str):
+                literal = json.dumps(v, ensure_ascii=False)
+            else:
+                literal = repr(v)
+            ors.append(f'metadata["{key}"] == {literal}')
+        clauses.append("(" + " or ".join(ors) + ")")
+    return " and ".join(clauses)
+
+
+def _msg(exc: Exception) -> str:
+    return str(getattr(exc, "message", None) or exc).strip()
