@@ -32,3 +32,7 @@ class Settings(BaseSettings):
     max_request_bytes: int = 16 * 1024 * 1024
     index: str | None = Field(None, description="knowledge base (folder or Milvus URI) for /v1/search")
     log_level: str = "info"
+    upstream_model: str | None = Field(None, description="model name at the upstream endpoint (proxy mode)")
+    upstream_api_key: str | None = Field(None, description="API key of the upstream endpoint (proxy mode)")
+    graceful_timeout: float = Field(30.0, description="seconds to finish in-flight requests on SIGTERM")
+    access_log: bool = Field(False, description="log every HTTP request (uvicorn access log)")

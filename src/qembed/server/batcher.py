@@ -1,0 +1,222 @@
+"""Dynamic batching: a bounded request queue and one model worker thread.
+
+The HTTP layer tokenises each request and :meth:`Batcher.submit` s its token-id lists; the call
+returns a :class:`concurrent.futures.Future` at once (or raises
+:class:`~qembed.server.errors.QueueFullError` when ``max_queued_requests`` requests are waiting —
+backpressure instead of unbounded memory). One worker thread owns the model: it takes inputs from
+the head of the queue, across requests, until the next one would push the padded batch
+(``batch size x longest input``) past ``max_batch_tokens`` or the batch reaches
+``max_batch_size``, runs one forward pass, and hands each request its own rows. A request's inputs
+are taken longest first, so a large request is cut into batches of similar lengths; a large request
+may span several passes, and small ones share a pass. Futures resolve to full-size float32 unit
+vectors in the request's input order; callers (asyncio via :func:`asyncio.wrap_future`, or plain
+threads via ``future.result()``) never touch the model themselves, so the event loop never blocks
+on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from qembed.server.errors import QueueFullError, ServerClosingError
+
+logger = logging.getLogger(__name__)
+
+#: A forward pass: token-id lists in, ``(len(batch), dim)`` float32 unit vectors out.
+ForwardFn = Callable[[list[list[int]]], np.ndarray]
+
+
+@dataclass
+class _Job:
+    ids: list[list[int]]
+    future: Future
+    order: list[int]
+    out: np.ndarray
+    next: int = 0
+    remaining: int = 0
+    failed: bool = False
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Queue of tokenised requests served by one model worker thread.
+
+    Args:
+        forward: one forward pass (e.g. :meth:`qembed.models.local.LocalEncoder.forward_batch`).
+        dim: size of the vectors ``forward`` returns.
+        max_batch_tokens: padded tokens per pass (inputs x longest input); an input longer than
+            the budget runs alone.
+        max_batch_size: inputs per pass (1 turns batching off).
+        max_queued_requests: requests waiting at most; more are refused at once.
+        metrics: optional :class:`~qembed.server.metrics.ServerMetrics`.
+    """
+
+    def __init__(
+        self,
+        forward: ForwardFn,
+        dim: int,
+        *,
+        max_batch_tokens: int = 16384,
+        max_batch_size: int = 256,
+        max_queued_requests: int = 512,
+        metrics: object | None = None,
+        name: str = "qembed-model-worker",
+    ) -> None:
+        if max_batch_tokens < 1 or max_batch_size < 1 or max_queued_requests < 1:
+            raise ValueError("max_batch_tokens, max_batch_size and max_queued_requests must be positive")
+        self._forward = forward
+        self.dim = int(dim)
+        self.max_batch_tokens = int(max_batch_tokens)
+        self.max_batch_size = int(max_batch_size)
+        self.max_queued_requests = int(max_queued_requests)
+        self._metrics = metrics
+        self._queue: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._paused = 0
+        self.batches_run = 0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ producer side
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting for (some of) their inputs to reach the model."""
+        return len(self._queue)
+
+    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
+        """Queue one request's token-id lists; the future gives its ``(n, dim)`` vectors in order.
+
+        Raises :class:`QueueFullError` at once when the queue is full, and
+        :class:`ServerClosingError` after :meth:`close`.
+        """
+        ids = [list(x) for x in ids]
+        future: Future = Future()
+        if not ids:
+            future.set_result(np.empty((0, self.dim), dtype=np.float32))
+            return future
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        job = _Job(ids=ids, future=future, order=order,
+                   out=np.empty((len(ids), self.dim), dtype=np.float32), remaining=len(ids))
+        with self._cond:
+            if self._closing:
+                raise ServerClosingError("the server is shutting down", code="shutting_down")
+            if len(self._queue) >= self.max_queued_requests:
+                if self._metrics is not None:
+                    self._metrics.rejected.inc()
+                raise QueueFullError(
+                    f"the server is busy: {len(self._queue)} requests are already queued "
+                    f"(max_queued_requests={self.max_queued_requests}); retry shortly",
+                    code="queue_full",
+                )
+            self._queue.append(job)
+            self._set_depth()
+            self._cond.notify()
+        return future
+
+    def embed(self, ids: Sequence[Sequence[int]], timeout: float | None = None) -> np.ndarray:
+        """Blocking :meth:`submit`: wait for and return the vectors."""
+        return self.submit(ids).result(timeout)
+
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
+        """Stop forming batches while inside (requests still queue, up to the bound)."""
+        with self._cond:
+            self._paused += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._paused -= 1
+                self._cond.notify_all()
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Refuse new requests, finish the queued ones, stop the worker."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        with self._cond:
+            for job in self._queue:  # only left when the worker did not finish in time
+                _fail(job.future, ServerClosingError("the server shut down before this request ran"))
+            self._queue.clear()
+
+    # ------------------------------------------------------------------ worker side
+    def _set_depth(self) -> None:
+        if self._metrics is not None:
+            self._metrics.queue_depth.set(len(self._queue))
+
+    def _take_batch(self) -> list[tuple[_Job, int]] | None:
+        """Inputs for the next pass, from the queue head; None when closing and drained."""
+        with self._cond:
+            while True:
+                while self._queue and (self._queue[0].failed or self._queue[0].future.cancelled()):
+                    self._queue.popleft()
+                if self._queue and not self._paused:
+                    break
+                if self._closing and not self._queue:
+                    return None
+                self._cond.wait()
+            batch: list[tuple[_Job, int]] = []
+            longest = 0
+            while self._queue and len(batch) < self.max_batch_size:
+                job = self._queue[0]
+                if job.failed or job.future.cancelled():
+                    self._queue.popleft()
+                    continue
+                i = job.order[job.next]
+                width = max(longest, len(job.ids[i]))
+                if batch and (len(batch) + 1) * width > self.max_batch_tokens:
+                    break
+                batch.append((job, i))
+                longest = width
+                job.next += 1
+                if job.next == len(job.order):
+                    self._queue.popleft()
+            self._set_depth()
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            seqs = [job.ids[i] for job, i in batch]
+            try:
+                vectors = self._forward(seqs)
+            except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
+                logger.exception("forward pass over %d inputs failed", len(seqs))
+                with self._cond:
+                    for job, _ in batch:
+                        job.failed = True
+                        _fail(job.future, exc)
+                continue
+            self.batches_run += 1
+            if self._metrics is not None:
+                self._metrics.observe_batch(len(seqs), sum(len(s) for s in seqs))
+            for row, (job, i) in enumerate(batch):
+                if job.failed:
+                    continue
+                job.out[i] = vectors[row]
+                job.remaining -= 1
+                if job.remaining == 0:
+                    try:
+                        job.future.set_result(job.out)
+                    except InvalidStateError:  # cancelled by its caller meanwhile
+                        pass
+
+
+def _fail(future: Future, exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:
+        pass

@@ -1,0 +1,62 @@
+"""Prometheus metrics of one server instance (``GET /metrics``).
+
+Each app owns a :class:`prometheus_client.CollectorRegistry`, so several servers in one process
+(tests) keep separate counts. What is measured:
+
+- ``qembed_requests_total{endpoint,status}`` and ``qembed_request_duration_seconds{endpoint}``;
+- ``qembed_requests_in_progress``;
+- ``qembed_batch_size`` (inputs per forward pass) and ``qembed_batch_tokens`` (real tokens per pass);
+- ``qembed_tokens_embedded_total`` and ``qembed_inputs_embedded_total``;
+- ``qembed_queue_depth`` (requests waiting for the model worker) and ``qembed_queue_rejected_total``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
+
+
+class ServerMetrics:
+    """The metric objects of one server, registered in their own registry."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        r = self.registry
+        self.requests = Counter("qembed_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=r)
+        self.latency = Histogram("qembed_request_duration_seconds", "HTTP request latency",
+                                 ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_progress = Gauge("qembed_requests_in_progress", "HTTP requests being served", registry=r)
+        self.batch_size = Histogram("qembed_batch_size", "Inputs per forward pass",
+                                    buckets=SIZE_BUCKETS, registry=r)
+        self.batch_tokens = Histogram("qembed_batch_tokens", "Real (unpadded) tokens per forward pass",
+                                      buckets=TOKEN_BUCKETS, registry=r)
+        self.tokens = Counter("qembed_tokens_embedded", "Tokens embedded", registry=r)
+        self.inputs = Counter("qembed_inputs_embedded", "Inputs embedded", registry=r)
+        self.queue_depth = Gauge("qembed_queue_depth", "Requests waiting for the model worker", registry=r)
+        self.rejected = Counter("qembed_queue_rejected", "Requests refused with 429 (queue full)", registry=r)
+
+    def observe_batch(self, size: int, tokens: int) -> None:
+        """Record one forward pass of ``size`` inputs holding ``tokens`` real tokens."""
+        self.batch_size.observe(size)
+        self.batch_tokens.observe(tokens)
+        self.tokens.inc(tokens)
+        self.inputs.inc(size)
+
+    def render(self) -> bytes:
+        """The text exposition format of every metric."""
+        return generate_latest(self.registry)

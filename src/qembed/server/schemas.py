@@ -1,0 +1,171 @@
+"""Request and response bodies of the OpenAI-compatible endpoints (they also shape ``/docs``)."""
+
+from __future__ import annotations
+
+from typing import Any, List, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+from qembed.errors import InputError
+
+_INPUT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 2048},
+        {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1},
+        {"type": "array", "items": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                                    "minItems": 1}, "minItems": 1, "maxItems": 2048},
+    ]
+}
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``: OpenAI's fields plus qembed's ``instruction`` and ``input_type``."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={
+        "examples": [{"model": "Qwen3-Embedding-0.6B", "input": "今天天气真不错,适合出去散步"},
+                     {"input": ["how do I reset my password"], "input_type": "query", "dimensions": 256}]
+    })
+
+    input: Any = Field(..., description="A string, a list of strings, a list of token ids, or a list "
+                                        "of token-id lists.", json_schema_extra=_INPUT_SCHEMA)
+    model: Optional[StrictStr] = Field(None, description="The served model name (see GET /v1/models).")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="`float` (JSON numbers) or `base64` (little-endian float32 bytes).")
+    dimensions: Optional[StrictInt] = Field(
+        None, description="Matryoshka size: the first N values, re-normalised (32 up to the model size).")
+    user: Optional[StrictStr] = Field(None, description="End-user id (accepted and logged at debug level).")
+    instruction: Optional[StrictStr] = Field(
+        None, description="qembed extension: query instruction applied to every text input "
+                          "(`Instruct: {instruction}\\nQuery:{text}` for Qwen3-Embedding).")
+    input_type: Optional[Literal["query", "document"]] = Field(
+        None, description="qembed extension: `query` applies the default retrieval instruction, "
+                          "`document` none. `instruction` takes precedence.")
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    embedding: Union[List[float], str]
+    index: int
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: List[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize`` (the vLLM/SGLang shape)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: StrictStr = Field(..., description="The text to tokenise.")
+    model: Optional[StrictStr] = None
+    add_special_tokens: bool = Field(True, description="Include the end token the model appends.")
+
+
+class TokenizeResponse(BaseModel):
+    tokens: List[int]
+    count: int
+    max_model_len: Optional[int]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "qembed"
+    root: Optional[str] = None
+    max_model_len: Optional[int] = None
+    dim: Optional[int] = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: List[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: Optional[str] = None
+    code: Optional[Union[str, int]] = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+def parse_input(value: Any, max_items: int) -> tuple[str, list]:
+    """Classify ``input``: ``("text", [str, …])`` or ``("ids", [[int, …], …])``.
+
+    Raises :class:`InputError` (400) for empty strings or lists, mixed or wrong types, and more
+    than ``max_items`` inputs.
+    """
+    if isinstance(value, str):
+        if value == "":
+            raise InputError("input is an empty string", param="input")
+        return "text", [value]
+    if not isinstance(value, list):
+        raise InputError(
+            "input must be a string, a list of strings, a list of token ids or a list of token-id "
+            f"lists, got {_json_type(value)}", param="input")
+    if not value:
+        raise InputError("input is an empty list: pass at least one input", param="input")
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
+        kind, items = "ids", [value]
+    elif all(isinstance(x, str) for x in value):
+        kind, items = "text", value
+        for i, t in enumerate(items):
+            if t == "":
+                raise InputError(f"input[{i}] is an empty string", param="input")
+    elif all(isinstance(x, list) for x in value):
+        kind, items = "ids", value
+        for i, seq in enumerate(items):
+            if not seq:
+                raise InputError(f"input[{i}] is an empty list of token ids", param="input")
+            bad = next((t for t in seq if not isinstance(t, int) or isinstance(t, bool)), None)
+            if bad is not None:
+                raise InputError(f"input[{i}] holds {_json_type(bad)} {bad!r}; token ids are integers",
+                                 param="input")
+    else:
+        first = _kind(value[0])
+        bad = 0 if first is None else next(i for i, x in enumerate(value) if _kind(x) != first)
+        raise InputError(
+            f"input[{bad}] is {_json_type(value[bad])}: input must be all strings, all token ids, or "
+            "all lists of token ids", param="input")
+    if len(items) > max_items:
+        raise InputError(f"input has {len(items)} items, more than the limit of {max_items} "
+                         "(max_client_batch_size); split the request", param="input", code="too_many_inputs")
+    return kind, items
+
+
+def _kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (str, int, list)):
+        return type(value).__name__
+    return None
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
