@@ -1,9 +1,110 @@
-"""CLI commands of this feature (filled in by its issue)."""
+"""``qembed serve``: the OpenAI-compatible embedding server (SGLang's command line works as is)."""
 
 from __future__ import annotations
 
+import logging
+import signal
+from pathlib import Path
+from typing import Optional
+
 import typer
+
+from qembed.commands._common import DeviceOpt, DtypeOpt, JsonOpt, emit_json
+
+logger = logging.getLogger("qembed.serve")
+
+
+def serve(
+    model_path: Optional[str] = typer.Option(
+        None, "--model-path", "--model", "-m",
+        help="Model folder or Hub id (default $QEMBED_MODEL or Qwen/Qwen3-Embedding-0.6B); an "
+             "http(s)://…/v1 URL proxies another OpenAI-compatible endpoint."),
+    host: Optional[str] = typer.Option(None, "--host", help="Interface to listen on (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Port (default 30000)."),
+    is_embedding: bool = typer.Option(False, "--is-embedding", help="Accepted for SGLang compatibility; ignored."),
+    served_model_name: Optional[str] = typer.Option(
+        None, "--served-model-name", help="Name clients pass as `model` (default: the folder's name)."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="QEMBED_API_KEY",
+        help="Require 'Authorization: Bearer KEY' on the API (/health and /metrics stay open)."),
+    max_batch_tokens: Optional[int] = typer.Option(
+        None, "--max-batch-tokens", help="Padded tokens per forward pass (inputs x longest; default 16384)."),
+    max_batch_size: Optional[int] = typer.Option(
+        None, "--max-batch-size", help="Inputs per forward pass (default 256; 1 turns batching off)."),
+    max_client_batch_size: Optional[int] = typer.Option(
+        None, "--max-client-batch-size", help="Most inputs in one request (default 2048)."),
+    max_input_tokens: Optional[int] = typer.Option(
+        None, "--max-input-tokens", help="Longest input in tokens (default: 8192 for Qwen3-Embedding)."),
+    truncate: Optional[bool] = typer.Option(
+        None, "--truncate/--no-truncate", help="Cut longer inputs (default) or reject them with 400."),
+    max_queued_requests: Optional[int] = typer.Option(
+        None, "--max-queued-requests", help="Requests waiting for the model before 429s (default 512)."),
+    max_request_bytes: Optional[int] = typer.Option(
+        None, "--max-request-bytes", help="Largest request body (default 16 MiB)."),
+    index: Optional[str] = typer.Option(
+        None, "--index", help="Knowledge base (folder or Milvus URI) served by /v1/search."),
+    device: Optional[str] = DeviceOpt,
+    dtype: Optional[str] = DtypeOpt,
+    background_load: bool = typer.Option(
+        False, "--background-load",
+        help="Listen at once and load the model in the background (/health answers 503 until it is "
+             "ready). Default: load first, so 'Uvicorn running on …' means ready, as in SGLang."),
+    access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log",
+                                              help="Log every request (default off)."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Serve embeddings over HTTP: OpenAI /v1/embeddings, /v1/models, /tokenize, /health, /metrics, /docs.
+
+    qembed serve --model-path /models/Qwen3-Embedding-0.6B --host 0.0.0.0 --port 30000
+    """
+    import uvicorn
+
+    from qembed.config import Settings
+    from qembed.models.resolve import resolve_model_path
+    from qembed.server.app import create_app, load_from_settings
+
+    del is_embedding  # SGLang flag: every qembed model is an embedding model
+    updates = {
+        "model": model_path, "host": host, "port": port, "served_model_name": served_model_name,
+        "api_key": api_key, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
+        "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
+        "truncate": truncate, "max_queued_requests": max_queued_requests,
+        "max_request_bytes": max_request_bytes, "index": index, "device": device, "dtype": dtype,
+        "access_log": access_log, "log_level": log_level,
+    }
+    settings = Settings(**{k: v for k, v in updates.items() if v is not None})
+    for name in ("port", "max_batch_tokens", "max_batch_size", "max_client_batch_size",
+                 "max_queued_requests", "max_request_bytes"):
+        value = getattr(settings, name)
+        if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
+            raise typer.BadParameter(f"{value} is out of range", param_hint=f"--{name.replace('_', '-')}")
+    if settings.served_model_name is None and not settings.model.startswith(("http://", "https://")):
+        path = Path(settings.model).expanduser()
+        if path.exists():
+            settings.served_model_name = path.name
+    if settings.log_level.lower() == "debug":
+        logging.getLogger("qembed").setLevel(logging.DEBUG)
+
+    if background_load:
+        if not settings.model.startswith(("http://", "https://")):
+            resolve_model_path(settings.model)  # fail now on a missing folder, not in the background
+        app = create_app(settings)
+    else:
+        logger.info("loading %s", settings.model)
+        encoder = load_from_settings(settings)
+        app = create_app(settings, encoder)
+
+    if as_json:
+        emit_json({"url": f"http://{settings.host}:{settings.port}", "model": app.state.server.served_name})
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a handler makes that a clean exit 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                access_log=settings.access_log, timeout_graceful_shutdown=settings.graceful_timeout,
+                lifespan="on")
+    logger.info("server stopped")
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    """Add this feature's commands to the app or its groups."""
+    """Add ``qembed serve``."""
+    app.command("serve")(serve)
