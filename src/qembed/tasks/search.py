@@ -1,0 +1,426 @@
+"""Semantic search over a knowledge base: documents → chunks → vectors in a store, plus BM25.
+
+``KnowledgeBase(encoder, store)`` ties an :class:`~qembed.models.encoder.Encoder` to a
+:class:`~qembed.store.base.VectorStore`:
+
+- :meth:`KnowledgeBase.add` chunks each document by tokens (with overlap), embeds the chunks with
+  no instruction, and upserts them as ``docid`` (one chunk) or ``docid#0``, ``docid#1`` … with the
+  document id in ``metadata["doc_id"]``. Re-adding a document first removes its old chunks.
+- :meth:`KnowledgeBase.search` embeds the query with the retrieval instruction and returns the
+  nearest chunks (``mode="dense"``), BM25 matches (``"bm25"``), or both fused by reciprocal rank
+  (``"hybrid"``, k=60). Metadata filters apply before the top-k is cut in every mode.
+- The store's manifest records the encoder's name and vector size; opening a knowledge base with
+  another encoder is refused, since its vectors would not be comparable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from qembed.errors import InputError
+from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
+from qembed.store import open_store
+from qembed.store.base import FIELD_NAME, Filter, Hit, VectorStore, check_filter
+from qembed.tasks.chunking import Chunker, check_chunking
+from qembed.tasks.lexical import BM25Index
+
+logger = logging.getLogger(__name__)
+
+MODES = ("dense", "bm25", "hybrid")
+#: Reciprocal-rank-fusion constant (Cormack et al., 2009).
+RRF_K = 60
+#: Candidates taken from each retriever before fusing.
+HYBRID_DEPTH = 100
+DOC_ID = "doc_id"
+CHUNK = "chunk"
+RESERVED_FIELDS = (DOC_ID, CHUNK)
+MAX_QUERY_CHARS = 32_768
+
+
+@dataclass
+class Document:
+    """A document to index: ``text`` plus optional ``id`` (default: a hash of the text), ``title``, ``metadata``."""
+
+    text: str
+    id: str | None = None
+    title: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def document_id(text: str) -> str:
+    """A stable id for a document without one: the first 16 hex digits of SHA-1 of its text."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def as_documents(items: Iterable[Any]) -> list[Document]:
+    """Strings, dicts (``text``, ``id``, ``title``, ``metadata`` or other fields) or Documents → Documents.
+
+    Raises :class:`InputError` naming the first document without text.
+    """
+    docs: list[Document] = []
+    for i, item in enumerate(items):
+        if isinstance(item, Document):
+            doc = item
+        elif isinstance(item, str):
+            doc = Document(text=item)
+        elif isinstance(item, Mapping):
+            extra = {k: v for k, v in item.items() if k not in {"text", "id", "_id", "title", "metadata"}}
+            meta = dict(item.get("metadata") or {})
+            if not isinstance(meta, dict):
+                raise InputError(f"document {i}: metadata must be an object")
+            meta.update(extra)
+            raw_id = item.get("id", item.get("_id"))
+            doc = Document(text=item.get("text"), id=None if raw_id is None else str(raw_id),
+                           title=item.get("title") or None, metadata=meta)
+        else:
+            raise InputError(f"document {i} is {type(item).__name__}; pass strings or objects with 'text'")
+        if not isinstance(doc.text, str) or not doc.text.strip():
+            where = f" (id {doc.id!r})" if doc.id else ""
+            raise InputError(f"document {i}{where} has no text", param="documents")
+        if doc.title is not None and not isinstance(doc.title, str):
+            raise InputError(f"document {i}: title must be a string", param="documents")
+        if doc.id is not None and (not doc.id.strip() or "#" in doc.id):
+            raise InputError(f"document {i}: id {doc.id!r} must be non-empty and must not contain '#'",
+                             param="documents")
+        for key in doc.metadata:
+            if key in RESERVED_FIELDS:
+                raise InputError(f"document {i}: metadata field {key!r} is reserved", param="documents")
+            if not isinstance(key, str) or not FIELD_NAME.match(key):
+                raise InputError(f"document {i}: metadata field {key!r} is not a valid name", param="documents")
+        docs.append(doc)
+    if not docs:
+        raise InputError("no documents to add", param="documents")
+    seen: dict[str, int] = {}
+    for i, doc in enumerate(docs):
+        doc.id = doc.id or document_id(doc.text)
+        if doc.id in seen:
+            raise InputError(f"documents {seen[doc.id]} and {i} have the same id {doc.id!r}", param="documents")
+        seen[doc.id] = i
+    return docs
+
+
+class KnowledgeBase:
+    """An encoder and a vector store: add documents, delete them, search by meaning or words.
+
+    Args:
+        encoder: any :class:`~qembed.models.encoder.Encoder` (local model or remote endpoint).
+        store: a :class:`~qembed.store.base.VectorStore` whose ``dim`` matches the encoder's
+            (or ``dimensions``).
+        query_instruction: instruction given to queries (documents get none).
+        chunk_tokens / chunk_overlap: token windows for long documents (``None``: no chunking;
+            documents are then truncated at the model's limit).
+        dimensions: Matryoshka size to store (default the model's full size).
+    """
+
+    def __init__(
+        self,
+        encoder: Any,
+        store: VectorStore,
+        *,
+        query_instruction: str | None = DEFAULT_QUERY_INSTRUCTION,
+        chunk_tokens: int | None = 512,
+        chunk_overlap: int = 64,
+        dimensions: int | None = None,
+    ) -> None:
+        check_chunking(chunk_tokens, chunk_overlap)
+        self.encoder = encoder
+        self.store = store
+        self.query_instruction = query_instruction
+        self.dimensions = dimensions
+        dim = dimensions or encoder.dim
+        if store.dim != dim:
+            raise InputError(f"the index holds vectors of size {store.dim} but {encoder.name} makes vectors "
+                             f"of size {dim}; use the model the index was built with")
+        recorded = store.get_meta("model")
+        if recorded is not None and recorded != encoder.name:
+            raise InputError(f"the index was built with model {recorded!r}, not {encoder.name!r}: its vectors "
+                             f"are not comparable; search it with {recorded!r} or build a new index")
+        if recorded is None:
+            store.set_meta("model", encoder.name)
+            store.set_meta("dimensions", dim)
+        self._chunk_tokens = chunk_tokens
+        self._chunk_overlap = chunk_overlap
+        self._chunker: Chunker | None = None
+        self._bm25: BM25Index | None = None
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def open(
+        cls,
+        location: str | os.PathLike[str] | None,
+        encoder: Any,
+        *,
+        create: bool = True,
+        dimensions: int | None = None,
+        store_options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> "KnowledgeBase":
+        """Open (or create) the knowledge base at a FAISS folder, Milvus ``.db`` file or URI."""
+        store = open_store(location, dim=dimensions or encoder.dim, create=create, **dict(store_options or {}))
+        try:
+            return cls(encoder, store, dimensions=dimensions, **kwargs)
+        except Exception:
+            store.close()
+            raise
+
+    # ------------------------------------------------------------------ writing
+
+    @property
+    def chunker(self) -> Chunker:
+        if self._chunker is None:
+            self._chunker = Chunker(self.encoder, self._chunk_tokens, self._chunk_overlap)
+        return self._chunker
+
+    def add(
+        self,
+        documents: Iterable[Any],
+        *,
+        batch_size: int = 256,
+        show_progress_bar: bool = False,
+        save: bool = True,
+    ) -> dict[str, int]:
+        """Chunk, embed and store documents; a document already present is replaced.
+
+        ``documents``: strings, dicts with ``text`` (+ ``id``, ``title``, ``metadata`` or other
+        fields, which go to metadata) or :class:`Document`. Everything is validated before
+        anything is written. Returns ``{"documents", "chunks", "replaced"}``.
+        """
+        docs = as_documents(documents)
+        pieces: list[tuple[str, str, dict[str, Any]]] = []  # (chunk id, text, metadata)
+        for doc in docs:
+            full = f"{doc.title} {doc.text}" if doc.title else doc.text
+            chunks = self.chunker.split(full)
+            for ch in chunks:
+                cid = doc.id if len(chunks) == 1 else f"{doc.id}#{ch.index}"
+                meta = dict(doc.metadata)
+                if doc.title:
+                    meta.setdefault("title", doc.title)
+                meta[DOC_ID] = doc.id
+                meta[CHUNK] = ch.index
+                pieces.append((cid, ch.text, meta))
+        replaced = self._existing_chunks([d.id for d in docs])
+        bar = tqdm(total=len(pieces), desc="indexing", unit="chunk", disable=not show_progress_bar)
+        try:
+            new_ids = {p[0] for p in pieces}
+            stale = [c for c in replaced if c not in new_ids]
+            for start in range(0, len(pieces), batch_size):
+                batch = pieces[start:start + batch_size]
+                vectors = self.encoder.encode([p[1] for p in batch], dimensions=self.dimensions)
+                self.store.upsert([p[0] for p in batch], vectors, texts=[p[1] for p in batch],
+                                  metadata=[p[2] for p in batch])
+                bar.update(len(batch))
+            if stale:
+                self.store.delete(stale)
+        finally:
+            bar.close()
+        self._changed()
+        if save:
+            self.save()
+        n_replaced = len({c.split("#")[0] for c in replaced})
+        logger.info("indexed %d document(s) as %d chunk(s) (%d replaced)", len(docs), len(pieces), n_replaced)
+        return {"documents": len(docs), "chunks": len(pieces), "replaced": n_replaced}
+
+    def delete(self, ids: str | Sequence[str], *, save: bool = True) -> int:
+        """Remove documents (all their chunks) by document id; returns how many documents were removed."""
+        if isinstance(ids, str):
+            ids = [ids]
+        ids = [str(i) for i in ids]
+        if not ids or any(not i.strip() for i in ids):
+            raise InputError("give at least one non-empty document id", param="ids")
+        chunks = self._existing_chunks(ids)
+        if not chunks:
+            return 0
+        self.store.delete(chunks)
+        self._changed()
+        if save:
+            self.save()
+        found = {self._doc_of(c) for c in chunks}
+        return len(found)
+
+    def save(self) -> None:
+        """Persist the store and the BM25 index beside it."""
+        self.store.save()
+        if self._bm25 is not None:
+            self._save_bm25(self._bm25)
+
+    def close(self) -> None:
+        """Close the store (call :meth:`save` first to keep unsaved changes)."""
+        self.store.close()
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.store.count()
+
+    def info(self) -> dict[str, Any]:
+        """Store information plus the number of documents and chunks."""
+        info = dict(self.store.info())
+        info["chunks"] = info.get("count")
+        try:
+            info["documents"] = len({self._doc_of(d) for d in self.store.ids()})
+        except InputError:
+            info["documents"] = info.get("count")
+        info["model"] = self.store.get_meta("model")
+        return info
+
+    # ------------------------------------------------------------------ reading
+
+    def search(
+        self,
+        query: str | Sequence[str],
+        top_k: int = 10,
+        *,
+        mode: str = "dense",
+        filter: Filter | None = None,
+        unique_documents: bool = False,
+    ) -> list[Hit] | list[list[Hit]]:
+        """Nearest chunks for a query (or a list of queries → a list of hit lists).
+
+        ``mode``: ``dense`` (vectors), ``bm25`` (words) or ``hybrid`` (reciprocal rank fusion of
+        both). ``filter``: ``{field: value or [values]}`` on metadata. ``unique_documents`` keeps
+        only the best chunk of each document. Hit scores: inner product (dense), BM25 score
+        (bm25), fused RRF score (hybrid).
+        """
+        single = isinstance(query, str)
+        queries = [query] if single else list(query)
+        if not queries:
+            raise InputError("no query given", param="query")
+        for i, q in enumerate(queries):
+            if not isinstance(q, str) or not q.strip():
+                raise InputError("the query is empty" if single else f"query {i} is empty", param="query")
+            if len(q) > MAX_QUERY_CHARS:
+                raise InputError(f"the query is longer than {MAX_QUERY_CHARS} characters", param="query")
+        if mode not in MODES:
+            raise InputError(f"mode must be one of {', '.join(MODES)}, got {mode!r}", param="mode")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 1000:
+            raise InputError(f"top_k must be an integer from 1 to 1000, got {top_k!r}", param="top_k")
+        flt = check_filter(filter)
+        depth = top_k * 4 if unique_documents else top_k
+        if mode == "dense":
+            results = self._dense(queries, depth, filter)
+        elif mode == "bm25":
+            results = [self._lexical(q, depth, flt) for q in queries]
+        else:
+            wide = max(depth, HYBRID_DEPTH)
+            dense = self._dense(queries, wide, filter)
+            results = [rrf([d, self._lexical(q, wide, flt)], depth) for q, d in zip(queries, dense)]
+        if unique_documents:
+            results = [_best_per_document(r, top_k) for r in results]
+        else:
+            results = [r[:top_k] for r in results]
+        return results[0] if single else results
+
+    def _dense(self, queries: list[str], k: int, filter: Filter | None) -> list[list[Hit]]:
+        if self.store.count() == 0:
+            return [[] for _ in queries]
+        vectors = self.encoder.encode(queries, instruction=self.query_instruction, dimensions=self.dimensions)
+        return self.store.search(vectors, k=min(k, 16384), filter=filter)
+
+    def _lexical(self, query: str, k: int, flt: Mapping[str, list[Any]] | None) -> list[Hit]:
+        index = self.bm25()
+        allowed = set(self.store.ids(flt)) if flt else None
+        found = index.search(query, k, allowed)
+        if not found:
+            return []
+        records = self.store.get([d for d, _ in found])
+        return [Hit(id=d, score=s, text=r.text, metadata=r.metadata)
+                for (d, s), r in zip(found, records) if r is not None]
+
+    # ------------------------------------------------------------------ BM25 beside the vectors
+
+    def bm25(self) -> BM25Index:
+        """The BM25 index over the stored chunk texts, loaded from beside the store or rebuilt."""
+        version = self.store.get_meta("bm25_version", 0)
+        if self._bm25 is not None and self._bm25.version == version:
+            return self._bm25
+        folder = self._bm25_folder()
+        index = BM25Index.load(folder) if folder is not None else None
+        if index is None or index.version != version:
+            ids: list[str] = []
+            texts: list[str | None] = []
+            for batch in self.store.scan():
+                for r in batch:
+                    ids.append(r.id)
+                    texts.append(r.text)
+            logger.info("building the BM25 index over %d chunk(s)", len(ids))
+            index = BM25Index(ids, texts, version=version)
+            self._save_bm25(index)
+        self._bm25 = index
+        return index
+
+    def _bm25_folder(self) -> Path | None:
+        loc = self.store.location
+        if loc is None or loc.startswith(("http://", "https://", "milvus://", "tcp://")):
+            return None
+        path = Path(loc)
+        return path / "bm25" if path.is_dir() and not loc.endswith(".db") else path.with_name(path.name + ".bm25")
+
+    def _save_bm25(self, index: BM25Index) -> None:
+        folder = self._bm25_folder()
+        if folder is None:
+            return
+        try:
+            index.save(folder)
+        except OSError as exc:  # the BM25 index is derived data: it is rebuilt when missing
+            logger.warning("could not save the BM25 index to %s: %s", folder, exc)
+
+    def _changed(self) -> None:
+        self.store.set_meta("bm25_version", int(self.store.get_meta("bm25_version", 0)) + 1)
+        self._bm25 = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _existing_chunks(self, doc_ids: Sequence[str]) -> list[str]:
+        if self.store.count() == 0:
+            return []
+        out: list[str] = []
+        for start in range(0, len(doc_ids), 200):
+            part = list(doc_ids[start:start + 200])
+            try:
+                out += self.store.ids({DOC_ID: part})
+            except InputError:  # no stored chunk carries doc_id (a store filled outside a KnowledgeBase)
+                pass
+            out += [r.id for r in self.store.get([d for d in part if d not in out]) if r is not None]
+        return list(dict.fromkeys(out))
+
+    @staticmethod
+    def _doc_of(chunk_id: str) -> str:
+        return chunk_id.split("#", 1)[0]
+
+
+def rrf(rankings: Sequence[Sequence[Hit]], k: int, constant: int = RRF_K) -> list[Hit]:
+    """Reciprocal rank fusion: score(d) = Σ 1 / (constant + rank_i(d)), ranks from 1; top ``k``."""
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, 1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + 1.0 / (constant + rank)
+            first.setdefault(hit.id, hit)
+    order = sorted(scores, key=lambda d: (-scores[d], d))[:k]
+    return [Hit(id=d, score=scores[d], text=first[d].text, metadata=first[d].metadata) for d in order]
+
+
+def _best_per_document(hits: Sequence[Hit], k: int) -> list[Hit]:
+    seen: set[str] = set()
+    out: list[Hit] = []
+    for h in hits:
+        doc = str(h.metadata.get(DOC_ID, h.id.split("#", 1)[0]))
+        if doc not in seen:
+            seen.add(doc)
+            out.append(h)
+        if len(out) == k:
+            break
+    return out
