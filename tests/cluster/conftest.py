@@ -77,3 +77,20 @@ def flatten(groups: dict[str, list[str]]) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="session")
 def topic_texts() -> tuple[list[str], list[str]]:
     return flatten(TOPICS)
+
+
+@pytest.fixture(scope="session")
+def topic_vectors(minilm_encoder, topic_texts):
+    """all-MiniLM-L6-v2 embeddings of :data:`TOPICS`, computed once."""
+    return minilm_encoder.encode(topic_texts[0])
+
+
+def blobs(sizes: list[int], dim: int = 32, spread: float = 0.05, seed: int = 0):
+    """Unit vectors in well separated groups of the given sizes, and each vector's group."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(len(sizes)), sizes)
+    centres = rng.normal(size=(len(sizes), dim))
+    x = centres[groups] + spread * np.linalg.norm(centres, axis=1).mean() * rng.normal(size=(len(groups), dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype("float32"), groups

@@ -1,12 +1,89 @@
-"""HTTP routes of this feature (filled in by its issue).
+"""``POST /v1/cluster``: cluster texts and name the clusters (K-Means or HDBSCAN, c-TF-IDF keywords).
 
-Contract: export `router` (a FastAPI APIRouter); optionally `setup(app, settings)`, called once
-the encoder is ready. Handlers reach the batched encoder as `request.app.state.encoder` and call
-it from a worker thread (`run_in_threadpool`), never on the event loop.
+The texts are embedded through the server's batching queue (``request.app.state.encoder``) and
+clustered by :func:`qembed.tasks.cluster.cluster`, all in a worker thread. A request holds at
+most :data:`MAX_CLUSTER_TEXTS` texts (and the server's request-size limit applies); bad input
+answers 400 with an OpenAI-shaped error. The answer is ``ClusterResult.to_dict()`` plus
+``object`` and ``model``: ``texts`` (one row per input in order: ``index``, ``text``, ``cluster``,
+``label``, ``distance``) and ``clusters`` (``cluster``, ``label``, ``keywords``, ``size``,
+``examples``).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any, List, Literal, Optional, Union
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+
+from qembed.errors import InputError
+from qembed.models.encoder import check_dimensions
+from qembed.models.prompts import SYMMETRIC_INSTRUCTION
+
+router = APIRouter(tags=["Tasks"])
+
+#: Most texts one /v1/cluster request may hold.
+MAX_CLUSTER_TEXTS = 10_000
+#: Most keywords / examples per cluster a request may ask for.
+MAX_PER_CLUSTER = 50
+
+
+class ClusterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"input": ["花呗还款总是失败", "每次还花呗都提示系统错误", "建议优化花呗支付通道",
+                   "My payment failed again", "Mi pago falló otra vez", "Where is my package?"],
+         "method": "kmeans", "k": 2}]})
+
+    input: List[StrictStr] = Field(..., description=f"Texts to cluster (2..{MAX_CLUSTER_TEXTS}).")
+    method: StrictStr = Field("kmeans", description="kmeans or hdbscan.")
+    k: Union[StrictInt, Literal["auto"], None] = Field(
+        None, description="kmeans: number of clusters (≥ 2) or 'auto' (best silhouette; the default).")
+    min_cluster_size: Optional[StrictInt] = Field(None, description="hdbscan: smallest cluster.")
+    min_samples: Optional[StrictInt] = Field(None, description="hdbscan: neighbourhood size for density.")
+    reassign_outliers: StrictBool = Field(False, description="hdbscan: move outliers to the nearest cluster.")
+    seed: StrictInt = Field(0, description="Random seed; the same seed gives the same result.")
+    top_keywords: StrictInt = Field(10, description="Keywords per cluster.")
+    examples: StrictInt = Field(3, description="Representative texts per cluster.")
+    words: Optional[List[StrictStr]] = Field(None, description="Extra Chinese words for jieba.")
+    instruction: Optional[StrictStr] = Field(None, description="Instruction for the texts (default "
+                                             f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
+    dimensions: Optional[StrictInt] = Field(None, description="Matryoshka size.")
+    model: Optional[StrictStr] = Field(None, description="The served model name (optional).")
+
+
+def _context(request: Request, model: str | None, dimensions: int | None) -> tuple[Any, int | None]:
+    from qembed.server.errors import ModelNotServedError
+
+    state = request.app.state.server
+    if model is not None and model not in state.accepted_names:
+        raise ModelNotServedError(f"model {model!r} is not served here; this server serves "
+                                  f"{state.served_name!r} (GET /v1/models)", param="model",
+                                  code="model_not_found")
+    encoder = request.app.state.encoder
+    return encoder, check_dimensions(dimensions, encoder.dim)
+
+
+@router.post("/v1/cluster", summary="Cluster texts into named topics")
+async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any]:
+    """Cluster ``input`` with K-Means or HDBSCAN; each cluster gets keywords, a label, examples."""
+    from qembed.tasks.cluster import cluster
+
+    n = len(body.input)
+    if n > MAX_CLUSTER_TEXTS:
+        raise InputError(f"input has {n} texts, more than this server's limit of {MAX_CLUSTER_TEXTS} "
+                         "per /v1/cluster request", param="input", code="too_many_inputs")
+    for name in ("top_keywords", "examples"):
+        value = getattr(body, name)
+        if not 1 <= value <= MAX_PER_CLUSTER:
+            raise InputError(f"{name} must be between 1 and {MAX_PER_CLUSTER}, got {value}", param=name)
+    encoder, dimensions = _context(request, body.model, body.dimensions)
+    instruction = SYMMETRIC_INSTRUCTION if body.instruction is None else (body.instruction or None)
+    result = await run_in_threadpool(
+        cluster, body.input, encoder, method=body.method, k=body.k, min_cluster_size=body.min_cluster_size,
+        min_samples=body.min_samples, seed=body.seed, reassign_outliers=body.reassign_outliers,
+        instruction=instruction, dimensions=dimensions, top_keywords=body.top_keywords,
+        n_examples=body.examples, words=body.words or (),
+    )
+    data = result.to_dict()
+    return {"object": "cluster.result", "model": request.app.state.server.served_name, **data}
