@@ -116,19 +116,23 @@ class ZeroShotClassifier:
             out[:, j] = per_spec[:, self._owner == j].max(axis=1)
         return out
 
-    def predict(self, texts: Sequence[str], *, top_k: int | None = None,
+    def predict(self, texts: Sequence[str], *, top_k: int | None = None, temperature: float | None = None,
                 show_progress_bar: bool = False) -> list[dict[str, Any]]:
         """Classify texts.
 
         Out: one dict per text: ``label`` (nearest), ``score`` (its cosine), and ``labels`` —
         the ``top_k`` (default all) labels best first, each ``{"label", "score", "probability"}``.
+        ``temperature`` overrides the classifier's for this call.
         """
         texts = validate_texts(texts)
         k = len(self.names) if top_k is None else int(top_k)
         if k < 1:
             raise InputError(f"top_k must be at least 1, got {top_k}", param="top_k")
+        temp = self.temperature if temperature is None else float(temperature)
+        if not temp > 0:
+            raise InputError(f"temperature must be positive, got {temperature}", param="temperature")
         sims = self.scores(texts, show_progress_bar=show_progress_bar)
-        probs = _softmax(sims / self.temperature, axis=1)
+        probs = _softmax(sims / temp, axis=1)
         results = []
         for row, prow in zip(sims, probs):
             order = np.argsort(-row, kind="stable")[:k]

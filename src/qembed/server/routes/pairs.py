@@ -1,12 +1,198 @@
-"""HTTP routes of this feature (filled in by its issue).
+"""``POST /v1/similarity``, ``POST /v1/classify`` (zero-shot) and ``POST /v1/dedup``.
 
-Contract: export `router` (a FastAPI APIRouter); optionally `setup(app, settings)`, called once
-the encoder is ready. Handlers reach the batched encoder as `request.app.state.encoder` and call
-it from a worker thread (`run_in_threadpool`), never on the event loop.
+All three embed through the server's batching queue (``request.app.state.encoder``) from a
+worker thread. Input sizes are bounded by ``max_client_batch_size`` (pairs, texts) and
+:data:`MAX_LABELS`; bad input answers 400 with an OpenAI-shaped error. Zero-shot label
+embeddings are cached per label set, so routing a stream of tickets against the same queues
+embeds the labels once.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import threading
+from collections import OrderedDict
+from typing import Any, List, Optional, Union
 
-router = APIRouter()
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from qembed.errors import InputError
+from qembed.models.encoder import check_dimensions
+from qembed.models.prompts import SYMMETRIC_INSTRUCTION
+
+router = APIRouter(tags=["Tasks"])
+
+#: Most label specs in one /v1/classify request.
+MAX_LABELS = 256
+#: Label sets whose embeddings are kept (least recently used dropped first).
+LABEL_CACHE_SIZE = 32
+
+Number = Union[StrictFloat, StrictInt]
+
+
+class SimilarityRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"pairs": [["借呗能分期吗?", "我可以分几个月还借呗?"], ["花呗逾期会怎样?", "今天天气怎么样"]], "threshold": 0.8}]})
+
+    pairs: List[List[StrictStr]] = Field(..., description="Text pairs, each a list of two strings.")
+    threshold: Optional[Number] = Field(None, description="Cosine in [-1, 1] at or above which a pair is "
+                                                          "'same'; with it each result has `same`.")
+    instruction: Optional[StrictStr] = Field(None, description="Instruction both sides get (default "
+                                             f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
+    dimensions: Optional[StrictInt] = Field(None, description="Matryoshka size.")
+    model: Optional[StrictStr] = Field(None, description="The served model name (optional).")
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"input": ["I was charged twice for my order"],
+         "labels": ["billing: invoices, charges, refunds", "shipping: delivery and tracking",
+                    "login: passwords and sign-in"]}]})
+
+    input: Union[StrictStr, List[StrictStr]] = Field(..., description="A text or a list of texts.")
+    labels: List[StrictStr] = Field(..., description="Label names or 'name: description' (a name may "
+                                                     "repeat with other descriptions).")
+    top_k: Optional[StrictInt] = Field(None, description="Labels listed per text (default all).")
+    temperature: Number = Field(0.05, description="Softmax temperature of `probability`.")
+    instruction: Optional[StrictStr] = Field(None, description="Instruction for the texts (default "
+                                             f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
+    label_instruction: Optional[StrictStr] = Field(None, description="Instruction for the labels "
+                                                   "(default: `instruction`).")
+    dimensions: Optional[StrictInt] = None
+    model: Optional[StrictStr] = None
+
+
+class DedupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"input": ["How do I reset my password?", "how do i reset my password", "Where is my parcel?"],
+         "threshold": 0.9}]})
+
+    input: List[StrictStr] = Field(..., description="Texts to deduplicate.")
+    threshold: Number = Field(0.9, description="Cosine in [-1, 1] at or above which two texts are "
+                                               "near-duplicates.")
+    k: StrictInt = Field(10, description="Nearest neighbours examined per text.")
+    return_texts: bool = Field(False, description="Include each member's text in the groups.")
+    instruction: Optional[StrictStr] = Field(None, description="Instruction both sides get (default "
+                                             f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
+    dimensions: Optional[StrictInt] = None
+    model: Optional[StrictStr] = None
+
+
+def _instruction(value: str | None) -> str | None:
+    if value is None:
+        return SYMMETRIC_INSTRUCTION
+    return value or None
+
+
+def _check_size(n: int, limit: int, what: str, param: str) -> None:
+    if n == 0:
+        raise InputError(f"{param} is empty: pass at least one {what}", param=param)
+    if n > limit:
+        raise InputError(f"{param} has {n} {what}s, more than this server's limit of {limit} per request",
+                         param=param, code="too_many_inputs")
+
+
+def _context(request: Request, model: str | None, dimensions: int | None) -> tuple[Any, int | None]:
+    from qembed.server.errors import ModelNotServedError
+
+    state = request.app.state.server
+    if model is not None and model not in state.accepted_names:
+        raise ModelNotServedError(f"model {model!r} is not served here; this server serves "
+                                  f"{state.served_name!r} (GET /v1/models)", param="model",
+                                  code="model_not_found")
+    encoder = request.app.state.encoder
+    return encoder, check_dimensions(dimensions, encoder.dim)
+
+
+@router.post("/v1/similarity", summary="Cosine similarity of text pairs")
+async def similarity(body: SimilarityRequest, request: Request) -> dict[str, Any]:
+    """Score each pair; with ``threshold`` also a same/different verdict per pair."""
+    from qembed.tasks.similarity import check_threshold, score_pairs
+
+    encoder, dimensions = _context(request, body.model, body.dimensions)
+    _check_size(len(body.pairs), request.app.state.settings.max_client_batch_size, "pair", "pairs")
+    for i, pair in enumerate(body.pairs):
+        if len(pair) != 2:
+            raise InputError(f"pairs[{i}] has {len(pair)} texts; each pair needs exactly two", param="pairs")
+        for j, text in enumerate(pair):
+            if not text.strip():
+                raise InputError(f"pairs[{i}][{j}] is empty", param="pairs")
+    threshold = None if body.threshold is None else check_threshold(body.threshold)
+    scores = await run_in_threadpool(
+        score_pairs, encoder, [p[0] for p in body.pairs], [p[1] for p in body.pairs],
+        instruction=_instruction(body.instruction), dimensions=dimensions)
+    data = []
+    for i, s in enumerate(scores.tolist()):
+        item: dict[str, Any] = {"index": i, "score": s}
+        if threshold is not None:
+            item["same"] = s >= threshold
+        data.append(item)
+    return {"object": "list", "model": request.app.state.server.served_name, "threshold": threshold,
+            "data": data}
+
+
+_cache_lock = threading.Lock()
+
+
+def _zero_shot(app: Any, encoder: Any, body: ClassifyRequest, dimensions: int | None):
+    """A cached :class:`ZeroShotClassifier` for this label set (built in a worker thread)."""
+    from qembed.tasks.classify import ZeroShotClassifier
+
+    key = (tuple(body.labels), body.instruction, body.label_instruction, dimensions, id(encoder))
+    with _cache_lock:
+        cache: OrderedDict = getattr(app.state, "zero_shot_cache", None) or OrderedDict()
+        app.state.zero_shot_cache = cache
+        clf = cache.get(key)
+        if clf is not None:
+            cache.move_to_end(key)
+    if clf is None:
+        clf = ZeroShotClassifier(encoder, body.labels, instruction=_instruction(body.instruction),
+                                 label_instruction=body.label_instruction, dimensions=dimensions)
+        with _cache_lock:
+            cache[key] = clf
+            while len(cache) > LABEL_CACHE_SIZE:
+                cache.popitem(last=False)
+    return clf
+
+
+@router.post("/v1/classify", summary="Zero-shot classification against labels")
+async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
+    """Nearest label for each text, with cosine scores and softmax probabilities."""
+    encoder, dimensions = _context(request, body.model, body.dimensions)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    _check_size(len(texts), request.app.state.settings.max_client_batch_size, "text", "input")
+    _check_size(len(body.labels), MAX_LABELS, "label", "labels")
+    if not body.temperature > 0:
+        raise InputError(f"temperature must be positive, got {body.temperature}", param="temperature")
+    if body.top_k is not None and body.top_k < 1:
+        raise InputError(f"top_k must be at least 1, got {body.top_k}", param="top_k")
+    for i, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"input[{i}] is empty", param="input")
+    clf = await run_in_threadpool(_zero_shot, request.app, encoder, body, dimensions)
+    preds = await run_in_threadpool(clf.predict, texts, top_k=body.top_k, temperature=float(body.temperature))
+    return {"object": "list", "model": request.app.state.server.served_name, "labels": clf.names,
+            "data": [{"index": i, **p} for i, p in enumerate(preds)]}
+
+
+@router.post("/v1/dedup", summary="Groups of near-duplicate texts")
+async def dedup(body: DedupRequest, request: Request) -> dict[str, Any]:
+    """Groups (representative = earliest text, first) and the indices a deduplicated list keeps."""
+    from qembed.tasks.dedup import find_duplicates
+    from qembed.tasks.similarity import check_threshold
+
+    encoder, dimensions = _context(request, body.model, body.dimensions)
+    _check_size(len(body.input), request.app.state.settings.max_client_batch_size, "text", "input")
+    threshold = check_threshold(body.threshold)
+    if body.k < 1 or body.k > 1000:
+        raise InputError(f"k must be between 1 and 1000, got {body.k}", param="k")
+    for i, text in enumerate(body.input):
+        if not text.strip():
+            raise InputError(f"input[{i}] is empty", param="input")
+    result = await run_in_threadpool(find_duplicates, encoder, body.input, threshold=threshold, k=body.k,
+                                     instruction=_instruction(body.instruction), dimensions=dimensions)
+    texts = body.input if body.return_texts else None
+    return {"object": "dedup", "model": request.app.state.server.served_name, "threshold": threshold,
+            "k": body.k, "groups": [g.to_dict(texts) for g in result.groups], "keep": result.keep,
+            "stats": result.stats}
