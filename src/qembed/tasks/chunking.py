@@ -8,6 +8,7 @@ the original text at token character offsets, so no text is altered or lost.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -55,7 +56,15 @@ class Chunker:
         check_chunking(chunk_tokens, overlap)
         self.chunk_tokens = chunk_tokens
         self.overlap = overlap
-        self.tokenizer = getattr(encoder, "tokenizer", None)
+        tokenizer = getattr(encoder, "tokenizer", None)
+        if tokenizer is not None:
+            # A private copy: fast tokenizers fail ("Already borrowed") when another thread (the
+            # server's batcher) changes the shared one's truncation settings at the same time.
+            try:
+                tokenizer = copy.deepcopy(tokenizer)
+            except Exception:  # pragma: no cover - fall back to the shared tokenizer
+                pass
+        self.tokenizer = tokenizer
         limit = getattr(encoder, "max_input_tokens", None)
         if chunk_tokens is not None and limit and chunk_tokens > limit:
             raise InputError(f"chunk size {chunk_tokens} exceeds the model's input limit of {limit} tokens",

@@ -29,6 +29,8 @@ def _segmenter():
     if _jieba is None:
         import jieba
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
+
         jieba.setLogLevel(logging.WARNING)
         _jieba = jieba
     return _jieba

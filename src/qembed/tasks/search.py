@@ -231,20 +231,12 @@ class KnowledgeBase:
 
     def delete(self, ids: str | Sequence[str], *, save: bool = True) -> int:
         """Remove documents (all their chunks) by document id; returns how many documents were removed."""
-        if isinstance(ids, str):
-            ids = [ids]
-        ids = [str(i) for i in ids]
-        if not ids or any(not i.strip() for i in ids):
-            raise InputError("give at least one non-empty document id", param="ids")
-        chunks = self._existing_chunks(ids)
-        if not chunks:
-            return 0
-        self.store.delete(chunks)
-        self._changed()
-        if save:
-            self.save()
-        found = {self._doc_of(c) for c in chunks}
-        return len(found)
+        removed = delete_documents(self.store, ids)
+        if removed:
+            self._bm25 = None
+            if save:
+                self.save()
+        return removed
 
     def save(self) -> None:
         """Persist the store and the BM25 index beside it."""
@@ -378,27 +370,57 @@ class KnowledgeBase:
             logger.warning("could not save the BM25 index to %s: %s", folder, exc)
 
     def _changed(self) -> None:
-        self.store.set_meta("bm25_version", int(self.store.get_meta("bm25_version", 0)) + 1)
+        _bump_bm25(self.store)
         self._bm25 = None
 
     # ------------------------------------------------------------------ helpers
 
     def _existing_chunks(self, doc_ids: Sequence[str]) -> list[str]:
-        if self.store.count() == 0:
-            return []
-        out: list[str] = []
-        for start in range(0, len(doc_ids), 200):
-            part = list(doc_ids[start:start + 200])
-            try:
-                out += self.store.ids({DOC_ID: part})
-            except InputError:  # no stored chunk carries doc_id (a store filled outside a KnowledgeBase)
-                pass
-            out += [r.id for r in self.store.get([d for d in part if d not in out]) if r is not None]
-        return list(dict.fromkeys(out))
+        return chunks_of(self.store, doc_ids)
 
     @staticmethod
     def _doc_of(chunk_id: str) -> str:
         return chunk_id.split("#", 1)[0]
+
+
+def chunks_of(store: VectorStore, doc_ids: Sequence[str]) -> list[str]:
+    """Ids of the stored chunks of the given documents (by ``metadata.doc_id`` or equal id)."""
+    if not doc_ids or store.count() == 0:
+        return []
+    out: list[str] = []
+    for start in range(0, len(doc_ids), 200):
+        part = list(doc_ids[start:start + 200])
+        try:
+            out += store.ids({DOC_ID: part})
+        except InputError:  # no stored chunk carries doc_id (a store filled outside a KnowledgeBase)
+            pass
+        rest = [d for d in part if d not in set(out)]
+        if rest:
+            out += [r.id for r in store.get(rest) if r is not None]
+    return list(dict.fromkeys(out))
+
+
+def delete_documents(store: VectorStore, ids: str | Sequence[str]) -> int:
+    """Delete documents (every chunk) from ``store`` without an encoder; returns documents removed.
+
+    Used by :meth:`KnowledgeBase.delete` and ``qembed index delete``; marks the BM25 index stale.
+    """
+    if isinstance(ids, str):
+        ids = [ids]
+    ids = list(ids)
+    if not ids or any(not isinstance(i, str) or not i.strip() for i in ids):
+        raise InputError("give at least one non-empty document id", param="ids")
+    chunks = chunks_of(store, ids)
+    if not chunks:
+        return 0
+    store.delete(chunks)
+    _bump_bm25(store)
+    found = {c.split("#", 1)[0] for c in chunks}
+    return len(found & set(ids)) or len(found)
+
+
+def _bump_bm25(store: VectorStore) -> None:
+    store.set_meta("bm25_version", int(store.get_meta("bm25_version", 0)) + 1)
 
 
 def rrf(rankings: Sequence[Sequence[Hit]], k: int, constant: int = RRF_K) -> list[Hit]:

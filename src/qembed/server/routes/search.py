@@ -1,12 +1,121 @@
-"""HTTP routes of this feature (filled in by its issue).
+"""``POST /v1/search``, ``POST /v1/documents`` and ``DELETE /v1/documents/{id}``.
 
-Contract: export `router` (a FastAPI APIRouter); optionally `setup(app, settings)`, called once
-the encoder is ready. Handlers reach the batched encoder as `request.app.state.encoder` and call
-it from a worker thread (`run_in_threadpool`), never on the event loop.
+Mounted when the server runs with an index (``qembed serve --index DIR_OR_URI``): :func:`setup`
+opens (or creates) the knowledge base with the server's batched encoder once the model is ready.
+Searches run concurrently; writes are serialised and saved before the response is sent.
+Queries and documents are embedded through the batching queue from a worker thread.
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import logging
+import threading
+from typing import Any, Dict, List, Optional, Union
 
-router = APIRouter()
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+from qembed.config import Settings
+from qembed.errors import InputError, NotFoundError
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(tags=["Search"])
+
+Scalar = Union[StrictStr, StrictBool, StrictInt, StrictFloat]
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"query": "买了东西两天了怎么还不发快递?", "top_k": 3, "mode": "dense"}]})
+
+    query: StrictStr = Field(..., description="The question; it gets the retrieval instruction.")
+    top_k: StrictInt = Field(10, description="Results to return (1..1000).")
+    mode: StrictStr = Field("dense", description="dense, bm25 or hybrid (reciprocal rank fusion).")
+    filter: Optional[Dict[str, Union[Scalar, List[Scalar]]]] = Field(
+        None, description="Metadata filter {field: value or [values]}, applied before the top-k is cut.")
+    unique_documents: StrictBool = Field(False, description="Keep only the best chunk of each document.")
+    model: Optional[StrictStr] = Field(None, description="The served model name (optional).")
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(..., description="The document's text (long texts are chunked).")
+    id: Optional[StrictStr] = Field(None, description="Document id (default: a hash of the text).")
+    title: Optional[StrictStr] = Field(None, description="Title, embedded before the text.")
+    metadata: Dict[str, Any] = Field(default_factory=dict, description="Fields to filter on.")
+
+
+class DocumentsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"documents": [{"id": "faq-17", "text": "订单超过48小时未发货怎么办", "metadata": {"topic": "shipping"}}]}]})
+
+    documents: List[Union[StrictStr, DocumentIn]] = Field(..., description="Texts or document objects.")
+
+
+def setup(app: FastAPI, settings: Settings) -> None:
+    """Open the knowledge base named by ``settings.index`` with the server's encoder."""
+    app.state.knowledge_base = None
+    app.state.knowledge_base_lock = threading.Lock()
+    if not settings.index:
+        return
+    from qembed.tasks.search import KnowledgeBase
+
+    kb = KnowledgeBase.open(settings.index, app.state.encoder, create=True)
+    app.state.knowledge_base = kb
+    logger.info("serving knowledge base %s (%d chunks)", settings.index, kb.store.count())
+
+
+def _kb(request: Request):
+    kb = getattr(request.app.state, "knowledge_base", None)
+    if kb is None:
+        raise NotFoundError("this server has no knowledge base: start it with 'qembed serve --index DIR_OR_URI'",
+                            code="no_index")
+    return kb
+
+
+@router.post("/v1/search", summary="Search the knowledge base")
+async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
+    kb = _kb(request)
+    hits = await run_in_threadpool(kb.search, body.query, body.top_k, mode=body.mode, filter=body.filter,
+                                   unique_documents=body.unique_documents)
+    return {"object": "list", "model": request.app.state.server.served_name, "mode": body.mode,
+            "data": [h.to_dict() for h in hits]}
+
+
+@router.post("/v1/documents", summary="Add or replace documents")
+async def add_documents(body: DocumentsRequest, request: Request) -> dict[str, Any]:
+    kb = _kb(request)
+    limit = request.app.state.settings.max_client_batch_size
+    if not body.documents:
+        raise InputError("documents is empty: pass at least one document", param="documents")
+    if len(body.documents) > limit:
+        raise InputError(f"at most {limit} documents per request, got {len(body.documents)}", param="documents")
+    docs = [d if isinstance(d, str) else d.model_dump(exclude_none=True) for d in body.documents]
+
+    def write() -> dict[str, Any]:
+        from qembed.tasks.search import as_documents
+
+        parsed = as_documents(docs)
+        with request.app.state.knowledge_base_lock:
+            result = kb.add(parsed)
+        return {**result, "ids": [d.id for d in parsed]}
+
+    result = await run_in_threadpool(write)
+    return {"object": "documents", **result, "count": kb.store.count()}
+
+
+@router.delete("/v1/documents/{doc_id}", summary="Delete a document (all its chunks)")
+async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
+    kb = _kb(request)
+
+    def remove() -> int:
+        with request.app.state.knowledge_base_lock:
+            return kb.delete([doc_id])
+
+    removed = await run_in_threadpool(remove)
+    if not removed:
+        raise NotFoundError(f"no document with id {doc_id!r}", param="id", code="document_not_found")
+    return {"object": "document", "id": doc_id, "deleted": True}
