@@ -186,7 +186,19 @@ def kmeans_labels(vectors: np.ndarray, k: int, *, seed: int = 0, n_init: int | N
                                 batch_size=min(n, 4096), max_no_improvement=20)
     else:
         model = KMeans(n_clusters=k, random_state=seed, n_init=n_init or 4)
-    return model.fit_predict(vectors).astype(np.int64)
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        labels = model.fit_predict(vectors).astype(np.int64)
+    for w in caught:
+        if issubclass(w.category, ConvergenceWarning):
+            logger.warning("k-means: %s", str(w.message).split(". ")[0])
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return labels
 
 
 def auto_k(vectors: np.ndarray, *, seed: int = 0, k_range: Sequence[int] | None = None,
