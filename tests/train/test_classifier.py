@@ -1,0 +1,133 @@
+"""`qembed finetune classifier` and `qembed classify-pairs` on the tiny Qwen3 (one short epoch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from qembed.cli import main
+from qembed.train.data import load_pairs
+from qembed.train.pair_classifier import LAST, MANIFEST, PairClassifier
+
+
+def test_metrics_and_folder(trained_classifier, afqmc_small):
+    out, doc, _ = trained_classifier
+    saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert saved["finished"] and len(saved["epochs"]) == 1
+    row = saved["epochs"][0]
+    for key in ("epoch", "accuracy", "f1", "loss", "precision", "recall", "train_loss", "train_pairs_per_s"):
+        assert key in row
+    assert 0 <= row["accuracy"] <= 1 and 0 <= row["f1"] <= 1 and row["loss"] > 0
+    assert set(saved["best"]) >= {"epoch", "accuracy", "f1", "loss"} and saved["best"]["epoch"] == 1
+    assert saved["train_pairs"] == 64 and saved["dev_pairs"] == 32
+    # Dev majority on these 32 pairs, computed independently.
+    labels = [int(json.loads(x)["label"]) for x in afqmc_small[1].read_text(encoding="utf-8").splitlines()]
+    assert saved["dev_majority_accuracy"] == pytest.approx(max(np.mean(labels), 1 - np.mean(labels)))
+    assert (out / "adapter_config.json").exists() and (out / "adapter_model.safetensors").exists()
+    assert (out / LAST / "trainer_state.pt").exists() and (out / "tokenizer.json").exists()
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
+    assert adapter_cfg["task_type"] == "SEQ_CLS" and adapter_cfg["r"] == 8
+    assert sorted(adapter_cfg["target_modules"]) == ["k_proj", "q_proj", "v_proj"]
+    assert "score" in (adapter_cfg.get("modules_to_save") or [])
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    assert manifest["max_length"] == 32 and manifest["pad_token_id"] != 151643
+
+
+def test_reload_predicts_like_in_memory(trained_classifier, afqmc_small):
+    out, doc, in_memory = trained_classifier
+    dev = load_pairs(afqmc_small[1])
+    expected = in_memory.predict_proba(dev.first, dev.second)
+    reloaded = PairClassifier.load(out, device="cpu", precision="fp32")
+    got = reloaded.predict_proba(dev.first, dev.second)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert reloaded.evaluate(dev)["accuracy"] == pytest.approx(doc["best"]["accuracy"])
+    # Batched and one-at-a-time scoring agree (padding never shifts the pooled token).
+    single = np.concatenate([reloaded.predict_proba([a], [b]) for a, b in zip(dev.first[:6], dev.second[:6])])
+    np.testing.assert_allclose(single, got[:6], atol=1e-5)
+    # The adapter changed the model: the trained head is not the base model's random head.
+    assert not np.allclose(got, got.mean())
+
+
+def test_classify_pairs_cli(trained_classifier, afqmc_small, tmp_path, capsys):
+    out, doc, in_memory = trained_classifier
+    dev_file = afqmc_small[1]
+    assert main(["classify-pairs", "--adapter", str(out), str(dev_file), "--device", "cpu",
+                 "--precision", "fp32", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    dev = load_pairs(dev_file)
+    np.testing.assert_allclose([r["probability"] for r in res["results"]],
+                               in_memory.predict_proba(dev.first, dev.second), atol=1e-5)
+    assert res["metrics"]["accuracy"] == pytest.approx(doc["best"]["accuracy"])
+    assert res["pairs"] == 32 and all(r["prediction"] == int(r["probability"] >= 0.5) for r in res["results"])
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text(json.dumps({"sentence1": "花呗怎么还", "sentence2": "如何还花呗"}, ensure_ascii=False) + "\n",
+                          encoding="utf-8")
+    target = tmp_path / "scored.jsonl"
+    assert main(["classify-pairs", "--adapter", str(out), str(unlabelled), "-o", str(target), "--device", "cpu"]) == 0
+    line = json.loads(target.read_text(encoding="utf-8"))
+    assert 0 <= line["probability"] <= 1 and "label" not in line
+    assert main(["classify-pairs", "--adapter", str(tmp_path), str(unlabelled)]) == 2
+    assert "not a qembed pair classifier" in capsys.readouterr().err
+
+
+def test_cli_end_to_end_and_resume(tiny_model_path, afqmc_small, tmp_path, capsys):
+    train, dev = afqmc_small
+    out = tmp_path / "run"
+    base = ["finetune", "classifier", "--train", str(train), "--dev", str(dev), "--model", str(tiny_model_path),
+            "--output", str(out), "--max-length", "32", "--batch-size", "32", "--grad-accum", "2",
+            "--lr", "1e-3", "--device", "cpu", "--precision", "fp32", "--limit-train", "32", "--limit-dev", "16"]
+    assert main([*base, "--epochs", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    first = json.loads(captured.out)
+    assert "trainable params: 5,248 || all params:" in captured.err
+    assert [e["epoch"] for e in first["epochs"]] == [1] and first["train_pairs"] == 32
+    # A second run into the same folder is refused without --resume / --overwrite.
+    assert main([*base, "--epochs", "2"]) == 2
+    assert "already holds a classifier" in capsys.readouterr().err
+    assert main([*base, "--epochs", "2", "--resume", "--json"]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]
+    assert resumed["epochs"][0] == first["epochs"][0]
+    assert resumed["best"]["f1"] >= first["best"]["f1"]
+    # Settings must match to resume.
+    assert main([*base, "--epochs", "3", "--resume", "--max-length", "48"]) == 2
+    assert "max_length was 32" in capsys.readouterr().err
+
+
+def _bad(tmp_path: Path, rows: list[dict]) -> Path:
+    f = tmp_path / "bad.jsonl"
+    f.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return f
+
+
+@pytest.mark.parametrize("case", ["no_label", "label_2", "empty", "max_length", "target", "one_class"])
+def test_bad_input_fails_before_training(case, tiny_model_path, afqmc_small, tmp_path, capsys):
+    train, dev = afqmc_small
+    extra: list[str] = []
+    expect = ""
+    if case == "no_label":
+        train, expect = _bad(tmp_path, [{"sentence1": "a", "sentence2": "b"}]), "no label column"
+    elif case == "label_2":
+        train = _bad(tmp_path, [{"sentence1": "a", "sentence2": "b", "label": "1"},
+                                {"sentence1": "a", "sentence2": "c", "label": "2"}])
+        expect = "record 2: label must be 0 or 1"
+    elif case == "empty":
+        train = tmp_path / "empty.jsonl"
+        train.write_text("", encoding="utf-8")
+        expect = "empty"
+    elif case == "max_length":
+        extra, expect = ["--max-length", "7"], "max length must be at least 8"
+    elif case == "target":
+        extra, expect = ["--target-modules", "q_proj,query_key_value"], "unknown target module(s) query_key_value"
+    elif case == "one_class":
+        train = _bad(tmp_path, [{"sentence1": "a", "sentence2": "b", "label": "1"}])
+        expect = "needs both 0 and 1"
+    out = tmp_path / "out"
+    code = main(["finetune", "classifier", "--train", str(train), "--dev", str(dev), "--model",
+                 str(tiny_model_path), "--output", str(out), "--epochs", "1", "--device", "cpu", *extra])
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and expect in errors[0], errors
+    assert not (out / "metrics.json").exists() and not (out / LAST).exists()
