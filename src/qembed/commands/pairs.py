@@ -136,6 +136,9 @@ def similarity(
     instr = _instruction(instruction, no_instruction)
     data = read_pairs(pairs, left_column=sentence1_column, right_column=sentence2_column,
                       label_column=label_column, require_labels=calibrate) if pairs is not None else None
+    if calibrate and data is not None and data.labels is not None and len(set(data.labels)) < 2:
+        raise InputError(f"{pairs}: calibration needs both same (1) and different (0) pairs; "
+                         f"all {len(data)} labels are {data.labels[0]}")
     encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
     if saved is not None and saved.get("model") not in (None, encoder.name):
         logger.warning("the threshold in %s was calibrated for %s, not %s", threshold_file,
