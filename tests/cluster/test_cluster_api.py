@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import v_measure_score
 
 import qembed
-from conftest import CHINESE, MULTILINGUAL, TOPICS, blobs, flatten
+from .conftest import CHINESE, MULTILINGUAL, TOPICS, blobs, flatten
 from qembed.errors import InputError
 from qembed.tasks.cluster import ClusterResult, auto_k
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jieba
 import numpy as np
 
-from conftest import CHINESE, MULTILINGUAL, flatten
+from .conftest import CHINESE, MULTILINGUAL, flatten
 from qembed.tasks.topics import (
     OUTLIER_LABEL, Tokenizer, class_tfidf, cluster_keywords, detect_language, discover_chinese_words,
     make_label, tokenize,

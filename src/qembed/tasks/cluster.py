@@ -247,7 +247,7 @@ def reduce_vectors(vectors: np.ndarray, dims: int, method: str = "pca", seed: in
             raise InputError("reduce='umap' needs umap-learn: pip install umap-learn") from None
         import umap
 
-        return umap.UMAP(n_components=dims, metric="cosine", random_state=seed,
+        return umap.UMAP(n_components=dims, metric="cosine", random_state=seed, n_jobs=1,
                          n_neighbors=min(15, len(vectors) - 1)).fit_transform(vectors).astype(np.float32)
     from sklearn.decomposition import PCA
 

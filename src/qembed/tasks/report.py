@@ -91,7 +91,7 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple
         if have_umap and (method == "umap" or n >= UMAP_MIN_POINTS) and n >= 4:
             import umap
 
-            coords = umap.UMAP(n_components=2, metric="cosine", random_state=seed,
+            coords = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_jobs=1,
                                n_neighbors=max(2, min(15, n - 1))).fit_transform(vectors)
             return np.asarray(coords, dtype=np.float64), "umap"
     if n < 2 or vectors.shape[1] < 2:

@@ -1,0 +1,1 @@
+"""Tests of clustering with named topics (issue 5)."""
