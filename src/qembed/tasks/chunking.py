@@ -67,8 +67,10 @@ class Chunker:
         self.tokenizer = tokenizer
         limit = getattr(encoder, "max_input_tokens", None)
         if chunk_tokens is not None and limit and chunk_tokens > limit:
-            raise InputError(f"chunk size {chunk_tokens} exceeds the model's input limit of {limit} tokens",
-                             param="chunk_tokens")
+            logger.info("chunk size %d exceeds %s's input limit; using %d tokens", chunk_tokens,
+                        getattr(encoder, "name", "the model"), limit)
+            self.chunk_tokens = chunk_tokens = int(limit)
+            self.overlap = overlap = min(overlap, chunk_tokens // 4)
         self._special = 0
         if self.tokenizer is not None:
             with_special = len(self.tokenizer("a", add_special_tokens=True)["input_ids"])

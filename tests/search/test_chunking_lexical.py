@@ -1,0 +1,60 @@
+"""Token chunking with overlap, and BM25 over jieba-segmented Chinese."""
+
+from __future__ import annotations
+
+import pytest
+
+from qembed.errors import InputError
+from qembed.tasks.chunking import Chunker
+from qembed.tasks.lexical import BM25Index, tokenize
+
+
+def test_chunks_fit_the_budget_overlap_and_cover_the_text(tiny_encoder):
+    text = " ".join(f"sentence {i} about refunds, shipping and repayments." for i in range(60))
+    chunker = Chunker(tiny_encoder, chunk_tokens=40, overlap=8)
+    chunks = chunker.split(text)
+    assert len(chunks) > 5
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    for c in chunks:
+        assert tiny_encoder.count_tokens([c.text])[0] <= 40 + 1  # end token included; BPE re-merge slack of 1
+        assert c.text == text[c.start:c.end]
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    for a, b in zip(chunks, chunks[1:]):
+        assert b.start < a.end  # consecutive chunks overlap
+        overlap = tiny_encoder.tokenizer(text[b.start:a.end], add_special_tokens=False)["input_ids"]
+        assert 6 <= len(overlap) <= 10
+    short = chunker.split("short text")
+    assert len(short) == 1 and short[0].text == "short text"
+    assert Chunker(tiny_encoder, chunk_tokens=None).split(text)[0].text == text
+
+
+def test_chinese_chunks(tiny_encoder):
+    text = "花呗账单每月自动还款,余额不足时会还款失败。" * 30
+    chunks = Chunker(tiny_encoder, chunk_tokens=32, overlap=4).split(text)
+    assert len(chunks) > 3 and "".join(c.text for c in chunks).replace(" ", "") != ""
+    assert all(tiny_encoder.count_tokens([c.text])[0] <= 33 for c in chunks)
+
+
+@pytest.mark.parametrize("size,overlap", [(8, 0), (64, 32), (64, -1), (64, 40)])
+def test_bad_chunk_settings(tiny_encoder, size, overlap):
+    with pytest.raises(InputError):
+        Chunker(tiny_encoder, chunk_tokens=size, overlap=overlap)
+
+
+def test_tokenize_segments_chinese_and_drops_noise():
+    assert tokenize("订单超过48小时未发货怎么办?") == ["订单", "超过", "48", "小时", "未", "发货", "怎么办"]
+    assert tokenize("The parcel has NOT shipped!") == ["parcel", "has", "shipped"]  # "the", "not" are stopwords
+
+
+def test_bm25_ranks_by_shared_words_and_filters(tmp_path):
+    ids = ["ship", "huabei", "jiebei", "refund"]
+    texts = ["订单超过48小时未发货怎么办", "花呗还款失败有哪些原因", "如何关闭借呗自动扣款功能", "退款多久到账"]
+    index = BM25Index(ids, texts, version=3)
+    hits = index.search("花呗还款失败了", 3)
+    assert hits[0][0] == "huabei" and hits[0][1] > 0
+    assert index.search("完全无关的词语", 3) == []  # no shared word: nothing, not noise
+    assert [d for d, _ in index.search("还款 扣款", 4, allowed={"jiebei"})] == ["jiebei"]
+    index.save(tmp_path / "bm25")
+    loaded = BM25Index.load(tmp_path / "bm25")
+    assert loaded.version == 3 and loaded.search("花呗还款失败了", 1) == hits[:1]
+    assert BM25Index.load(tmp_path / "missing") is None
