@@ -25,6 +25,8 @@ router = APIRouter(tags=["Tasks"])
 
 #: Most texts one /v1/cluster request may hold.
 MAX_CLUSTER_TEXTS = 10_000
+#: Most extra jieba words a request may carry.
+MAX_WORDS = 10_000
 #: Most keywords / examples per cluster a request may ask for.
 MAX_PER_CLUSTER = 50
 
@@ -67,8 +69,6 @@ def _context(request: Request, model: str | None, dimensions: int | None) -> tup
 @router.post("/v1/cluster", summary="Cluster texts into named topics")
 async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any]:
     """Cluster ``input`` with K-Means or HDBSCAN; each cluster gets keywords, a label, examples."""
-    from qembed.tasks.cluster import cluster
-
     n = len(body.input)
     if n > MAX_CLUSTER_TEXTS:
         raise InputError(f"input has {n} texts, more than this server's limit of {MAX_CLUSTER_TEXTS} "
@@ -77,13 +77,28 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
         value = getattr(body, name)
         if not 1 <= value <= MAX_PER_CLUSTER:
             raise InputError(f"{name} must be between 1 and {MAX_PER_CLUSTER}, got {value}", param=name)
+    if body.words is not None and len(body.words) > MAX_WORDS:
+        raise InputError(f"words has {len(body.words)} entries, more than the limit of {MAX_WORDS}",
+                         param="words")
     encoder, dimensions = _context(request, body.model, body.dimensions)
     instruction = SYMMETRIC_INSTRUCTION if body.instruction is None else (body.instruction or None)
-    result = await run_in_threadpool(
-        cluster, body.input, encoder, method=body.method, k=body.k, min_cluster_size=body.min_cluster_size,
+    try:
+        result = await run_in_threadpool(_run, body, encoder, instruction, dimensions)
+    except InputError as exc:
+        if exc.param == "texts":  # the API's name for what this endpoint calls `input`
+            exc.param = "input"
+            exc.message = exc.message.replace("texts[", "input[").replace("texts is", "input is")
+        raise
+    data = result.to_dict()
+    return {"object": "cluster.result", "model": request.app.state.server.served_name, **data}
+
+
+def _run(body: ClusterRequest, encoder: Any, instruction: str | None, dimensions: int | None):
+    from qembed.tasks.cluster import cluster
+
+    return cluster(
+        body.input, encoder, method=body.method, k=body.k, min_cluster_size=body.min_cluster_size,
         min_samples=body.min_samples, seed=body.seed, reassign_outliers=body.reassign_outliers,
         instruction=instruction, dimensions=dimensions, top_keywords=body.top_keywords,
         n_examples=body.examples, words=body.words or (),
     )
-    data = result.to_dict()
-    return {"object": "cluster.result", "model": request.app.state.server.served_name, **data}
