@@ -23,10 +23,12 @@ sentence-transformers' binary-classification evaluator).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -268,7 +270,7 @@ def tune_embeddings(
     device = pick_device(cfg.device)
     dtype = _resolve_precision(cfg.precision, device)
     model = load_sentence_transformer(base_path, device, torch.float32 if dtype == torch.float32 else dtype)
-    model.max_seq_length = cfg.max_length
+    natural_max_length = model.max_seq_length
     config = model[0].auto_model.config
     special_ids = {k: getattr(config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     prefix = instruction_prefix(model, cfg.instruction)
@@ -322,7 +324,13 @@ def tune_embeddings(
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_ds,
                                             loss=_make_loss(cfg.loss, model))
         started = time.perf_counter()
-        result = trainer.train()
+        model.max_seq_length = cfg.max_length  # the training length; the saved model keeps its own
+        try:
+            # The HF trainer prints its log dicts; keep stdout for the caller's --json document.
+            with contextlib.redirect_stdout(sys.stderr):
+                result = trainer.train()
+        finally:
+            model.max_seq_length = natural_max_length
         seconds = time.perf_counter() - started
     model.eval()
     after = evaluate_embeddings(model, dev, prefix, cfg.eval_batch_size) if dev is not None else None
