@@ -124,3 +124,11 @@ def test_unequal_sides_are_rejected(tiny_encoder):
         score_pairs(tiny_encoder, ["a", "b"], ["c"])
     with pytest.raises(InputError, match="empty"):
         score_pairs(tiny_encoder, ["a", ""], ["c", "d"])
+
+
+def test_a_calibrated_cut_above_a_perfect_score_can_be_saved(tmp_path: Path):
+    # Best accuracy: call nothing "same" -> the cut lies just above 1.0, outside [-1, 1] by a hair.
+    out = calibrate([1.0, 0.9, 0.2], [0, 0, 1])
+    assert out["threshold"] > 1.0 and out["accuracy"] == pytest.approx(2 / 3)
+    path = save_threshold(tmp_path / "t.json", model="m", threshold=out["threshold"], instruction=None)
+    assert load_threshold(path)["threshold"] == out["threshold"]

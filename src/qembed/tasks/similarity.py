@@ -25,14 +25,20 @@ logger = logging.getLogger(__name__)
 #: Column names of AFQMC-style pair files.
 LEFT_COLUMN, RIGHT_COLUMN, LABEL_COLUMN = "sentence1", "sentence2", "label"
 THRESHOLD_FILE_VERSION = 1
+#: Calibrated thresholds may sit this far outside [-1, 1] (a cut just above a score of 1.0).
+CALIBRATION_SLACK = 1e-6
 
 
-def check_threshold(threshold: Any, *, param: str = "threshold") -> float:
-    """Return ``threshold`` as a float in [-1, 1] (the range of a cosine) or raise InputError."""
+def check_threshold(threshold: Any, *, param: str = "threshold", slack: float = 0.0) -> float:
+    """Return ``threshold`` as a float in [-1, 1] (the range of a cosine) or raise InputError.
+
+    ``slack`` widens the range for thresholds computed by :func:`qembed.eval.pairs.calibrate`,
+    whose "nothing is the same" cut lies just above the highest score (e.g. 1.0000000000000002).
+    """
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating, np.integer)):
         raise InputError(f"{param} must be a number, got {type(threshold).__name__}", param=param)
     value = float(threshold)
-    if not np.isfinite(value) or not -1.0 <= value <= 1.0:
+    if not np.isfinite(value) or not -1.0 - slack <= value <= 1.0 + slack:
         raise InputError(f"{param} must be between -1 and 1 (a cosine similarity), got {threshold}",
                          param=param)
     return value
@@ -177,7 +183,7 @@ def save_threshold(
         "model": model,
         "instruction": instruction,
         "dimensions": dimensions,
-        "threshold": float(check_threshold(threshold)),
+        "threshold": float(check_threshold(threshold, slack=CALIBRATION_SLACK)),
         "metrics": metrics or {},
         **(extra or {}),
     }
@@ -198,5 +204,5 @@ def load_threshold(path: str | Path) -> dict[str, Any]:
         raise InputError(f"{p} is not a JSON threshold file: {exc}") from None
     if not isinstance(doc, dict) or "threshold" not in doc:
         raise InputError(f"{p} has no 'threshold' key; write it with --save-threshold")
-    doc["threshold"] = check_threshold(doc["threshold"], param=f"threshold in {p}")
+    doc["threshold"] = check_threshold(doc["threshold"], param=f"threshold in {p}", slack=CALIBRATION_SLACK)
     return doc
