@@ -19,8 +19,10 @@ class Settings(BaseSettings):
     dtype: str | None = Field(None, description="auto, bfloat16, float32, float16")
     max_input_tokens: int | None = Field(None, description="longest input in tokens")
     truncate: bool = Field(True, description="truncate long inputs instead of rejecting them")
-    max_batch_tokens: int = Field(16384, description="padded tokens per forward pass")
-    max_batch_size: int = Field(256, description="inputs per forward pass")
+    max_batch_tokens: int | None = Field(
+        None, description="padded tokens per forward pass (default by device: 4096 CPU, 16384 CUDA)")
+    max_batch_size: int | None = Field(
+        None, description="inputs per forward pass (default by device: 32 CPU, 256 CUDA)")
 
     # server
     host: str = "127.0.0.1"

@@ -84,8 +84,10 @@ def test_batched_equals_single(tiny_encoder, texts):
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
-def test_batched_equals_single_with_small_token_budget(tiny_model_path):
-    enc = LocalEncoder(str(tiny_model_path), device="cpu", dtype="float32", max_batch_tokens=40, max_batch_size=3)
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_batched_equals_single_with_small_token_budget(tiny_model_path, padding_side):
+    enc = LocalEncoder(str(tiny_model_path), device="cpu", dtype="float32", max_batch_tokens=40,
+                       max_batch_size=3, padding_side=padding_side)
     full = enc.encode(TEXTS * 3)
     single = np.vstack([enc.encode([t]) for t in TEXTS * 3])
     np.testing.assert_allclose(full, single, atol=1e-5)
@@ -182,7 +184,8 @@ def test_bad_max_input_tokens(tiny_model_path):
 
 def test_defaults_and_info(tiny_encoder):
     info = tiny_encoder.info()
-    assert info["pooling"] == "lasttoken" and info["padding_side"] == "left"
+    assert info["pooling"] == "lasttoken" and info["padding_side"] == "right"
+    assert (info["max_batch_tokens"], info["max_batch_size"]) == (4096, 32)  # CPU defaults
     assert tiny_encoder.max_input_tokens == 8192
     assert info["dim"] == 64 and info["supports_instructions"] is True
 

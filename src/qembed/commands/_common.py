@@ -26,14 +26,28 @@ ApiKeyOpt = typer.Option(None, "--api-key", envvar="QEMBED_API_KEY",
                          help="Key for a remote endpoint given as --model URL.")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (test runners swap it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr; INFO by default, DEBUG with ``--verbose``."""
     level = logging.DEBUG if verbose else logging.INFO
     root = logging.getLogger()
-    if not any(getattr(h, "_qembed", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
-        handler._qembed = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("qembed").setLevel(level)
@@ -60,6 +74,7 @@ def open_encoder(
         device=device or settings.device,
         dtype=dtype or settings.dtype,
         max_batch_tokens=kwargs.pop("max_batch_tokens", settings.max_batch_tokens),
+        max_batch_size=kwargs.pop("max_batch_size", settings.max_batch_size),
         **kwargs,
     )
 

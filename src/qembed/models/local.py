@@ -33,8 +33,10 @@ logger = logging.getLogger(__name__)
 
 #: Qwen3-Embedding's default input limit (its position limit is 32k; 8k is what it was tuned on).
 QWEN_DEFAULT_MAX_TOKENS = 8192
-DEFAULT_MAX_BATCH_TOKENS = 16384
-DEFAULT_MAX_BATCH_SIZE = 256
+#: Batch limits per device kind: (padded tokens per pass, inputs per pass). On CPUs, batches of
+#: about 32 short inputs run faster per token than larger ones (measured with benchmarks/
+#: encode_throughput.py); GPUs want large batches.
+BATCH_LIMITS = {"cuda": (16384, 256), "xpu": (16384, 256), "mps": (8192, 64), "cpu": (4096, 32)}
 
 _DTYPES = {
     "bfloat16": torch.bfloat16,
@@ -111,8 +113,11 @@ class LocalEncoder:
             Qwen3-Embedding, the model's own limit otherwise.
         truncate: cut longer inputs (keeping the end token); with ``False`` they raise
             :class:`~qembed.errors.InputTooLongError`.
-        max_batch_tokens: padded tokens per forward pass (batch size x longest input).
-        max_batch_size: most inputs per forward pass.
+        max_batch_tokens: padded tokens per forward pass (batch size x longest input); default
+            by device (:data:`BATCH_LIMITS`).
+        max_batch_size: most inputs per forward pass; default by device.
+        padding_side: ``"right"`` (default; last-token pooling reads each row's last real
+            position from the attention mask) or ``"left"``.
         name: the name reported by :attr:`name` (default: the folder or Hub id).
     """
 
@@ -124,8 +129,9 @@ class LocalEncoder:
         dtype: str | torch.dtype | None = None,
         max_input_tokens: int | None = None,
         truncate: bool = True,
-        max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
+        padding_side: str = "right",
         name: str | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
@@ -135,10 +141,13 @@ class LocalEncoder:
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        if max_batch_tokens < 1 or max_batch_size < 1:
+        default_tokens, default_size = BATCH_LIMITS.get(self.device.split(":")[0], BATCH_LIMITS["cpu"])
+        self.max_batch_tokens = int(max_batch_tokens or default_tokens)
+        self.max_batch_size = int(max_batch_size or default_size)
+        if self.max_batch_tokens < 1 or self.max_batch_size < 1:
             raise InputError("max_batch_tokens and max_batch_size must be positive")
-        self.max_batch_tokens = int(max_batch_tokens)
-        self.max_batch_size = int(max_batch_size)
+        if padding_side not in ("left", "right"):
+            raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.truncate = bool(truncate)
 
         logger.info("loading %s on %s (%s)", self.path, self.device, str(self.dtype).replace("torch.", ""))
@@ -158,7 +167,8 @@ class LocalEncoder:
         self.pooling = str(getattr(pooling, "pooling_mode", "mean")) if pooling else "cls"
         get_dim = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
         self._dim = int(get_dim())
-        self._pad_left = self.pooling == "lasttoken"
+        self._last_token = self.pooling == "lasttoken"
+        self._pad_left = padding_side == "left"
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -168,7 +178,7 @@ class LocalEncoder:
         self.model_type = str(getattr(config, "model_type", ""))
         self.prompts: dict[str, str] = dict(getattr(self._st, "prompts", {}) or {})
         self.instruct_style = any(is_instruct_prompt(p) for p in self.prompts.values()) or (
-            self.model_type.startswith("qwen") and self.pooling == "lasttoken"
+            self.model_type.startswith("qwen") and self._last_token
         )
         self._prompt_style = bool(self.instruct_style or any(self.prompts.values()))
         self._warned_no_instructions = False
@@ -221,6 +231,8 @@ class LocalEncoder:
             "dtype": str(self.dtype).replace("torch.", ""),
             "pooling": self.pooling,
             "padding_side": "left" if self._pad_left else "right",
+            "max_batch_tokens": self.max_batch_tokens,
+            "max_batch_size": self.max_batch_size,
             "supports_instructions": self.supports_instructions,
             "instruction_format": "Instruct: {instruction}\\nQuery:{text}" if self.instruct_style
             else ("prompt prefix" if self._prompt_style else None),
@@ -307,7 +319,7 @@ class LocalEncoder:
                         param="input",
                     )
             seq = [int(t) for t in seq]
-            if self._end_ids and self._pad_left and seq[-len(self._end_ids):] != self._end_ids:
+            if self._end_ids and self._last_token and seq[-len(self._end_ids):] != self._end_ids:
                 seq = seq + self._end_ids
             if len(seq) > self._max_input_tokens:
                 if not self.truncate:

@@ -1,0 +1,171 @@
+"""Encoding throughput: qembed vs sentence-transformers vs a bare transformers forward.
+
+Model: Qwen3-Embedding-0.6B's real architecture and tokenizer with random weights (bf16), built from
+``shared/models/Qwen3-Embedding-0.6B`` and cached under ``~/.cache/qembed``. Speed does not depend on
+the weights' values.
+
+Corpora:
+  * ``afqmc``: the first N AFQMC dev sentences (default 2,000: sentence1 and sentence2 of each pair).
+  * ``mixed``: AFQMC sentences with a few ~1,000-token documents among them, where length-aware
+    batching should pay; measured against sentence-transformers and against fixed-size batches in
+    input order (what a naive server does).
+
+Every method runs on the same texts in the same process, interleaved over ``--repeats`` rounds;
+the median time per method is reported with ratios. Run:
+
+    .venv/bin/python benchmarks/encode_throughput.py [--sentences 2000 --repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from qembed.models.encoder import plan_batches
+from qembed.models.local import LocalEncoder
+from qembed.testing import build_random_qwen, shared_dir
+
+CACHE = Path(os.environ.get("QEMBED_CACHE", Path.home() / ".cache" / "qembed"))
+
+
+def afqmc_sentences(n: int) -> list[str]:
+    out: list[str] = []
+    with open(shared_dir() / "data" / "afqmc" / "dev.json", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            out += [row["sentence1"], row["sentence2"]]
+            if len(out) >= n:
+                break
+    return out[:n]
+
+
+def long_documents(encoder: LocalEncoder, count: int, tokens: int) -> list[str]:
+    """``count`` documents of about ``tokens`` tokens, cut from concatenated AFQMC sentences."""
+    ids = encoder.tokenizer("".join(afqmc_sentences(4000)), add_special_tokens=False)["input_ids"]
+    step = tokens - 1
+    return [encoder.tokenizer.decode(ids[i * step:(i + 1) * step]) for i in range(count)]
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--st-batch-size", type=int, default=32)
+    parser.add_argument("--mixed-sentences", type=int, default=400)
+    parser.add_argument("--mixed-docs", type=int, default=4)
+    parser.add_argument("--doc-tokens", type=int, default=1000)
+    parser.add_argument("--naive-batch-size", type=int, default=16)
+    parser.add_argument("--skip-mixed", action="store_true")
+    parser.add_argument("--model-dir", type=Path, default=CACHE / "random-qwen3-embedding-0.6b")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
+    args = parser.parse_args()
+
+    t0 = time.perf_counter()
+    path = build_random_qwen(args.model_dir, tiny=False, dtype="bfloat16", seed=0)
+    print(f"model: {path} (random weights, real architecture) ready in {time.perf_counter() - t0:.0f}s")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    enc = LocalEncoder(str(path), device="cpu", dtype="bfloat16")
+    st = SentenceTransformer(str(path), device="cpu", model_kwargs={"dtype": torch.bfloat16})
+    bare = AutoModel.from_pretrained(str(path), dtype=torch.bfloat16).eval()
+    print(f"qembed: {enc!r}")
+
+    def bare_forward(batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        with torch.inference_mode():
+            for ids, mask in batches:
+                hidden = bare(input_ids=ids, attention_mask=mask).last_hidden_state[:, -1]
+                torch.nn.functional.normalize(hidden.float(), dim=-1)
+
+    def padded(seqs: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(map(len, seqs))
+        ids = torch.full((len(seqs), width), enc.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, s in enumerate(seqs):
+            ids[r, width - len(s):] = torch.tensor(s)
+            mask[r, width - len(s):] = 1
+        return ids, mask
+
+    results: dict[str, dict] = {}
+
+    # ---------------------------------------------------------------- AFQMC sentences
+    texts = afqmc_sentences(args.sentences)
+    ids = enc.tokenize(texts)
+    n_tokens = sum(map(len, ids))
+    same_batches = [padded([ids[i] for i in b]) for b in plan_batches(
+        [len(x) for x in ids], enc.max_batch_tokens, enc.max_batch_size)]
+    methods = {
+        "qembed": lambda: enc.encode(texts),
+        "sentence-transformers": lambda: st.encode(texts, batch_size=args.st_batch_size, normalize_embeddings=True),
+        "bare forward (same batches)": lambda: bare_forward(same_batches),
+    }
+    # warm-up and a correctness check: qembed equals sentence-transformers on these vectors
+    q = enc.encode(texts[:64])
+    s = st.encode(texts[:64], normalize_embeddings=True)
+    cos = float(np.min(np.sum(q * s, axis=1)))
+    bare_forward(same_batches[:1])
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(args.repeats):
+        for name, fn in methods.items():
+            times[name].append(timed(fn))
+            print(f"  round {r + 1}: {name:<28} {times[name][-1]:7.2f}s", flush=True)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    print(f"\nAFQMC dev, {len(texts)} sentences, {n_tokens} tokens (min cosine qembed vs ST: {cos:.4f})")
+    print(f"{'method':<30}{'seconds':>9}{'sent/s':>9}{'tok/s':>9}")
+    for m, t in med.items():
+        print(f"{m:<30}{t:>9.2f}{len(texts) / t:>9.1f}{n_tokens / t:>9.0f}")
+    vs_st = med["sentence-transformers"] / med["qembed"]
+    vs_bare = med["bare forward (same batches)"] / med["qembed"]
+    print(f"qembed / sentence-transformers throughput: {vs_st:.2f}x   (target >= 1.0x)")
+    print(f"qembed / bare forward throughput:          {vs_bare:.2%}  (target >= 90%)")
+    results["afqmc"] = {"sentences": len(texts), "tokens": n_tokens, "seconds": med,
+                        "qembed_vs_st": vs_st, "qembed_vs_bare": vs_bare, "min_cosine_vs_st": cos}
+
+    # ---------------------------------------------------------------- mixed lengths
+    if not args.skip_mixed:
+        docs = long_documents(enc, args.mixed_docs, args.doc_tokens)
+        short = afqmc_sentences(args.mixed_sentences)
+        step = max(1, len(short) // (len(docs) + 1))
+        mixed = list(short)
+        for j, d in enumerate(docs):
+            mixed.insert((j + 1) * step + j, d)
+        mixed_ids = enc.tokenize(mixed)
+        mixed_tokens = sum(map(len, mixed_ids))
+        naive = [mixed[i:i + args.naive_batch_size] for i in range(0, len(mixed), args.naive_batch_size)]
+        methods = {
+            "qembed": lambda: enc.encode(mixed),
+            "sentence-transformers": lambda: st.encode(mixed, batch_size=args.st_batch_size, normalize_embeddings=True),
+            f"fixed batches of {args.naive_batch_size}, input order": lambda: [enc.encode(b) for b in naive],
+        }
+        times = {m: [] for m in methods}
+        for r in range(args.repeats):
+            for name, fn in methods.items():
+                times[name].append(timed(fn))
+                print(f"  round {r + 1}: {name:<34} {times[name][-1]:7.2f}s", flush=True)
+        med = {m: statistics.median(v) for m, v in times.items()}
+        print(f"\nmixed: {len(short)} AFQMC sentences + {len(docs)} documents of ~{args.doc_tokens} tokens "
+              f"({mixed_tokens} tokens)")
+        for m, t in med.items():
+            print(f"{m:<38}{t:>9.2f}s {mixed_tokens / t:>9.0f} tok/s  qembed is {t / med['qembed']:.2f}x faster")
+        results["mixed"] = {"texts": len(mixed), "tokens": mixed_tokens, "seconds": med}
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
