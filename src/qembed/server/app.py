@@ -112,7 +112,10 @@ def _activate(app: FastAPI, encoder: Encoder) -> None:
     state: ServerState = app.state.server
     settings = state.settings
     batched = encoder if isinstance(encoder, BatchedEncoder) else BatchedEncoder(
-        encoder, max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
+        encoder,
+        # unset limits follow the encoder's device defaults (LocalEncoder.BATCH_LIMITS)
+        max_batch_tokens=settings.max_batch_tokens or getattr(encoder, "max_batch_tokens", 16384),
+        max_batch_size=settings.max_batch_size or getattr(encoder, "max_batch_size", 256),
         max_queued_requests=settings.max_queued_requests, metrics=state.metrics)
     state.served_name = default_served_name(settings, encoder)
     names = {state.served_name, encoder.name}
