@@ -293,7 +293,7 @@ class FaissStore:
         queries = check_vectors(query_vectors, self.dim, param="query_vectors")
         with self._lock:
             self._check_open()
-            flt = check_filter(filter, set(self.fields()))
+            flt = check_filter(filter, set(self.fields())) if filter else None
             if flt is None:
                 allowed = None
                 n_allowed = self._index.ntotal - len(self._dead)
@@ -503,7 +503,8 @@ class FaissStore:
                 row = rows.get(int(i))
                 if row is None:
                     continue
-                hits.append(Hit(id=row[0], score=float(s), text=row[1], metadata=json.loads(row[2])))
+                hits.append(Hit(id=row[0], score=float(s), text=row[1],
+                                metadata={} if row[2] == "{}" else json.loads(row[2])))
             out.append(hits)
         return out
 

@@ -8,7 +8,6 @@ the original text at token character offsets, so no text is altered or lost.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -56,51 +55,64 @@ class Chunker:
         check_chunking(chunk_tokens, overlap)
         self.chunk_tokens = chunk_tokens
         self.overlap = overlap
-        tokenizer = getattr(encoder, "tokenizer", None)
-        if tokenizer is not None:
-            # A private copy: fast tokenizers fail ("Already borrowed") when another thread (the
-            # server's batcher) changes the shared one's truncation settings at the same time.
-            try:
-                tokenizer = copy.deepcopy(tokenizer)
-            except Exception:  # pragma: no cover - fall back to the shared tokenizer
-                pass
-        self.tokenizer = tokenizer
         limit = getattr(encoder, "max_input_tokens", None)
         if chunk_tokens is not None and limit and chunk_tokens > limit:
             logger.info("chunk size %d exceeds %s's input limit; using %d tokens", chunk_tokens,
                         getattr(encoder, "name", "the model"), limit)
             self.chunk_tokens = chunk_tokens = int(limit)
             self.overlap = overlap = min(overlap, chunk_tokens // 4)
+        hf = getattr(encoder, "tokenizer", None)
+        self._source = getattr(hf, "backend_tokenizer", None)
+        self._backend: Any = None
         self._special = 0
-        if self.tokenizer is not None:
-            with_special = len(self.tokenizer("a", add_special_tokens=True)["input_ids"])
-            bare = len(self.tokenizer("a", add_special_tokens=False)["input_ids"])
-            self._special = max(0, with_special - bare)
-        elif chunk_tokens is not None:
-            logger.warning("the encoder has no local tokenizer: chunking by about %d characters per token",
+        if self._source is None and chunk_tokens is not None:
+            logger.warning("the encoder has no local fast tokenizer: chunking by about %d characters per token",
                            FALLBACK_CHARS_PER_TOKEN)
+
+    def _tokenizer(self) -> Any:
+        """A private copy of the encoder's Rust tokenizer, made on first need.
+
+        A copy, because the server's batcher changes the shared tokenizer's truncation settings
+        from another thread (fast tokenizers then fail with "Already borrowed").
+        """
+        if self._backend is None:
+            from tokenizers import Tokenizer
+
+            backend = Tokenizer.from_str(self._source.to_str())
+            backend.no_truncation()
+            backend.no_padding()
+            with_special = len(backend.encode("a", add_special_tokens=True).ids)
+            self._special = max(0, with_special - len(backend.encode("a", add_special_tokens=False).ids))
+            self._backend = backend
+        return self._backend
 
     def split(self, text: str) -> list[Chunk]:
         """The chunks of ``text`` (a single chunk when it fits or chunking is off)."""
         if self.chunk_tokens is None:
             return [Chunk(text, 0, 0, len(text))]
-        size = self.chunk_tokens - self._special
-        step = size - self.overlap
-        if self.tokenizer is None:
+        # Byte-level BPE and WordPiece never make more tokens than UTF-8 bytes: short texts are
+        # settled without tokenizing (2 = the most special tokens a model adds).
+        if len(text.encode("utf-8")) <= self.chunk_tokens - 2:
+            return [Chunk(text, 0, 0, len(text))]
+        if self._source is None:
+            size = self.chunk_tokens - 2
+            step = size - self.overlap
             csize, cstep = size * FALLBACK_CHARS_PER_TOKEN, step * FALLBACK_CHARS_PER_TOKEN
             if len(text) <= csize:
                 return [Chunk(text, 0, 0, len(text))]
             spans = [(s, min(s + csize, len(text))) for s in range(0, len(text) - self.overlap * 2, cstep)]
         else:
-            enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-            offsets = enc["offset_mapping"]
+            offsets = self._tokenizer().encode(text, add_special_tokens=False).offsets
+            size = self.chunk_tokens - self._special
+            step = size - self.overlap
             if len(offsets) <= size:
                 return [Chunk(text, 0, 0, len(text))]
             spans = []
             start = 0
             while True:
                 end = min(start + size, len(offsets))
-                spans.append((offsets[start][0] if start else 0, offsets[end - 1][1] if end < len(offsets) else len(text)))
+                spans.append((offsets[start][0] if start else 0,
+                              offsets[end - 1][1] if end < len(offsets) else len(text)))
                 if end >= len(offsets):
                     break
                 start += step
