@@ -170,3 +170,18 @@ def test_embeddings_shape_is_checked():
 def test_identical_texts_with_auto_k_report_clearly():
     with pytest.raises(InputError, match="identical"):
         qembed.cluster(["same", "same", "same", "same"], embeddings=np.ones((4, 8)), k="auto")
+
+
+def test_large_inputs_use_faiss_kmeans_repeatably():
+    pytest.importorskip("faiss")
+    x, groups = blobs([1500] * 4, dim=16, spread=0.2, seed=4)
+    texts = [f"item {i}" for i in range(len(x))]
+    a = qembed.cluster(texts, embeddings=x, k=4, seed=2, top_keywords=1)
+    assert a.params["backend"] == "faiss"
+    assert v_measure_score(groups, a.labels) > 0.95
+    b = qembed.cluster(texts, embeddings=x, k=4, seed=2, top_keywords=1)
+    assert (a.labels == b.labels).all()
+    small = qembed.cluster(texts[:100], embeddings=x[:100], k=2, backend="auto", top_keywords=1)
+    assert small.params["backend"] == "sklearn"
+    with pytest.raises(InputError, match="unknown k-means backend"):
+        qembed.cluster(texts[:10], embeddings=x[:10], k=2, backend="gpu-magic")
