@@ -87,6 +87,10 @@ def test_cli_end_to_end_and_resume(tiny_model_path, afqmc_small, tmp_path, capsy
     # A second run into the same folder is refused without --resume / --overwrite.
     assert main([*base, "--epochs", "2"]) == 2
     assert "already holds a classifier" in capsys.readouterr().err
+    # --overwrite with a bad option fails before the stored classifier is touched.
+    assert main([*base, "--epochs", "2", "--overwrite", "--target-modules", "nope"]) == 2
+    assert json.loads((out / "metrics.json").read_text(encoding="utf-8"))["epochs"] == first["epochs"]
+    assert (out / "adapter_model.safetensors").exists()
     assert main([*base, "--epochs", "2", "--resume", "--json"]) == 0
     resumed = json.loads(capsys.readouterr().out)
     assert [e["epoch"] for e in resumed["epochs"]] == [1, 2]

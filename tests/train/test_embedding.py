@@ -43,6 +43,15 @@ def test_merged_model_loads_in_qembed(tiny_model_path, afqmc_small, tmp_path, ca
     cal = calibrate((a * b).sum(axis=1), data.int_labels())
     assert cal["accuracy"] == pytest.approx(saved["after"]["accuracy"])
     assert cal["threshold"] == pytest.approx(saved["after"]["threshold"], abs=1e-4)
+    # `qembed serve --model-path folder` serves it: the server loads the folder itself.
+    import openai
+
+    from qembed.server.testing import running_server
+
+    with running_server(model=str(out), device="cpu", dtype="float32", served_model_name="tuned") as url:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="EMPTY")
+        served = client.embeddings.create(model="tuned", input=data.first[:3])
+    np.testing.assert_allclose(np.array([d.embedding for d in served.data]), enc.encode(data.first[:3]), atol=1e-4)
 
 
 @pytest.mark.slow

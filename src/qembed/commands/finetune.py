@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from qembed.commands._common import DeviceOpt, JsonOpt, ModelOpt, emit_json, fail, logger
+from qembed.commands._common import DeviceOpt, JsonOpt, emit_json, fail, logger
 from qembed.errors import InputError
 
 PrecisionOpt = typer.Option("auto", "--precision",

@@ -161,14 +161,15 @@ def pair_scores(model: Any, data: PairData, prefix: str | None, batch_size: int 
 
 
 def score_metrics(scores: np.ndarray, data: PairData) -> dict[str, Any]:
-    """Spearman (x100 convention not applied: raw rho) and, for 0/1 labels, calibrated pair metrics."""
+    """Spearman's rho of score and label (None when either is constant) and, for 0/1 labels,
+    calibrated accuracy/F1/precision/recall/average precision with their thresholds."""
     from scipy.stats import spearmanr
 
     from qembed.eval.pairs import calibrate
 
     labels = np.asarray(data.labels, dtype=np.float64)
-    rho = spearmanr(scores, labels).statistic if np.ptp(labels) > 0 else float("nan")
-    out: dict[str, Any] = {"pairs": len(data), "spearman": float(rho),
+    rho = spearmanr(scores, labels).statistic if np.ptp(labels) > 0 and np.ptp(scores) > 0 else None
+    out: dict[str, Any] = {"pairs": len(data), "spearman": None if rho is None else float(rho),
                            "mean_cosine": float(np.mean(scores))}
     if data.binary and 0 < labels.sum() < len(labels):
         cal = calibrate(scores, data.int_labels())
@@ -216,12 +217,13 @@ def _make_loss(name: str, model: Any) -> Any:
 
 
 def _check_output(output: Path, overwrite: bool) -> None:
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output} is a file; give a folder")
     if output.exists() and any(output.iterdir()):
         if not (output / MANIFEST).exists():
             raise InputError(f"{output} is not empty and holds no qembed-tuned model; choose an empty folder")
         if not overwrite:
             raise InputError(f"{output} already holds a tuned model; pass --overwrite or choose another --output")
-        shutil.rmtree(output)
 
 
 def tune_embeddings(
@@ -346,6 +348,8 @@ def tune_embeddings(
         saved = "merged"
     elif cfg.lora:
         saved = "adapter"
+    if output.exists():  # an older model, replaced only now that training succeeded (--overwrite)
+        shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
     if prefix:
         # Record the symmetric prompt beside the model's own, so it can be asked for by name.

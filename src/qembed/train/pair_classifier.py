@@ -164,14 +164,19 @@ def load_base_classifier(path: Path, pad_id: int, dtype: torch.dtype) -> torch.n
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized: score.weight" is expected
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
+        model, info = AutoModelForSequenceClassification.from_pretrained(
             str(path), num_labels=2, pad_token_id=pad_id, dtype=dtype, local_files_only=True,
             id2label=dict(enumerate(LABELS)), label2id={v: k for k, v in enumerate(LABELS)},
+            output_loading_info=True,
         )
     except (OSError, ValueError) as exc:
         raise QembedError(f"could not load {path} as a sequence classifier: {exc}") from None
     finally:
         hf_logging.set_verbosity(verbosity)
+    # The new head is expected to start random; anything else missing is worth a warning.
+    fresh = [k for k in info.get("missing_keys", []) if not k.split(".")[0] in ("score", "classifier")]
+    if fresh:
+        logger.warning("%s lacks %d weight(s) that start random (e.g. %s)", path, len(fresh), fresh[0])
     model.config.pad_token_id = pad_id
     return model
 
@@ -250,6 +255,8 @@ def _write_json(path: Path, obj: Any) -> None:
 
 def _check_output(output: Path, resume: bool, overwrite: bool) -> bool:
     """Decide whether to resume; refuse to clobber a finished run unless told to."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"--output {output} is a file; give a folder")
     state = output / LAST / STATE
     if resume:
         if not state.exists():
@@ -262,7 +269,6 @@ def _check_output(output: Path, resume: bool, overwrite: bool) -> bool:
                              "--overwrite to replace it, or choose another --output")
         if output.exists() and not (output / MANIFEST).exists() and not state.exists():
             raise InputError(f"{output} is not empty and holds no qembed classifier; choose an empty folder")
-        shutil.rmtree(output)
     return False
 
 
@@ -365,6 +371,9 @@ def train_classifier(
         start_epoch = state["epoch"] + 1
         logger.info("resuming %s after epoch %d", output, state["epoch"])
     else:
+        # Everything is checked and the model is built: only now replace an older run (--overwrite).
+        if output.exists():
+            shutil.rmtree(output)
         output.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(str(output))
 
