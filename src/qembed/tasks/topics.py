@@ -403,7 +403,9 @@ def cluster_keywords(
             np.asarray(doc_term[members[member_langs == g]].sum(axis=0)).ravel() for g in present
         ])
         term_lang = per_lang.argmax(axis=0)
-        ranked = [int(t) for t in np.argsort(-row, kind="stable") if row[t] > 0]
+        # best score first; ties go to the term found in more of the cluster's texts
+        doc_freq = np.asarray((doc_term[members] > 0).sum(axis=0)).ravel()
+        ranked = [int(t) for t in np.lexsort((-doc_freq, -row)) if row[t] > 0]
         queues: dict[str, list[int]] = {str(g): [] for g in present}
         for t in ranked:
             queues[str(present[term_lang[t]])].append(t)
