@@ -184,7 +184,10 @@ def _json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _embedding_payload(vectors: np.ndarray, encoding_format: str, model: str, tokens: int) -> bytes:
+def _embedding_payload(vectors: np.ndarray, dimensions: int | None, encoding_format: str, model: str,
+                       tokens: int) -> bytes:
+    """The OpenAI response body for full-size unit ``vectors`` cut to ``dimensions``."""
+    vectors = truncate_dimensions(vectors, dimensions)
     if encoding_format == "base64":
         little = vectors.astype("<f4", copy=False)
         rows = [base64.b64encode(v.tobytes()).decode("ascii") for v in little]
@@ -271,12 +274,11 @@ def create_app(
             vectors = await run_in_threadpool(enc.encode, items, instruction)
             tokenizer = getattr(enc.inner, "tokenizer", None)
             tokens = sum(len(x) for x in tokenizer(items)["input_ids"]) if tokenizer else 0
-        vectors = truncate_dimensions(vectors, dimensions)
+        args = (vectors, dimensions, body.encoding_format, state.served_name, tokens)
         if vectors.size > _LARGE_RESPONSE:
-            content = await run_in_threadpool(_embedding_payload, vectors, body.encoding_format,
-                                              state.served_name, tokens)
+            content = await run_in_threadpool(_embedding_payload, *args)
         else:
-            content = _embedding_payload(vectors, body.encoding_format, state.served_name, tokens)
+            content = _embedding_payload(*args)
         return Response(content, media_type="application/json")
 
     embeddings_doc = dict(
