@@ -28,9 +28,9 @@ def serve(
         None, "--api-key", envvar="QEMBED_API_KEY",
         help="Require 'Authorization: Bearer KEY' on the API (/health and /metrics stay open)."),
     max_batch_tokens: Optional[int] = typer.Option(
-        None, "--max-batch-tokens", help="Padded tokens per forward pass (inputs x longest; default 16384)."),
+        None, "--max-batch-tokens", help="Padded tokens per forward pass (inputs x longest; default by device: 4096 CPU, 16384 GPU)."),
     max_batch_size: Optional[int] = typer.Option(
-        None, "--max-batch-size", help="Inputs per forward pass (default 256; 1 turns batching off)."),
+        None, "--max-batch-size", help="Inputs per forward pass (default by device: 32 CPU, 256 GPU; 1 turns batching off)."),
     max_client_batch_size: Optional[int] = typer.Option(
         None, "--max-client-batch-size", help="Most inputs in one request (default 2048)."),
     max_input_tokens: Optional[int] = typer.Option(
@@ -77,6 +77,8 @@ def serve(
     for name in ("port", "max_batch_tokens", "max_batch_size", "max_client_batch_size",
                  "max_queued_requests", "max_request_bytes"):
         value = getattr(settings, name)
+        if value is None:
+            continue
         if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
             raise typer.BadParameter(f"{value} is out of range", param_hint=f"--{name.replace('_', '-')}")
     if settings.served_model_name is None and not settings.model.startswith(("http://", "https://")):
