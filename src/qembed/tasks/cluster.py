@@ -260,6 +260,8 @@ def auto_k(vectors: np.ndarray, *, seed: int = 0, k_range: Sequence[int] | None 
     ks = sorted({int(k) for k in k_range if 2 <= int(k) <= n - 1})
     if not ks:
         raise InputError(f"no k in the range to try for {n} texts", param="k")
+    logger.info("k=auto: trying k=%d..%d on %d vectors%s", ks[0], ks[-1], n,
+                f" (silhouette on a sample of {sample_size})" if n > sample_size else "")
     rng = np.random.default_rng(seed)
     sample = rng.choice(n, size=sample_size, replace=False) if n > sample_size else None
     scores: dict[int, float] = {}
