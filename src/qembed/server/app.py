@@ -268,7 +268,8 @@ def create_app(
                 ids = enc.tokenize(items, instruction) if kind == "text" else enc.prepare_token_ids(items)
                 return sum(len(x) for x in ids), enc.submit(ids)
 
-            tokens, future = await run_in_threadpool(prepare)
+            with enc.arriving():  # counted from here, so the worker can wait for it to arrive
+                tokens, future = await run_in_threadpool(prepare)
             vectors = await asyncio.wrap_future(future)
         else:
             vectors = await run_in_threadpool(enc.encode, items, instruction)

@@ -58,6 +58,11 @@ class Batcher:
         max_batch_size: inputs per pass (1 turns batching off).
         max_queued_requests: requests waiting at most; more are refused at once.
         metrics: optional :class:`~qembed.server.metrics.ServerMetrics`.
+        incoming: how many requests are on their way in (received, still being tokenised). While
+            some are and the next batch is not full, the worker waits for them, up to
+            ``max_wait`` seconds, so a burst of simultaneous requests is not split into a batch of
+            one followed by the rest. With nothing on its way the worker never waits.
+        max_wait: the longest such wait, in seconds.
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class Batcher:
         max_batch_size: int = 256,
         max_queued_requests: int = 512,
         metrics: object | None = None,
+        incoming: Callable[[], int] | None = None,
+        max_wait: float = 0.02,
         name: str = "qembed-model-worker",
     ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1 or max_queued_requests < 1:
@@ -79,6 +86,9 @@ class Batcher:
         self.max_batch_size = int(max_batch_size)
         self.max_queued_requests = int(max_queued_requests)
         self._metrics = metrics
+        self._incoming = incoming
+        self.max_wait = float(max_wait)
+        self._queued_inputs = 0
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
         self._closing = False
@@ -119,6 +129,7 @@ class Batcher:
                     code="queue_full",
                 )
             self._queue.append(job)
+            self._queued_inputs += len(ids)
             self._set_depth()
             self._cond.notify()
         return future
@@ -155,23 +166,39 @@ class Batcher:
         if self._metrics is not None:
             self._metrics.queue_depth.set(len(self._queue))
 
+    def _drop(self, job: _Job) -> None:
+        self._queued_inputs -= len(job.order) - job.next
+
+    def wake(self) -> None:
+        """Tell a waiting worker that the number of incoming requests changed."""
+        with self._cond:
+            self._cond.notify_all()
+
     def _take_batch(self) -> list[tuple[_Job, int]] | None:
         """Inputs for the next pass, from the queue head; None when closing and drained."""
         with self._cond:
             while True:
                 while self._queue and (self._queue[0].failed or self._queue[0].future.cancelled()):
-                    self._queue.popleft()
+                    self._drop(self._queue.popleft())
                 if self._queue and not self._paused:
                     break
                 if self._closing and not self._queue:
                     return None
                 self._cond.wait()
+            if self._incoming is not None and self.max_wait > 0:
+                deadline = time.perf_counter() + self.max_wait
+                while (self._queued_inputs < self.max_batch_size and self._incoming() > 0
+                       and not self._closing):
+                    left = deadline - time.perf_counter()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             batch: list[tuple[_Job, int]] = []
             longest = 0
             while self._queue and len(batch) < self.max_batch_size:
                 job = self._queue[0]
                 if job.failed or job.future.cancelled():
-                    self._queue.popleft()
+                    self._drop(self._queue.popleft())
                     continue
                 i = job.order[job.next]
                 width = max(longest, len(job.ids[i]))
@@ -180,6 +207,7 @@ class Batcher:
                 batch.append((job, i))
                 longest = width
                 job.next += 1
+                self._queued_inputs -= 1
                 if job.next == len(job.order):
                     self._queue.popleft()
             self._set_depth()

@@ -11,9 +11,10 @@ most ``max_queued_requests`` requests at once.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import Future
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -40,10 +41,12 @@ class BatchedEncoder:
         self.batcher: Batcher | None = None
         self._slots = threading.BoundedSemaphore(max_queued_requests)
         self.max_queued_requests = max_queued_requests
+        self._incoming = 0
+        self._incoming_lock = threading.Lock()
         if self.batched:
             self.batcher = Batcher(encoder.forward_batch, encoder.dim, max_batch_tokens=max_batch_tokens,
                                    max_batch_size=max_batch_size, max_queued_requests=max_queued_requests,
-                                   metrics=metrics)
+                                   metrics=metrics, incoming=lambda: self._incoming)
 
     # ------------------------------------------------------------------ Encoder protocol
     @property
@@ -75,8 +78,25 @@ class BatchedEncoder:
         dimensions = check_dimensions(dimensions, self.dim)
         if not self.batched:
             return self._call_inner(texts, instruction, dimensions)
-        ids = self.tokenize(texts, instruction)
-        return truncate_dimensions(self.submit(ids).result(), dimensions)
+        with self.arriving():
+            future = self.submit(self.tokenize(texts, instruction))
+        return truncate_dimensions(future.result(), dimensions)
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request on its way to the queue (being tokenised) while inside.
+
+        The model worker waits briefly for such requests before running a batch that is not full.
+        """
+        with self._incoming_lock:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._incoming_lock:
+                self._incoming -= 1
+            if self.batcher is not None:
+                self.batcher.wake()
 
     # ------------------------------------------------------------------ token-level API
     def tokenize(self, texts: str | Sequence[str], instruction: str | None = None) -> list[list[int]]:
