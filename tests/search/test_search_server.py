@@ -42,6 +42,11 @@ def test_documents_and_search_endpoints(tiny_encoder, tmp_path):
 
             r = client.delete("/v1/documents/jiebei-auto")
             assert r.status_code == 200 and r.json()["deleted"] is True
+            # ids made from file paths keep their slashes
+            r = client.post("/v1/documents", json={"documents": [{"id": "guides/returns.md", "text": "退货指南"}]})
+            assert r.status_code == 200 and r.json()["count"] == 4
+            r = client.delete("/v1/documents/guides/returns.md")
+            assert r.status_code == 200 and r.json()["id"] == "guides/returns.md"
             r = client.delete("/v1/documents/jiebei-auto")
             assert r.status_code == 404 and r.json()["error"]["code"] == "document_not_found"
 

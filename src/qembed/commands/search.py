@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, List, Optional
 
@@ -150,13 +149,14 @@ def index_add(
 
     docs = read_documents(sources, per_file=per_file, text_column=text_column, id_column=id_column,
                           title_column=title_column)
-    model = model or os.environ.get("QEMBED_MODEL") or _recorded_model(index, collection)
+    model = model or _recorded_model(index, collection)  # else $QEMBED_MODEL or the default model
     encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
     store = open_store(index, dim=encoder.dim, create=True, **_store_opts(collection, kind))
     try:
+        new = store.get_meta("model") is None
         kb = KnowledgeBase(encoder, store, chunk_tokens=chunk_tokens or None, chunk_overlap=chunk_overlap)
-        if model and store.get_meta("model_source") is None:
-            store.set_meta("model_source", model)
+        if model and new:
+            store.set_meta("model_source", model)  # as the user named it (Hub id, folder or URL)
         logger.info("adding %d document(s) from %d file(s) to %s", len(docs), len(sources), index)
         result = kb.add(docs, batch_size=batch_size, show_progress_bar=True)
         result["count"] = store.count()
@@ -240,9 +240,7 @@ def search(
         if mode == "bm25" and model is None:
             encoder: Any = _NoEncoder(store)
         else:
-            name = model or os.environ.get("QEMBED_MODEL") or store.get_meta("model_source")
-            if name is None:
-                fail("this index does not record its model: pass --model")
+            name = model or store.get_meta("model_source")  # else $QEMBED_MODEL or the default model
             encoder = open_encoder(name, device=device, dtype=dtype, api_key=api_key)
         kb = KnowledgeBase(encoder, store, query_instruction=instruction or DEFAULT_QUERY_INSTRUCTION)
         hits = kb.search(query, top_k, mode=mode, filter=flt, unique_documents=unique_documents)

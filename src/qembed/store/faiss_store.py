@@ -21,6 +21,7 @@ String ids map to int64 FAISS ids that are never reused, so a re-inserted id get
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -490,21 +491,20 @@ class FaissStore:
         return np.take_along_axis(best_s, order, axis=1), np.take_along_axis(best_i, order, axis=1)
 
     def _to_hits(self, scores: np.ndarray, iids: np.ndarray) -> list[list[Hit]]:
-        wanted = sorted({int(i) for i in iids.ravel() if i >= 0})
+        score_rows, iid_rows = scores.tolist(), iids.tolist()  # Python numbers: no numpy scalars per hit
+        wanted = list({i for row in iid_rows for i in row if i >= 0})
         rows: dict[int, tuple[str, str | None, str]] = {}
         for chunk in _chunks(wanted):
-            q = f"SELECT iid, id, text, metadata FROM docs WHERE iid IN ({','.join('?' * len(chunk))})"
-            for iid, d, text, meta_json in self._conn.execute(q, chunk):
+            for iid, d, text, meta_json in self._conn.execute(_select_by_iid(len(chunk)), chunk):
                 rows[iid] = (d, text, meta_json)
+        loads = json.loads
         out: list[list[Hit]] = []
-        for srow, irow in zip(scores, iids):
+        for srow, irow in zip(score_rows, iid_rows):
             hits = []
             for s, i in zip(srow, irow):
-                row = rows.get(int(i))
-                if row is None:
-                    continue
-                hits.append(Hit(id=row[0], score=float(s), text=row[1],
-                                metadata={} if row[2] == "{}" else json.loads(row[2])))
+                row = rows.get(i)
+                if row is not None:
+                    hits.append(Hit(row[0], s, row[1], {} if row[2] == "{}" else loads(row[2])))
             out.append(hits)
         return out
 
@@ -542,6 +542,11 @@ def _new_index(meta: Mapping[str, Any]) -> faiss.Index:
     else:
         inner = faiss.IndexFlatIP(dim)
     return faiss.IndexIDMap2(inner)
+
+
+@functools.lru_cache(maxsize=64)
+def _select_by_iid(n: int) -> str:
+    return f"SELECT iid, id, text, metadata FROM docs WHERE iid IN ({','.join('?' * n)})"
 
 
 def _where(flt: Mapping[str, list[Any]]) -> tuple[str, list[Any]]:

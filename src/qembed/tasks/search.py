@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -146,10 +147,14 @@ class KnowledgeBase:
         if recorded is None:
             store.set_meta("model", encoder.name)
             store.set_meta("dimensions", dim)
+            source = getattr(encoder, "path", None)  # a local model: where to load it from later
+            if source is not None and store.get_meta("model_source") is None:
+                store.set_meta("model_source", str(source))
         self._chunk_tokens = chunk_tokens
         self._chunk_overlap = chunk_overlap
         self._chunker: Chunker | None = None
         self._bm25: BM25Index | None = None
+        self._bm25_lock = threading.Lock()
 
     # ------------------------------------------------------------------ construction
 
@@ -335,6 +340,10 @@ class KnowledgeBase:
 
     def bm25(self) -> BM25Index:
         """The BM25 index over the stored chunk texts, loaded from beside the store or rebuilt."""
+        with self._bm25_lock:
+            return self._load_bm25()
+
+    def _load_bm25(self) -> BM25Index:
         version = self.store.get_meta("bm25_version", 0)
         if self._bm25 is not None and self._bm25.version == version:
             return self._bm25

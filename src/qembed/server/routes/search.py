@@ -107,7 +107,7 @@ async def add_documents(body: DocumentsRequest, request: Request) -> dict[str, A
     return {"object": "documents", **result, "count": kb.store.count()}
 
 
-@router.delete("/v1/documents/{doc_id}", summary="Delete a document (all its chunks)")
+@router.delete("/v1/documents/{doc_id:path}", summary="Delete a document (all its chunks)")
 async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
     kb = _kb(request)
 
