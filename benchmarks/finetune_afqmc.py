@@ -59,7 +59,8 @@ def zero_shot(model_path: str, calib: PairData, dev: PairData) -> dict:
     dev_scores = scores(dev)
     at = metrics_at(dev_scores, dev.int_labels(), cal["threshold"])
     at_f1 = metrics_at(dev_scores, dev.int_labels(), cal["f1_threshold"])
-    return {"accuracy": at["accuracy"], "f1": at_f1["f1"], "threshold": cal["threshold"],
+    return {"accuracy": at["accuracy"], "f1": at_f1["f1"], "average_precision": at["average_precision"],
+            "threshold": cal["threshold"],
             "f1_threshold": cal["f1_threshold"], "dev_oracle_accuracy": calibrate(dev_scores, dev.int_labels())["accuracy"]}
 
 
@@ -126,6 +127,7 @@ def main() -> int:
     parser.add_argument("--gpu-gradient-checkpointing", action="store_true")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--save-json", default=None, help="also write the results as JSON to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
 
@@ -146,7 +148,8 @@ def main() -> int:
         "model": "all-MiniLM-L6-v2", "train_pairs": len(train), "calibration_pairs": len(calib),
         "dev_pairs": len(dev), "epochs": args.epochs, "batch_size": args.batch_size,
         "max_length": args.max_length, "torch_threads": torch.get_num_threads(),
-        "majority": {"accuracy": float(max(y.mean(), 1 - y.mean())), "f1": 0.0},
+        "majority": {"accuracy": float(max(y.mean(), 1 - y.mean())), "f1": 0.0,
+                     "average_precision": float(y.mean())},  # AP of an uninformative score = share of positives
     }
     logger.info("zero-shot embeddings")
     results["zero_shot"] = zero_shot(minilm, calib, dev)
@@ -159,7 +162,9 @@ def main() -> int:
     doc = train_classifier(train, dev, work / "classifier", cfg, show_progress_bar=False)
     results["lora_classifier"] = {
         **{k: doc["best"][k] for k in ("epoch", "accuracy", "f1", "loss")},
-        "per_epoch": [{k: e[k] for k in ("epoch", "accuracy", "f1", "loss")} for e in doc["epochs"]],
+        "average_precision": doc["epochs"][doc["best"]["epoch"] - 1]["average_precision"],
+        "per_epoch": [{k: e[k] for k in ("epoch", "accuracy", "f1", "loss", "average_precision")}
+                      for e in doc["epochs"]],
         "train_pairs_per_s": float(np.mean([e["train_pairs_per_s"] for e in doc["epochs"]])),
         "trainable_parameters": doc["trainable_parameters"], "trainable_percent": doc["trainable_percent"],
     }
@@ -182,6 +187,8 @@ def main() -> int:
         else:
             results["gpu_recipe"] = "skipped: CUDA is not available"
 
+    if args.save_json:
+        Path(args.save_json).write_text(json.dumps(results, indent=2), encoding="utf-8")
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
@@ -189,14 +196,17 @@ def main() -> int:
     zs = results["zero_shot"]
     print(f"AFQMC dev ({len(dev)} pairs), all-MiniLM-L6-v2, trained on {len(train)} pairs x {args.epochs} epochs, "
           f"thresholds from {len(calib)} other train pairs, {results['torch_threads']} torch thread(s)")
-    print(f"{'method':<34} {'accuracy':>9} {'F1':>7} {'vs majority':>12} {'vs zero-shot':>13} {'train pairs/s':>14}")
+    print(f"{'method':<34} {'accuracy':>9} {'F1':>7} {'AP':>6} {'vs majority':>12} {'vs zero-shot':>13} "
+          f"{'train pairs/s':>14}")
     rows = [("majority class", results["majority"], None), ("zero-shot embeddings (calibrated)", zs, None),
             ("LoRA pair classifier", results["lora_classifier"], results["lora_classifier"]["train_pairs_per_s"])]
     if "tuned_embedding" in results:
         rows.append(("CoSENT-tuned embeddings (calib.)", results["tuned_embedding"],
                      results["tuned_embedding"]["train_pairs_per_s"]))
     for name, m, speed in rows:
-        print(f"{name:<34} {100 * m['accuracy']:>8.2f}% {100 * m['f1']:>6.2f}% {m['accuracy'] / maj:>11.3f}x "
+        ap = m.get("average_precision")
+        ap_text = f"{100 * ap:.1f}" if ap is not None else "-"
+        print(f"{name:<34} {100 * m['accuracy']:>8.2f}% {100 * m['f1']:>6.2f}% {ap_text:>6} {m['accuracy'] / maj:>11.3f}x "
               f"{m['accuracy'] / zs['accuracy']:>12.3f}x {'' if speed is None else f'{speed:.1f}':>14}")
     print(f"(recipe on Qwen3-Embedding-0.6B, full AFQMC, 15 epochs, GPU: {RECIPE['accuracy']} / {RECIPE['f1']})")
     gpu = results.get("gpu_recipe")

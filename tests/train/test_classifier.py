@@ -18,7 +18,8 @@ def test_metrics_and_folder(trained_classifier, afqmc_small):
     saved = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert saved["finished"] and len(saved["epochs"]) == 1
     row = saved["epochs"][0]
-    for key in ("epoch", "accuracy", "f1", "loss", "precision", "recall", "train_loss", "train_pairs_per_s"):
+    for key in ("epoch", "accuracy", "f1", "loss", "precision", "recall", "average_precision", "train_loss",
+                "train_pairs_per_s"):
         assert key in row
     assert 0 <= row["accuracy"] <= 1 and 0 <= row["f1"] <= 1 and row["loss"] > 0
     assert set(saved["best"]) >= {"epoch", "accuracy", "f1", "loss"} and saved["best"]["epoch"] == 1

@@ -230,15 +230,17 @@ def probabilities(logits: np.ndarray) -> np.ndarray:
 
 
 def classification_metrics(logits: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
-    """Accuracy, F1/precision/recall of the positive class, and mean cross-entropy loss."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+    """Accuracy, F1/precision/recall of the positive class, mean cross-entropy loss, and the
+    threshold-free average precision of P(same) (None when dev has a single class)."""
+    from sklearn.metrics import accuracy_score, average_precision_score, precision_recall_fscore_support
 
     y = np.asarray(labels, dtype=np.int64)
     pred = logits.argmax(axis=1)
     precision, recall, f1, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)).item()
+    ap = float(average_precision_score(y, probabilities(logits))) if 0 < y.sum() < len(y) else None
     return {"accuracy": float(accuracy_score(y, pred)), "f1": float(f1), "precision": float(precision),
-            "recall": float(recall), "loss": float(loss)}
+            "recall": float(recall), "loss": float(loss), "average_precision": ap}
 
 
 # ---------------------------------------------------------------------------- training
