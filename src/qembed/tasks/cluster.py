@@ -456,6 +456,7 @@ def cluster(
         logger.info("reassigning %d outlier(s) to the nearest centroid", int(outliers.sum()))
         labels = labels.copy()
         labels[outliers] = sims[outliers].argmax(axis=1)
+        labels = _renumber(labels)  # sizes changed: keep "largest first"
         cents = centroids_of(vectors, labels)
         sims = vectors @ cents.T
     t2 = time.perf_counter()
