@@ -116,6 +116,9 @@ def test_bad_input_is_refused_and_data_kept(kb, tiny_encoder, minilm_encoder, tm
         lambda: kb.add([{"id": "d", "text": "x", "metadata": {"doc_id": "other"}}]),
         lambda: kb.add([{"id": "d", "text": "x"}, {"id": "d", "text": "y"}]),
         lambda: kb.delete([""]),
+        lambda: kb.add([{"id": "m", "text": "x", "metadata": ["not", "an", "object"]}]),
+        lambda: kb.add([{"id": "m", "text": "x", "metadata": {"bad key": 1}}]),
+        lambda: kb.add([42]),
     ]
     for call in bad:
         with pytest.raises(InputError):

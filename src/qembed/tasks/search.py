@@ -74,9 +74,10 @@ def as_documents(items: Iterable[Any]) -> list[Document]:
             doc = Document(text=item)
         elif isinstance(item, Mapping):
             extra = {k: v for k, v in item.items() if k not in {"text", "id", "_id", "title", "metadata"}}
-            meta = dict(item.get("metadata") or {})
-            if not isinstance(meta, dict):
-                raise InputError(f"document {i}: metadata must be an object")
+            meta = item.get("metadata") or {}
+            if not isinstance(meta, Mapping):
+                raise InputError(f"document {i}: metadata must be an object", param="documents")
+            meta = dict(meta)
             meta.update(extra)
             raw_id = item.get("id", item.get("_id"))
             doc = Document(text=item.get("text"), id=None if raw_id is None else str(raw_id),
