@@ -69,13 +69,16 @@ def free_port() -> int:
 class Server:
     """``qembed serve`` in a subprocess; stopped with SIGTERM."""
 
-    def __init__(self, model: Path, extra: list[str], device: str, dtype: str) -> None:
+    def __init__(self, model: Path, extra: list[str], device: str, dtype: str, threads: int | None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "qembed.cli", "serve", "--model-path", str(model), "--host", "127.0.0.1",
                "--port", str(self.port), "--device", device, "--dtype", dtype, "--log-level", "warning", *extra]
         logger.info("starting: %s", " ".join(cmd[2:]))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        env = dict(os.environ)
+        if threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
 
     def __enter__(self) -> "Server":
         deadline = time.monotonic() + 600
@@ -120,26 +123,46 @@ async def load(url: str, model: str, sentences: list[str], concurrency: int) -> 
 
         # warm-up outside the timed window
         await asyncio.gather(*(client.post("/v1/embeddings", json={"input": s}) for s in sentences[:concurrency]))
+        passes_before = await forward_passes(client)
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
+        passes = await forward_passes(client) - passes_before
     lat = np.asarray(latencies) * 1000
     return {"clients": concurrency, "requests": len(sentences), "seconds": wall,
             "throughput": len(sentences) / wall, "p50_ms": float(np.percentile(lat, 50)),
-            "p99_ms": float(np.percentile(lat, 99))}
+            "p99_ms": float(np.percentile(lat, 99)), "passes": passes}
 
 
-def in_process(model: Path, sentences: list[str], device: str, dtype: str) -> dict:
+async def forward_passes(client: httpx.AsyncClient) -> int:
+    """Forward passes the server has run so far (``qembed_batch_size_count`` in /metrics)."""
+    text = (await client.get("/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("qembed_batch_size_count"):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def in_process(model: Path, sentences: list[str], device: str, dtype: str, threads: int | None) -> dict:
     """The same sentences through the in-process encoder, one ``encode`` call."""
+    import torch
+
     from qembed.models.local import LocalEncoder
 
+    if threads:
+        torch.set_num_threads(threads)
     encoder = LocalEncoder(str(model), device=device, dtype=dtype)
     encoder.encode(sentences[:8])  # warm-up
     start = time.perf_counter()
     encoder.encode(sentences)
     wall = time.perf_counter() - start
+    from qembed.models.encoder import plan_batches
+
+    ids = encoder.tokenize(sentences)
+    passes = len(plan_batches([len(x) for x in ids], encoder.max_batch_tokens, encoder.max_batch_size))
     return {"clients": "-", "requests": len(sentences), "seconds": wall,
-            "throughput": len(sentences) / wall, "p50_ms": float("nan"), "p99_ms": float("nan")}
+            "throughput": len(sentences) / wall, "p50_ms": float("nan"), "p99_ms": float("nan"),
+            "passes": passes}
 
 
 def main() -> None:
@@ -150,6 +173,8 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,64", help="comma-separated client counts")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the server and the in-process encoder (default: torch's)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -170,20 +195,20 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for label, extra in (("batching", []), ("batching off", ["--max-batch-size", "1"])):
         results[label] = []
-        with Server(model, extra, args.device, args.dtype) as server:
+        with Server(model, extra, args.device, args.dtype, args.threads) as server:
             for c in levels:
                 row = asyncio.run(load(server.url, name, sentences, c))
                 logger.info("%s, %d clients: %.1f req/s, p50 %.0f ms, p99 %.0f ms", label, c,
                             row["throughput"], row["p50_ms"], row["p99_ms"])
                 results[label].append(row)
-    results["in-process"] = [in_process(model, sentences, args.device, args.dtype)]
+    results["in-process"] = [in_process(model, sentences, args.device, args.dtype, args.threads)]
 
     print(f"\nqembed serve load test: {name}, {args.dtype} on {args.device}, {len(sentences)} AFQMC dev "
-          f"sentences, one per request, {os.cpu_count()} CPU cores")
-    print(f"{'mode':<14}{'clients':>8}{'requests':>10}{'seconds':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+          f"sentences, one per request, {os.cpu_count()} CPU cores, torch threads: {args.threads or 'default'}")
+    print(f"{'mode':<14}{'clients':>8}{'requests':>10}{'passes':>8}{'seconds':>9}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
     for label, rows in results.items():
         for r in rows:
-            print(f"{label:<14}{r['clients']!s:>8}{r['requests']:>10}{r['seconds']:>9.2f}{r['throughput']:>9.1f}"
+            print(f"{label:<14}{r['clients']!s:>8}{r['requests']:>10}{r['passes']:>8}{r['seconds']:>9.2f}{r['throughput']:>9.1f}"
                   f"{r['p50_ms']:>9.0f}{r['p99_ms']:>9.0f}")
     top = max(levels)
     on = next(r for r in results["batching"] if r["clients"] == top)

@@ -113,3 +113,34 @@ def test_close_finishes_queued_work_then_refuses(tiny_encoder):
     assert all(f.done() and f.result().shape == (len(TEXTS), tiny_encoder.dim) for f in futures)
     with pytest.raises(ServerClosingError):
         batcher.submit(ids)
+
+
+def test_worker_waits_for_requests_being_tokenised(recorded, tiny_encoder):
+    """While a request is on its way in, a partial batch waits for it instead of running alone."""
+    make, batches = recorded
+    incoming = {"n": 1}
+    batcher = make(incoming=lambda: incoming["n"], max_wait=30.0)
+    ids = tiny_encoder.tokenize(["first request", "second request"])
+    first = batcher.submit([ids[0]])
+    threading.Event().wait(0.2)  # the worker is up and waiting for the request on its way
+    assert batches == [] and not first.done()
+    second = batcher.submit([ids[1]])
+    incoming["n"] = 0
+    batcher.wake()
+    np.testing.assert_allclose(first.result(30)[0], tiny_encoder.forward_batch([ids[0]])[0], atol=1e-5)
+    second.result(30)
+    assert batches == [[len(ids[0]), len(ids[1])]] or batches == [[len(ids[1]), len(ids[0])]]
+
+
+def test_waiting_inputs_are_grouped_by_length(recorded, tiny_encoder):
+    """Requests of mixed lengths waiting together run in length-homogeneous passes (less padding)."""
+    make, batches = recorded
+    texts = ["long text " * 30 if k % 2 == 0 else "short" for k in range(8)]
+    ids = tiny_encoder.tokenize(texts)
+    batcher = make(max_batch_size=4, max_batch_tokens=100_000)
+    with batcher.pause():
+        futures = [batcher.submit([x]) for x in ids]
+    got = np.stack([f.result(30)[0] for f in futures])
+    np.testing.assert_allclose(got, tiny_encoder.forward_batch(ids), atol=1e-5)
+    long, short = len(ids[0]), len(ids[1])
+    assert batches == [[long] * 4, [short] * 4]  # the oldest (long) request's group runs first

@@ -41,8 +41,10 @@ class _Job:
     future: Future
     order: list[int]
     out: np.ndarray
-    next: int = 0
-    remaining: int = 0
+    next: int = 0  # order[:next] are all taken
+    taken: set[int] = field(default_factory=set)
+    left: int = 0  # inputs not yet taken into a batch
+    remaining: int = 0  # rows not yet computed
     failed: bool = False
     enqueued: float = field(default_factory=time.perf_counter)
 
@@ -88,6 +90,7 @@ class Batcher:
         self._metrics = metrics
         self._incoming = incoming
         self.max_wait = float(max_wait)
+        self.window_factor = 4
         self._queued_inputs = 0
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
@@ -116,7 +119,7 @@ class Batcher:
             return future
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         job = _Job(ids=ids, future=future, order=order,
-                   out=np.empty((len(ids), self.dim), dtype=np.float32), remaining=len(ids))
+                   out=np.empty((len(ids), self.dim), dtype=np.float32), remaining=len(ids), left=len(ids))
         with self._cond:
             if self._closing:
                 raise ServerClosingError("the server is shutting down", code="shutting_down")
@@ -167,7 +170,8 @@ class Batcher:
             self._metrics.queue_depth.set(len(self._queue))
 
     def _drop(self, job: _Job) -> None:
-        self._queued_inputs -= len(job.order) - job.next
+        self._queued_inputs -= job.left
+        job.left = 0
 
     def wake(self) -> None:
         """Tell a waiting worker that the number of incoming requests changed."""
@@ -193,31 +197,64 @@ class Batcher:
                     if left <= 0:
                         break
                     self._cond.wait(left)
-            batch: list[tuple[_Job, int]] = []
-            longest = 0
-            while self._queue and len(batch) < self.max_batch_size:
-                job = self._queue[0]
-                if job.failed or job.future.cancelled():
-                    self._drop(self._queue.popleft())
-                    continue
-                i = job.order[job.next]
-                width = max(longest, len(job.ids[i]))
-                if batch and (len(batch) + 1) * width > self.max_batch_tokens:
-                    break
-                batch.append((job, i))
-                longest = width
-                job.next += 1
-                self._queued_inputs -= 1
-                if job.next == len(job.order):
-                    self._queue.popleft()
+            batch = self._pick()
+            for job, i in batch:
+                job.taken.add(i)
+                job.left -= 1
+                while job.next < len(job.order) and job.order[job.next] in job.taken:
+                    job.next += 1
+            self._queued_inputs -= len(batch)
+            if any(job.left == 0 for job in self._queue):
+                self._queue = deque(job for job in self._queue if job.left > 0)
             self._set_depth()
             return batch
+
+    def _pick(self) -> list[tuple[_Job, int]]:
+        """Choose the next batch: the oldest waiting input plus inputs of similar length.
+
+        The first ``window_factor x max_batch_size`` waiting inputs (oldest requests first) are
+        sorted by length and cut into groups under the budgets, as
+        :func:`~qembed.models.encoder.plan_batches` does; the group holding the oldest input runs.
+        Padding stays low when requests of mixed lengths wait together, and the oldest input is
+        in every pass, so nothing starves.
+        """
+        limit = self.max_batch_size * self.window_factor
+        window: list[tuple[_Job, int]] = []
+        for job in self._queue:
+            if job.failed or job.future.cancelled():
+                continue
+            for k in range(job.next, len(job.order)):
+                i = job.order[k]
+                if i not in job.taken:
+                    window.append((job, i))
+                    if len(window) >= limit:
+                        break
+            if len(window) >= limit:
+                break
+        if not window:
+            return []
+        head = window[0]
+        ranked = sorted(window, key=lambda item: -len(item[0].ids[item[1]]))
+        group: list[tuple[_Job, int]] = []
+        width = 0
+        for item in ranked:
+            n = len(item[0].ids[item[1]])
+            if group and (len(group) >= self.max_batch_size
+                          or (len(group) + 1) * max(width, n) > self.max_batch_tokens):
+                if any(x is head for x in group):
+                    return group
+                group, width = [], 0
+            group.append(item)
+            width = max(width, n)
+        return group
 
     def _run(self) -> None:
         while True:
             batch = self._take_batch()
             if batch is None:
                 return
+            if not batch:  # everything waiting was cancelled meanwhile
+                continue
             seqs = [job.ids[i] for job, i in batch]
             try:
                 vectors = self._forward(seqs)
