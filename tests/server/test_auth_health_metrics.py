@@ -9,7 +9,6 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qembed.errors import ModelNotFoundError
 from qembed.models.local import LocalEncoder
 from qembed.server.testing import running_server
 
