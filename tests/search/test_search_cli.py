@@ -124,7 +124,7 @@ def test_bad_input_gives_clear_errors_and_keeps_data(capsys, tmp_path, sources, 
     for args, message in cases:
         rc, out, err = run(capsys, *args)
         assert rc == 2, args
-        assert f"error: " in err and message in err, (args, err)
+        assert "error: " in err and message in err, (args, err)
         assert "Traceback" not in err
     assert sorted(p.name for p in index.rglob("*")) == before
     rc, out, _ = run(capsys, "index", "info", "--index", index, "--json")

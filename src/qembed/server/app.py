@@ -35,12 +35,12 @@ from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
 from qembed.server.encoder import BatchedEncoder
 from qembed.server.errors import (
     AuthenticationError,
-    ModelNotServedError,
     NotReadyError,
     install_error_handlers,
 )
 from qembed.server.metrics import ServerMetrics
 from qembed.server.middleware import ServerMiddleware
+from qembed.server.routes import check_model
 from qembed.server.schemas import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -173,13 +173,6 @@ def require_ready(request: Request) -> BatchedEncoder:
     return state.encoder
 
 
-def _check_model(state: ServerState, model: str | None) -> None:
-    if model is not None and model not in state.accepted_names:
-        raise ModelNotServedError(f"model {model!r} is not served here; this server serves "
-                                  f"{state.served_name!r} (GET /v1/models)", param="model",
-                                  code="model_not_found")
-
-
 def _json(payload: Any) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -248,7 +241,7 @@ def create_app(
 
     async def create_embeddings(body: EmbeddingRequest, request: Request,
                                 enc: BatchedEncoder = Depends(require_ready)) -> Response:
-        _check_model(state, body.model)
+        check_model(state, body.model)
         kind, items = parse_input(body.input, settings.max_client_batch_size)
         dimensions = check_dimensions(body.dimensions, enc.dim)
         instruction = body.instruction or None
@@ -304,7 +297,7 @@ def create_app(
         )])
 
     async def tokenize(body: TokenizeRequest, enc: BatchedEncoder = Depends(require_ready)) -> TokenizeResponse:
-        _check_model(state, body.model)
+        check_model(state, body.model)
         if body.prompt == "":
             raise InputError("prompt is an empty string", param="prompt")
         if not hasattr(enc.inner, "tokenizer"):

@@ -18,8 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from qembed.errors import InputError
-from qembed.models.encoder import check_dimensions
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
+from qembed.server.routes import task_encoder
 
 router = APIRouter(tags=["Tasks"])
 
@@ -54,18 +54,6 @@ class ClusterRequest(BaseModel):
     model: Optional[StrictStr] = Field(None, description="The served model name (optional).")
 
 
-def _context(request: Request, model: str | None, dimensions: int | None) -> tuple[Any, int | None]:
-    from qembed.server.errors import ModelNotServedError
-
-    state = request.app.state.server
-    if model is not None and model not in state.accepted_names:
-        raise ModelNotServedError(f"model {model!r} is not served here; this server serves "
-                                  f"{state.served_name!r} (GET /v1/models)", param="model",
-                                  code="model_not_found")
-    encoder = request.app.state.encoder
-    return encoder, check_dimensions(dimensions, encoder.dim)
-
-
 @router.post("/v1/cluster", summary="Cluster texts into named topics")
 async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any]:
     """Cluster ``input`` with K-Means or HDBSCAN; each cluster gets keywords, a label, examples."""
@@ -80,7 +68,7 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
     if body.words is not None and len(body.words) > MAX_WORDS:
         raise InputError(f"words has {len(body.words)} entries, more than the limit of {MAX_WORDS}",
                          param="words")
-    encoder, dimensions = _context(request, body.model, body.dimensions)
+    encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     instruction = SYMMETRIC_INSTRUCTION if body.instruction is None else (body.instruction or None)
     try:
         result = await run_in_threadpool(_run, body, encoder, instruction, dimensions)

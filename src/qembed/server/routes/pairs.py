@@ -18,8 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from qembed.errors import InputError
-from qembed.models.encoder import check_dimensions
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
+from qembed.server.routes import task_encoder
 
 router = APIRouter(tags=["Tasks"])
 
@@ -93,24 +93,12 @@ def _check_size(n: int, limit: int, what: str, param: str) -> None:
                          param=param, code="too_many_inputs")
 
 
-def _context(request: Request, model: str | None, dimensions: int | None) -> tuple[Any, int | None]:
-    from qembed.server.errors import ModelNotServedError
-
-    state = request.app.state.server
-    if model is not None and model not in state.accepted_names:
-        raise ModelNotServedError(f"model {model!r} is not served here; this server serves "
-                                  f"{state.served_name!r} (GET /v1/models)", param="model",
-                                  code="model_not_found")
-    encoder = request.app.state.encoder
-    return encoder, check_dimensions(dimensions, encoder.dim)
-
-
 @router.post("/v1/similarity", summary="Cosine similarity of text pairs")
 async def similarity(body: SimilarityRequest, request: Request) -> dict[str, Any]:
     """Score each pair; with ``threshold`` also a same/different verdict per pair."""
     from qembed.tasks.similarity import check_threshold, score_pairs
 
-    encoder, dimensions = _context(request, body.model, body.dimensions)
+    encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     _check_size(len(body.pairs), request.app.state.settings.max_client_batch_size, "pair", "pairs")
     for i, pair in enumerate(body.pairs):
         if len(pair) != 2:
@@ -159,7 +147,7 @@ def _zero_shot(app: Any, encoder: Any, body: ClassifyRequest, dimensions: int | 
 @router.post("/v1/classify", summary="Zero-shot classification against labels")
 async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
     """Nearest label for each text, with cosine scores and softmax probabilities."""
-    encoder, dimensions = _context(request, body.model, body.dimensions)
+    encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     texts = [body.input] if isinstance(body.input, str) else body.input
     _check_size(len(texts), request.app.state.settings.max_client_batch_size, "text", "input")
     _check_size(len(body.labels), MAX_LABELS, "label", "labels")
@@ -182,7 +170,7 @@ async def dedup(body: DedupRequest, request: Request) -> dict[str, Any]:
     from qembed.tasks.dedup import find_duplicates
     from qembed.tasks.similarity import check_threshold
 
-    encoder, dimensions = _context(request, body.model, body.dimensions)
+    encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     _check_size(len(body.input), request.app.state.settings.max_client_batch_size, "text", "input")
     threshold = check_threshold(body.threshold)
     if body.k < 1 or body.k > 1000:
