@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -101,6 +103,9 @@ def serve(
         emit_json({"url": f"http://{settings.host}:{settings.port}", "model": app.state.server.served_name})
     # uvicorn re-raises SIGTERM after its graceful shutdown; a handler makes that a clean exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    # The model worker needs the GIL between torch ops; a short switch interval keeps HTTP work on
+    # the event loop from stalling a forward pass for whole 5 ms slices.
+    sys.setswitchinterval(float(os.environ.get("QEMBED_SWITCH_INTERVAL", "0.0005")))
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
                 access_log=settings.access_log, timeout_graceful_shutdown=settings.graceful_timeout,
                 lifespan="on")
