@@ -20,7 +20,11 @@ _LAZY = {
     "LocalEncoder": "qembed.models.local",
     "RemoteEncoder": "qembed.models.remote",
     "KnowledgeBase": "qembed.tasks.search",
+    "open_store": "qembed.store",
     "cluster": "qembed.tasks.cluster",
+    "score_pairs": "qembed.tasks.similarity",
+    "zero_shot": "qembed.tasks.classify",
+    "find_duplicates": "qembed.tasks.dedup",
 }
 
 

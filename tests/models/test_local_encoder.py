@@ -223,3 +223,13 @@ def test_plan_batches_respects_budget_and_groups_by_length():
     assert {1, 5} in [set(b) for b in batches]
     assert any(set(b) == {0, 2, 3, 4, 6} for b in batches)
     assert plan_batches([10] * 10, 1000, 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+def test_top_level_api_names():
+    import importlib
+
+    for name in qembed.__all__:
+        assert getattr(qembed, name) is not None, name
+    assert qembed.score_pairs is importlib.import_module("qembed.tasks.similarity").score_pairs
+    with pytest.raises(AttributeError):
+        qembed.no_such_name  # noqa: B018
