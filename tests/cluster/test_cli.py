@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
 from .conftest import TOPICS, flatten
 from qembed.cli import main
-
-
-@pytest.fixture(autouse=True)
-def _fresh_log_handler():
-    """The CLI binds its stderr log handler once per process; rebind it to this test's stderr."""
-
-    def drop() -> None:
-        root = logging.getLogger()
-        for h in [h for h in root.handlers if getattr(h, "_qembed", False)]:
-            root.removeHandler(h)
-
-    drop()
-    yield
-    drop()
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:

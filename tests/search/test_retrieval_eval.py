@@ -85,19 +85,11 @@ def test_eval_minilm_dense_beats_bm25_through_the_knowledge_base(beir, minilm_en
 
 
 def test_eval_cli_json(beir, tiny_model_path, capsys):
-    import logging
-
     from qembed.cli import main
-
-    def drop_handlers():
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if getattr(h, "_qembed", False)]:
-            root.removeHandler(handler)
 
     rc = main(["eval", "retrieval", "--model", str(tiny_model_path), "--corpus", str(beir / "corpus.jsonl"),
                "--queries", str(beir / "queries.jsonl"), "--qrels", str(beir / "qrels.tsv"),
                "--baseline", "bm25", "--json"])
-    drop_handlers()
     out = capsys.readouterr().out
     assert rc == 0
     report = json.loads(out)
@@ -109,5 +101,4 @@ def test_eval_cli_json(beir, tiny_model_path, capsys):
     assert report["protocol"].startswith("MTEB")
     rc = main(["eval", "retrieval", "--model", str(tiny_model_path), "--corpus", str(beir / "corpus.jsonl"),
                "--queries", str(beir / "queries.jsonl"), "--qrels", str(beir / "nope.tsv")])
-    drop_handlers()
     assert rc == 2 and "file not found" in capsys.readouterr().err

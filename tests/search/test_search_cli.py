@@ -11,16 +11,8 @@ from qembed.cli import main
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
-    """Run the CLI in-process; drop the log handler it installs (bound to this test's captured
-    stderr, which is closed once the test ends)."""
-    import logging
-
-    try:
-        rc = main([str(a) for a in args])
-    finally:
-        root = logging.getLogger()
-        for handler in [h for h in root.handlers if getattr(h, "_qembed", False)]:
-            root.removeHandler(handler)
+    """Run the CLI in-process and return its exit code, stdout and stderr."""
+    rc = main([str(a) for a in args])
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 

@@ -97,20 +97,3 @@ def training_file(tmp_path: Path) -> Path:
         w.writerow(["text", "queue"])
         w.writerows(TRAINING)
     return path
-
-
-@pytest.fixture(autouse=True)
-def _fresh_cli_log_handler():
-    """The CLI's stderr log handler binds the ``sys.stderr`` of the first ``main()`` call; drop it
-    around each test so in-process CLI runs log into this test's captured stderr, not a closed one."""
-    import logging
-
-    def drop() -> None:
-        root = logging.getLogger()
-        for h in list(root.handlers):
-            if getattr(h, "_qembed", False):
-                root.removeHandler(h)
-
-    drop()
-    yield
-    drop()

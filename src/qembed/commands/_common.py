@@ -10,7 +10,6 @@ from typing import Any, Optional
 import numpy as np
 import typer
 
-from qembed.errors import QembedError
 
 logger = logging.getLogger("qembed")
 
@@ -102,8 +101,3 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     """Print ``error: message`` to stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
-
-
-def report_error(exc: QembedError) -> int:
-    typer.echo(f"error: {exc.message if hasattr(exc, 'message') else exc}", err=True)
-    return 2
