@@ -13,10 +13,11 @@ returns ``min(k, number of matching documents)`` hits.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, ContextManager, Iterator, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -24,8 +25,23 @@ from qembed.errors import InputError
 
 #: Longest accepted document id, in characters (Milvus VARCHAR primary key limit we configure).
 MAX_ID_LENGTH = 512
-#: Metadata field names must be plain identifiers (they become JSON paths / Milvus expressions).
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,127}$")
+#: Metadata field names must be plain identifiers (they become JSON paths / Milvus expressions);
+#: always matched with ``fullmatch`` (``$`` would accept a trailing newline).
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,127}")
+#: Most nested levels of objects/arrays in one document's metadata (the object itself is level 1).
+MAX_METADATA_DEPTH = 16
+#: Largest metadata object per document, in bytes of UTF-8 JSON (Milvus' JSON field limit).
+MAX_METADATA_BYTES = 65_536
+#: Most fields one filter may name, and most values one field may list.
+MAX_FILTER_FIELDS = 32
+MAX_FILTER_VALUES = 1024
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+#: Control characters no id may hold (Unicode category Cc).
+_ID_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: Control characters no metadata string may hold: Cc but tab, line feed and carriage return.
+_VALUE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 Filter = Mapping[str, Any]
 
@@ -74,8 +90,14 @@ class VectorStore(Protocol):
         vectors: np.ndarray,
         texts: Sequence[str | None] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        delete: Sequence[str] = (),
     ) -> int:
-        """Insert or replace documents by id; returns how many were written."""
+        """Insert or replace documents by id, removing the ``delete`` ids in the same write.
+
+        Everything is validated before anything is written; on FAISS the write is all or nothing.
+        Returns how many documents were written.
+        """
         ...
 
     def delete(self, ids: Sequence[str]) -> int:
@@ -120,16 +142,64 @@ class VectorStore(Protocol):
         """Persist pending changes (atomically for the FAISS folder)."""
         ...
 
+    def write_lock(self) -> ContextManager[None]:
+        """Hold the store's writer lock for a read-modify-write sequence (re-entrant).
+
+        FAISS folder: an exclusive lock on the folder, shared with other processes; inside it the
+        store shows the latest saved state. Milvus: a lock within this process only.
+        """
+        ...
+
     def close(self) -> None:
         """Release resources (does not save)."""
         ...
 
 
-# --------------------------------------------------------------------------- validation helpers
+# --------------------------------------------------------------------------- validation rules
+#
+# One rule for every backend, applied before anything is written (see the README section
+# "Data safety"):
+#
+# - ids: 1 to MAX_ID_LENGTH characters, not only whitespace, no control characters
+#   (U+0000-U+001F, U+007F-U+009F), no unpaired surrogates. Quotes, backslashes, slashes,
+#   spaces and any other character are stored and matched exactly.
+# - metadata field names (top level, the names filters use): FIELD_NAME, the whole name.
+# - metadata values: JSON (objects, arrays, strings, numbers, booleans, null); strings (and
+#   nested keys) without unpaired surrogates or control characters other than tab, line feed
+#   and carriage return; integers within int64; finite floats; at most MAX_METADATA_DEPTH
+#   nested levels; at most MAX_METADATA_BYTES of UTF-8 JSON per document.
+# - filter values: strings under the same rule, int64 integers, finite floats, booleans, null;
+#   at most MAX_FILTER_FIELDS fields and MAX_FILTER_VALUES values per field.
+
+
+def _bad_char(text: str, controls: re.Pattern[str]) -> str | None:
+    """Why ``text`` cannot be stored (``None`` when it can)."""
+    m = _SURROGATE.search(text)
+    if m:
+        return f"holds an unpaired surrogate (U+{ord(m.group()):04X}) at position {m.start()}; " \
+               "text must be valid Unicode"
+    m = controls.search(text)
+    if m:
+        return f"holds the control character U+{ord(m.group()):04X} at position {m.start()}"
+    return None
+
+
+def check_id(value: Any, *, where: str = "id", param: str = "ids") -> str:
+    """``value`` as a valid id (see the rule above) or :class:`InputError`."""
+    if not isinstance(value, str):
+        raise InputError(f"{where} is {type(value).__name__}, not a string", param=param)
+    if not value or not value.strip():
+        raise InputError(f"{where} is empty: ids must be non-empty strings", param=param)
+    if len(value) > MAX_ID_LENGTH:
+        raise InputError(f"{where} is longer than {MAX_ID_LENGTH} characters", param=param)
+    why = _bad_char(value, _ID_CONTROL)
+    if why:
+        raise InputError(f"{where} {why}; ids may not hold control characters", param=param)
+    return value
 
 
 def check_ids(ids: Any, *, param: str = "ids") -> list[str]:
-    """Return ``ids`` as a list of unique, non-empty strings or raise :class:`InputError`."""
+    """Return ``ids`` as a list of unique, valid ids (see :func:`check_id`) or raise :class:`InputError`."""
     if isinstance(ids, str):
         ids = [ids]
     if not isinstance(ids, (list, tuple)) and not isinstance(ids, np.ndarray):
@@ -137,17 +207,21 @@ def check_ids(ids: Any, *, param: str = "ids") -> list[str]:
     out: list[str] = []
     seen: set[str] = set()
     for i, value in enumerate(list(ids)):
-        if not isinstance(value, str):
-            raise InputError(f"{param}[{i}] is {type(value).__name__}, not a string", param=param)
-        if not value or not value.strip():
-            raise InputError(f"{param}[{i}] is empty: ids must be non-empty strings", param=param)
-        if len(value) > MAX_ID_LENGTH:
-            raise InputError(f"{param}[{i}] is longer than {MAX_ID_LENGTH} characters", param=param)
+        check_id(value, where=f"{param}[{i}]", param=param)
         if value in seen:
             raise InputError(f"{param} contains {value!r} twice", param=param)
         seen.add(value)
         out.append(value)
     return out
+
+
+def check_field_name(key: Any, *, where: str, param: str = "metadata") -> str:
+    """A metadata field name (the whole string matches :data:`FIELD_NAME`) or :class:`InputError`."""
+    if not isinstance(key, str) or not FIELD_NAME.fullmatch(key):
+        raise InputError(
+            f"{where} has field {key!r}: field names are 1 to 128 letters, digits, '_' or '-', "
+            "not starting with a digit or '-'", param=param)
+    return key
 
 
 def check_vectors(vectors: Any, dim: int, n: int | None = None, *, param: str = "vectors") -> np.ndarray:
@@ -172,22 +246,63 @@ def check_vectors(vectors: Any, dim: int, n: int | None = None, *, param: str = 
 
 
 def check_texts(texts: Any, n: int) -> list[str | None]:
-    """Texts aligned with ``n`` ids (``None`` allowed per row)."""
+    """Texts aligned with ``n`` ids (``None`` allowed per row); valid Unicode (no unpaired surrogates)."""
     if texts is None:
         return [None] * n
     texts = list(texts)
     if len(texts) != n:
         raise InputError(f"texts has {len(texts)} entries for {n} ids", param="texts")
     for i, t in enumerate(texts):
-        if t is not None and not isinstance(t, str):
+        if t is None:
+            continue
+        if not isinstance(t, str):
             raise InputError(f"texts[{i}] is {type(t).__name__}, not a string", param="texts")
+        m = _SURROGATE.search(t)
+        if m:
+            raise InputError(f"texts[{i}] holds an unpaired surrogate (U+{ord(m.group()):04X}) at position "
+                             f"{m.start()}; text must be valid Unicode", param="texts")
     return texts
 
 
-def check_metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
-    """Metadata dicts aligned with ``n`` ids; keys must be identifiers, values JSON-serialisable."""
-    import json
+def check_metadata_value(value: Any, *, where: str, param: str = "metadata") -> None:
+    """Check one metadata object (or any JSON value) against the value rule, without recursion."""
+    stack: list[tuple[Any, str, int]] = [(value, where, 1 if isinstance(value, (dict, list, tuple)) else 0)]
+    while stack:
+        v, at, depth = stack.pop()
+        if depth > MAX_METADATA_DEPTH:
+            raise InputError(f"{where} is nested more than {MAX_METADATA_DEPTH} levels deep (at {at})",
+                             param=param)
+        if v is None or isinstance(v, bool):
+            continue
+        if isinstance(v, str):
+            why = _bad_char(v, _VALUE_CONTROL)
+            if why:
+                raise InputError(f"{at} {why}; metadata strings may hold tab, line feed and carriage "
+                                 "return but no other control character", param=param)
+        elif isinstance(v, (int, np.integer)):
+            if not INT64_MIN <= int(v) <= INT64_MAX:
+                raise InputError(f"{at} is an integer outside the 64-bit range", param=param)
+        elif isinstance(v, (float, np.floating)):
+            if not math.isfinite(v):
+                raise InputError(f"{at} is not a finite number", param=param)
+        elif isinstance(v, Mapping):
+            for key, item in v.items():
+                if not isinstance(key, str):
+                    raise InputError(f"{at} has a key of type {type(key).__name__}; keys are strings",
+                                     param=param)
+                why = _bad_char(key, _VALUE_CONTROL)
+                if why:
+                    raise InputError(f"{at} has a key that {why}", param=param)
+                stack.append((item, f"{at}.{key}", depth + (1 if isinstance(item, (dict, list, tuple)) else 0)))
+        elif isinstance(v, (list, tuple)):
+            for i, item in enumerate(v):
+                stack.append((item, f"{at}[{i}]", depth + (1 if isinstance(item, (dict, list, tuple)) else 0)))
+        else:
+            raise InputError(f"{at} is {type(v).__name__}, which JSON cannot hold", param=param)
 
+
+def check_metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
+    """Metadata dicts aligned with ``n`` ids, checked against the value rule (see above)."""
     if metadata is None:
         return [{} for _ in range(n)]
     metadata = list(metadata)
@@ -201,16 +316,16 @@ def check_metadata(metadata: Any, n: int) -> list[dict[str, Any]]:
         if not isinstance(m, Mapping):
             raise InputError(f"metadata[{i}] is {type(m).__name__}, not an object", param="metadata")
         for key in m:
-            if not isinstance(key, str) or not FIELD_NAME.match(key):
-                raise InputError(
-                    f"metadata[{i}] has field {key!r}: field names must be identifiers "
-                    "(letters, digits, '_' or '-', not starting with a digit)",
-                    param="metadata",
-                )
+            check_field_name(key, where=f"metadata[{i}]")
+        check_metadata_value(m, where=f"metadata[{i}]")
         try:
-            out.append(json.loads(json.dumps(dict(m), allow_nan=False)))
+            encoded = json.dumps(dict(m), allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise InputError(f"metadata[{i}] is not JSON-serialisable: {exc}", param="metadata") from None
+        if len(encoded.encode("utf-8")) > MAX_METADATA_BYTES:
+            raise InputError(f"metadata[{i}] is larger than {MAX_METADATA_BYTES} bytes as JSON",
+                             param="metadata")
+        out.append(json.loads(encoded))
     return out
 
 
@@ -234,26 +349,39 @@ def check_filter(filter: Any, known_fields: set[str] | None = None) -> dict[str,
     if not isinstance(filter, Mapping):
         raise InputError(f"filter must be an object of field: value, got {type(filter).__name__}",
                          param="filter")
+    if len(filter) > MAX_FILTER_FIELDS:
+        raise InputError(f"filter has {len(filter)} fields, more than the limit of {MAX_FILTER_FIELDS}",
+                         param="filter")
     out: dict[str, list[Any]] = {}
     for key, value in filter.items():
-        if not isinstance(key, str) or not FIELD_NAME.match(key):
+        if not isinstance(key, str) or not FIELD_NAME.fullmatch(key):
             raise InputError(f"filter field {key!r} is not a valid field name", param="filter")
         values = list(value) if isinstance(value, (list, tuple, set)) else [value]
         if not values:
             raise InputError(f"filter field {key!r} has an empty list of values", param="filter")
+        if len(values) > MAX_FILTER_VALUES:
+            raise InputError(f"filter field {key!r} has {len(values)} values, more than the limit of "
+                             f"{MAX_FILTER_VALUES}", param="filter")
         for v in values:
-            if v is not None and not isinstance(v, (str, int, float, bool)):
+            if v is not None and not isinstance(v, (str, int, float, bool, np.integer, np.floating)):
                 raise InputError(
                     f"filter value for {key!r} must be a string, number, boolean or null, "
                     f"got {type(v).__name__}", param="filter")
-            if isinstance(v, float) and not math.isfinite(v):
+            if isinstance(v, (float, np.floating)) and not math.isfinite(v):
                 raise InputError(f"filter value for {key!r} is not finite", param="filter")
+            if isinstance(v, (int, np.integer)) and not isinstance(v, bool) and not INT64_MIN <= int(v) <= INT64_MAX:
+                raise InputError(f"filter value for {key!r} is an integer outside the 64-bit range",
+                                 param="filter")
+            if isinstance(v, str):
+                why = _bad_char(v, _VALUE_CONTROL)
+                if why:
+                    raise InputError(f"filter value for {key!r} {why}", param="filter")
         if known_fields is not None and key not in known_fields:
             have = ", ".join(sorted(known_fields)) or "none"
             raise InputError(
                 f"filter on unknown metadata field {key!r}: no stored document has it "
                 f"(fields in this index: {have})", param="filter")
-        out[key] = values
+        out[key] = [v.item() if isinstance(v, (np.integer, np.floating)) else v for v in values]
     return out or None
 
 

@@ -10,6 +10,7 @@ The manifest (the encoder's name and so on) lives in the collection's properties
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -162,9 +163,18 @@ class MilvusStore:
         vectors: np.ndarray,
         texts: Sequence[str | None] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        delete: Sequence[str] = (),
     ) -> int:
+        """Upsert, then remove ``delete``. Milvus has no transactions: everything is validated
+        first, but a Milvus failure part-way (502) may leave part of the write; repeating the
+        same call (upserts by id) completes it."""
         ids = check_ids(ids)
+        new = set(ids)
+        gone = [d for d in check_ids(list(delete), param="delete") if d not in new] if len(delete) else []
         if not ids:
+            if gone:
+                self.delete(gone)
             return 0
         vecs = check_vectors(vectors, self._dim, len(ids))
         texts_ = check_texts(texts, len(ids))
@@ -178,14 +188,16 @@ class MilvusStore:
         with self._lock:
             for start in range(0, len(rows), _BATCH):
                 self._call("upsert", self._collection, rows[start:start + _BATCH])
+            if gone:
+                self.delete(gone)
         return len(ids)
 
     def delete(self, ids: Sequence[str]) -> int:
         ids = check_ids(ids)
         with self._lock:
             present = [r.id for r in self.get(ids) if r is not None]
-            if present:
-                self._call("delete", self._collection, ids=present)
+            for start in range(0, len(present), _BATCH):
+                self._call("delete", self._collection, filter=ids_expression(present[start:start + _BATCH]))
             return len(present)
 
     def search(self, query_vectors: np.ndarray, k: int = 10, filter: Filter | None = None) -> list[list[Hit]]:
@@ -212,7 +224,9 @@ class MilvusStore:
         found: dict[str, dict[str, Any]] = {}
         with self._lock:
             for start in range(0, len(ids), _BATCH):
-                for r in self._call("get", self._collection, ids=ids[start:start + _BATCH], output_fields=fields):
+                part = ids[start:start + _BATCH]
+                for r in self._call("query", self._collection, filter=ids_expression(part),
+                                    output_fields=["id", *fields], limit=len(part)):
                     found[r["id"]] = r
         out: list[Record | None] = []
         for d in ids:
@@ -249,6 +263,13 @@ class MilvusStore:
                            properties={MANIFEST_PROPERTY: json.dumps(self._manifest)})
                 self._manifest_dirty = False
             self._call("flush", self._collection)
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Serialise a read-modify-write sequence within this process (Milvus Lite allows one
+        process per file; a Milvus server has no cross-client lock)."""
+        with self._lock:
+            yield
 
     def close(self) -> None:
         with self._lock:
@@ -302,8 +323,30 @@ class MilvusStore:
             it.close()
 
 
+def string_literal(value: str) -> str:
+    """``value`` as a Milvus expression string literal, escaped for Milvus and Milvus Lite alike.
+
+    Only the escapes both parsers know are used (backslash, double quote, newline, carriage
+    return, tab); the store's validation keeps every other control character out of ids and
+    values, so nothing in ``value`` can end the literal early.
+    """
+    return '"' + value.translate(_ESCAPES) + '"'
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def ids_expression(ids: Sequence[str]) -> str:
+    """``id in [...]`` for validated ids, each an escaped literal (never raw text in the expression)."""
+    return "id in [" + ", ".join(string_literal(d) for d in ids) + "]"
+
+
 def filter_expression(flt: Mapping[str, list[Any]]) -> str:
-    """A normalised filter as a Milvus boolean expression over the JSON ``metadata`` field."""
+    """A normalised filter as a Milvus boolean expression over the JSON ``metadata`` field.
+
+    Field names are identifiers (checked by :func:`~qembed.store.base.check_filter`); strings are
+    escaped literals; numbers are Python ints (int64) or finite floats.
+    """
     clauses = []
     for key, values in flt.items():
         ors = []
@@ -313,9 +356,11 @@ def filter_expression(flt: Mapping[str, list[Any]]) -> str:
             if isinstance(v, bool):
                 literal = "true" if v else "false"
             elif isinstance(v, str):
-                literal = json.dumps(v, ensure_ascii=False)
+                literal = string_literal(v)
+            elif isinstance(v, int):
+                literal = str(int(v))
             else:
-                literal = repr(v)
+                literal = repr(float(v))
             ors.append(f'metadata["{key}"] == {literal}')
         clauses.append("(" + " or ".join(ors) + ")")
     return " and ".join(clauses)
