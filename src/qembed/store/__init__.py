@@ -39,7 +39,8 @@ def open_store(
 
     ``dim`` is required to create a store and checked against an existing one. With
     ``create=False`` a missing store raises :class:`NotFoundError`. Other options go to the
-    backend: FAISS ``index`` (auto|flat|hnsw), ``ef_search``, ``hnsw_m``, ``hnsw_threshold``;
+    backend: FAISS ``index`` (auto|flat|hnsw), ``ef_search``, ``hnsw_m``, ``hnsw_threshold``,
+    ``lock_timeout`` (seconds a writer waits for another process' writer lock);
     Milvus ``collection`` (default ``qembed``), ``token``, ``index_type``.
     """
     if is_milvus_uri(uri):
@@ -52,21 +53,26 @@ def open_store(
         if dim is None:
             raise InputError("an in-memory store needs dim=")
         return FaissStore.create(None, dim, **opts)
+    from qembed.store.faiss_store import IndexExistsError, is_empty_folder
+
     path = Path(uri)
-    exists = path.exists() and (not path.is_dir() or any(path.iterdir()))
-    if exists:
-        store = FaissStore.open(path, ef_search=opts.get("ef_search"))
-        if dim is not None and store.dim != dim:
-            store.close()
-            raise InputError(
-                f"index {path} holds vectors of size {store.dim}, not {dim} "
-                "(it was built with another model or --dimensions)")
-        return store
-    if not create:
-        raise NotFoundError(f"index not found: {path} does not exist")
-    if dim is None:
-        raise NotFoundError(f"index not found: {path} does not exist (give dim= to create it)")
-    return FaissStore.create(path, dim, **opts)
+    if not path.exists() or is_empty_folder(path):
+        if not create:
+            raise NotFoundError(f"index not found: {path} does not exist")
+        if dim is None:
+            raise NotFoundError(f"index not found: {path} does not exist (give dim= to create it)")
+        try:
+            return FaissStore.create(path, dim, **opts)
+        except IndexExistsError:
+            pass  # another process created it meanwhile: open theirs
+    open_opts = {k: opts[k] for k in ("ef_search", "lock_timeout") if k in opts}
+    store = FaissStore.open(path, **open_opts)
+    if dim is not None and store.dim != dim:
+        store.close()
+        raise InputError(
+            f"index {path} holds vectors of size {store.dim}, not {dim} "
+            "(it was built with another model or --dimensions)")
+    return store
 
 
 def __getattr__(name: str) -> Any:

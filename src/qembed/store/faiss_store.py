@@ -17,24 +17,39 @@ Index kinds: ``flat`` (exact inner product, ``IndexIDMap2(IndexFlatIP)``), ``hns
 (``IndexIDMap2(IndexHNSWFlat)``, approximate; deleted vectors are tombstoned and dropped when
 the index is compacted), ``auto`` (flat until ``hnsw_threshold`` vectors, then HNSW).
 String ids map to int64 FAISS ids that are never reused, so a re-inserted id gets a fresh one.
+
+Writes are all or nothing: everything is validated first, then the SQLite rows change inside one
+transaction that commits only once the FAISS index has changed too (and the FAISS change is undone
+when it cannot be completed), so a failed write leaves the store exactly as it was.
+
+One writer at a time: a store takes an exclusive lock on ``LOCK`` in the folder (``fcntl.flock``,
+shared with other processes, released by the kernel when a process dies) at its first change and
+holds it until that change is saved (or the store is closed). A second writer waits up to
+``lock_timeout`` seconds, then gets :class:`IndexLockedError` with nothing written. On taking the
+lock, and before every read, a store whose folder another process has saved since reloads it, so
+no writer overwrites another's documents and readers see the latest saved state.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import json
 import logging
 import os
 import shutil
 import sqlite3
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 import faiss
 import numpy as np
 
-from qembed.errors import InputError, NotFoundError
+from qembed.errors import InputError, NotFoundError, QembedError
 from qembed.store.base import (
     Filter,
     Hit,
@@ -53,6 +68,9 @@ FORMAT_VERSION = 1
 CURRENT = "CURRENT"
 INDEX_FILE = "vectors.faiss"
 DB_FILE = "docs.sqlite"
+LOCK_FILE = "LOCK"
+#: Seconds a writer waits for another process' writer lock before giving up.
+DEFAULT_LOCK_TIMEOUT = 30.0
 KINDS = ("auto", "flat", "hnsw")
 #: Filtered HNSW searches over at most this many candidates are done exactly.
 EXACT_FILTER_LIMIT = 50_000
@@ -71,16 +89,42 @@ CREATE TABLE IF NOT EXISTS dead (iid INTEGER PRIMARY KEY);
 """
 
 
-class CorruptIndexError(InputError):
-    """An index folder exists but cannot be read (missing or damaged files)."""
+class CorruptIndexError(QembedError):
+    """An index folder exists but cannot be read (missing or damaged files).
 
-    status_code = 500
-    error_type = "server_error"
+    Not the client's fault and not a bug: the server answers 503 (``index_corrupt``) until an
+    operator restores the folder.
+    """
+
+    status_code = 503
+    error_type = "service_unavailable_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="index_corrupt")
+
+
+class IndexLockedError(QembedError):
+    """Another process holds the index folder's writer lock (nothing was written; retry)."""
+
+    status_code = 409
+    error_type = "conflict_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="index_locked")
+
+
+class IndexExistsError(InputError):
+    """:meth:`FaissStore.create` on a folder that already holds something."""
 
 
 def is_faiss_folder(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` looks like a qembed FAISS store folder (has a ``CURRENT`` file)."""
     return (Path(path) / CURRENT).is_file()
+
+
+def is_empty_folder(path: Path) -> bool:
+    """A folder holding nothing (but perhaps the lock file a writer left)."""
+    return path.is_dir() and all(item.name == LOCK_FILE for item in path.iterdir())
 
 
 class FaissStore:
@@ -93,19 +137,30 @@ class FaissStore:
     backend = "faiss"
 
     def __init__(self, *, path: Path | None, conn: sqlite3.Connection, index: faiss.Index,
-                 meta: dict[str, Any], generation: int, ef_search: int | None = None) -> None:
+                 meta: dict[str, Any], generation: int, ef_search: int | None = None,
+                 stamp: tuple | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
         self._path = path
+        self._lock = threading.RLock()  # guards the in-memory state (readers and writers)
+        self._write_mutex = threading.RLock()  # one writer of this process at a time
+        self._lock_file: Any = None  # the open LOCK file while this store holds the writer lock
+        self._writers = 0  # depth of write_lock() blocks
+        self._lock_timeout = float(lock_timeout)
+        self._ef_search = ef_search
+        self._dirty = False
+        self._closed = False
+        self._install(conn, index, meta, generation, stamp)
+
+    def _install(self, conn: sqlite3.Connection, index: faiss.Index, meta: dict[str, Any], generation: int,
+                 stamp: tuple | None) -> None:
         self._conn = conn
         self._index = index
         self._meta = meta
         self._generation = generation
-        self._lock = threading.RLock()
-        self._dirty = False
-        self._closed = False
+        self._stamp = stamp
         self._dead: set[int] = {r[0] for r in conn.execute("SELECT iid FROM dead")}
         self._fields: dict[str, int] = dict(conn.execute("SELECT name, n FROM fields").fetchall())
-        if ef_search is not None:
-            self._meta["ef_search"] = int(ef_search)
+        if self._ef_search is not None:
+            self._meta["ef_search"] = int(self._ef_search)
         self._apply_ef()
 
     # ------------------------------------------------------------------ construction
@@ -122,11 +177,13 @@ class FaissStore:
         ef_construction: int = 200,
         ef_search: int = 256,
         hnsw_threshold: int = 200_000,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ) -> "FaissStore":
         """A new, empty store of ``dim``-sized vectors (in memory when ``path`` is None).
 
         ``index``: ``auto`` | ``flat`` | ``hnsw``. Only inner product (``metric="ip"``) is
         supported: qembed's vectors are unit length, so it is the cosine similarity.
+        ``lock_timeout``: seconds to wait for another writer of the folder.
         """
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InputError(f"dim must be a positive integer, got {dim!r}", param="dim")
@@ -135,8 +192,8 @@ class FaissStore:
         if metric != "ip":
             raise InputError(f"metric must be 'ip' (inner product on unit vectors), got {metric!r}")
         p = Path(path) if path is not None else None
-        if p is not None and p.exists() and (not p.is_dir() or any(p.iterdir())):
-            raise InputError(f"{p} exists and is not an empty folder; open it instead of creating it")
+        if p is not None and p.exists() and not is_empty_folder(p):
+            raise IndexExistsError(f"{p} exists and is not an empty folder; open it instead of creating it")
         conn = sqlite3.connect(":memory:", check_same_thread=False)
         conn.executescript(_SCHEMA)
         meta = {
@@ -145,50 +202,36 @@ class FaissStore:
             "hnsw_m": int(hnsw_m), "ef_construction": int(ef_construction),
             "ef_search": int(ef_search), "hnsw_threshold": int(hnsw_threshold),
         }
-        store = cls(path=p, conn=conn, index=_new_index(meta), meta=meta, generation=0)
-        store._dirty = True
-        if p is not None:
-            p.mkdir(parents=True, exist_ok=True)
-            store.save()
+        store = cls(path=p, conn=conn, index=_new_index(meta), meta=meta, generation=0,
+                    lock_timeout=lock_timeout)
+        if p is None:
+            return store
+        p.mkdir(parents=True, exist_ok=True)
+        with store._write_mutex:
+            store._acquire()
+            try:
+                if not is_empty_folder(p):  # another process created it meanwhile
+                    raise IndexExistsError(f"{p} exists and is not an empty folder; open it instead "
+                                           "of creating it")
+                store._dirty = True
+                store.save()
+            except BaseException:
+                store.close()
+                raise
         return store
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], *, ef_search: int | None = None) -> "FaissStore":
+    def open(cls, path: str | os.PathLike[str], *, ef_search: int | None = None,
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> "FaissStore":
         """Open an existing store folder; :class:`NotFoundError` if absent, :class:`CorruptIndexError` if damaged."""
         p = Path(path)
         if not p.exists():
             raise NotFoundError(f"index not found: {p} does not exist")
         if not p.is_dir():
             raise InputError(f"{p} is not an index folder")
-        current = p / CURRENT
-        if not current.is_file():
-            raise CorruptIndexError(
-                f"{p} is not a qembed index (no {CURRENT} file); it is corrupt or another kind of folder")
-        name = current.read_text(encoding="utf-8").strip()
-        gen_dir = p / name
-        if not name.startswith("gen-") or not gen_dir.is_dir():
-            raise CorruptIndexError(f"index {p} is corrupt: {CURRENT} names {name!r}, which is missing")
-        try:
-            generation = int(name[4:])
-            disk = sqlite3.connect(f"file:{gen_dir / DB_FILE}?mode=ro", uri=True)
-            conn = sqlite3.connect(":memory:", check_same_thread=False)
-            try:
-                disk.backup(conn)
-            finally:
-                disk.close()
-            meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-            index = faiss.read_index(str(gen_dir / INDEX_FILE))
-        except (sqlite3.Error, RuntimeError, ValueError, OSError) as exc:
-            raise CorruptIndexError(f"index {p} is corrupt: cannot read {name}: {exc}") from None
-        if meta.get("format") != FORMAT_VERSION or "dim" not in meta:
-            raise CorruptIndexError(f"index {p} is corrupt or from another version (manifest {meta})")
-        n_docs = conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
-        n_dead = conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
-        if index.d != meta["dim"] or index.ntotal != n_docs + n_dead:
-            raise CorruptIndexError(
-                f"index {p} is corrupt: {index.ntotal} vectors of size {index.d} for {n_docs} documents "
-                f"of size {meta['dim']}")
-        return cls(path=p, conn=conn, index=index, meta=meta, generation=generation, ef_search=ef_search)
+        conn, index, meta, generation, stamp = _read_generation(p)
+        return cls(path=p, conn=conn, index=index, meta=meta, generation=generation, ef_search=ef_search,
+                   stamp=stamp, lock_timeout=lock_timeout)
 
     # ------------------------------------------------------------------ properties
 
@@ -211,21 +254,22 @@ class FaissStore:
         return self._index
 
     def get_meta(self, key: str, default: Any = None) -> Any:
-        with self._lock:
+        with self._reading():
             return self._meta.get(f"user.{key}", default)
 
     def set_meta(self, key: str, value: Any) -> None:
-        with self._lock:
-            self._meta[f"user.{key}"] = json.loads(json.dumps(value))
+        value = json.loads(json.dumps(value))
+        with self.write_lock():
+            self._meta[f"user.{key}"] = value
             self._dirty = True
 
     def fields(self) -> dict[str, int]:
         """Metadata field names with the number of documents that have each."""
-        with self._lock:
+        with self._reading():
             return {k: v for k, v in self._fields.items() if v > 0}
 
     def info(self) -> dict[str, Any]:
-        with self._lock:
+        with self._reading():
             return {
                 "backend": self.backend, "location": self.location, "dim": self.dim,
                 "metric": self._meta["metric"], "index": self._meta["index"], "kind": self.kind,
@@ -242,29 +286,29 @@ class FaissStore:
         vectors: np.ndarray,
         texts: Sequence[str | None] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        delete: Sequence[str] = (),
     ) -> int:
         ids = check_ids(ids)
+        new = set(ids)
+        gone = [d for d in check_ids(list(delete), param="delete") if d not in new] if len(delete) else []
         if not ids:
+            if gone:
+                self.delete(gone)
             return 0
         vecs = check_vectors(vectors, self.dim, len(ids))
         texts_ = check_texts(texts, len(ids))
         metas = check_metadata(metadata, len(ids))
-        with self._lock:
-            self._check_open()
-            old = self._lookup(ids)
-            self._remove_iids([row[0] for row in old.values()])
-            for _, meta_json in old.values():
-                self._count_fields(json.loads(meta_json), -1)
+        rows_meta = [json.dumps(m, ensure_ascii=False) for m in metas]
+        with self.write_lock():
+            old = self._lookup(ids + gone)
             start = int(self._meta["next_iid"])
             iids = np.arange(start, start + len(ids), dtype=np.int64)
-            self._index.add_with_ids(vecs, iids)
-            self._meta["next_iid"] = start + len(ids)
-            with self._conn:
-                self._conn.executemany(
-                    "INSERT OR REPLACE INTO docs (iid, id, text, metadata) VALUES (?, ?, ?, ?)",
-                    [(int(i), d, t, json.dumps(m, ensure_ascii=False))
-                     for i, d, t, m in zip(iids, ids, texts_, metas)],
-                )
+            self._meta["next_iid"] = start + len(ids)  # never reused, even by a failed write
+            rows = [(int(i), d, t, m) for i, d, t, m in zip(iids, ids, texts_, rows_meta)]
+            self._write(list(old), [row[0] for row in old.values()], rows, vecs, iids)
+            for _, meta_json in old.values():
+                self._count_fields(json.loads(meta_json), -1)
             for m in metas:
                 self._count_fields(m, +1)
             self._dirty = True
@@ -276,14 +320,13 @@ class FaissStore:
 
     def delete(self, ids: Sequence[str]) -> int:
         ids = check_ids(ids)
-        with self._lock:
-            self._check_open()
+        if not ids:
+            return 0
+        with self.write_lock():
             old = self._lookup(ids)
             if not old:
                 return 0
-            self._remove_iids([row[0] for row in old.values()])
-            with self._conn:
-                self._conn.executemany("DELETE FROM docs WHERE id = ?", [(d,) for d in old])
+            self._write(list(old), [row[0] for row in old.values()], [], None, None)
             for _, meta_json in old.values():
                 self._count_fields(json.loads(meta_json), -1)
             self._dirty = True
@@ -292,8 +335,7 @@ class FaissStore:
     def search(self, query_vectors: np.ndarray, k: int = 10, filter: Filter | None = None) -> list[list[Hit]]:
         k = check_k(k)
         queries = check_vectors(query_vectors, self.dim, param="query_vectors")
-        with self._lock:
-            self._check_open()
+        with self._reading():
             flt = check_filter(filter, set(self.fields())) if filter else None
             if flt is None:
                 allowed = None
@@ -309,8 +351,7 @@ class FaissStore:
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record | None]:
         ids = check_ids(ids)
-        with self._lock:
-            self._check_open()
+        with self._reading():
             rows: dict[str, tuple[int, str | None, str]] = {}
             for chunk in _chunks(ids):
                 q = f"SELECT id, iid, text, metadata FROM docs WHERE id IN ({','.join('?' * len(chunk))})"
@@ -327,11 +368,11 @@ class FaissStore:
             return out
 
     def count(self) -> int:
-        with self._lock:
+        with self._reading():
             return int(self._conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0])
 
     def ids(self, filter: Filter | None = None) -> list[str]:
-        with self._lock:
+        with self._reading():
             flt = check_filter(filter, set(self.fields()))
             if flt is None:
                 return [r[0] for r in self._conn.execute("SELECT id FROM docs ORDER BY iid")]
@@ -341,7 +382,7 @@ class FaissStore:
     def scan(self, batch_size: int = 1000) -> Iterator[list[Record]]:
         last = -1
         while True:
-            with self._lock:
+            with self._reading():
                 rows = self._conn.execute(
                     "SELECT iid, id, text, metadata FROM docs WHERE iid > ? ORDER BY iid LIMIT ?",
                     (last, batch_size)).fetchall()
@@ -352,9 +393,38 @@ class FaissStore:
 
     def compact(self) -> None:
         """Drop tombstoned vectors by rebuilding the index (HNSW cannot remove in place)."""
-        with self._lock:
+        with self.write_lock():
             if self._dead:
                 self._rebuild(self.kind)
+
+    @contextlib.contextmanager
+    def write_lock(self) -> Iterator[None]:
+        """Hold the folder's writer lock (and this store's) for a read-modify-write sequence.
+
+        Re-entrant. Waits up to ``lock_timeout`` seconds for another process' writer, then raises
+        :class:`IndexLockedError`. Inside, the store shows the latest saved state of the folder.
+        The lock is kept after the block while changes are unsaved, and released by :meth:`save`
+        (or :meth:`close`).
+        """
+        with self._write_mutex:
+            self._check_open()
+            self._acquire()
+            self._writers += 1
+            try:
+                with self._lock:
+                    self._check_open()
+                    self._refresh()
+                    yield
+            finally:
+                self._writers -= 1
+                with self._lock:
+                    self._release_if_clean()
+
+    def refresh(self) -> bool:
+        """Reload the folder if another process saved it since; returns whether it did."""
+        with self._lock:
+            self._check_open()
+            return self._refresh()
 
     def save(self) -> None:
         """Write a new generation and switch ``CURRENT`` to it atomically (no-op in memory)."""
@@ -382,6 +452,7 @@ class FaissStore:
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
             _atomic_write(self._path / CURRENT, name)
+            self._stamp = _stamp(self._path)
             previous = self._generation
             self._generation = gen
             self._dirty = False
@@ -390,12 +461,15 @@ class FaissStore:
                     if item.name.endswith(".partial") or _gen_number(item.name) <= previous:
                         shutil.rmtree(item, ignore_errors=True)
             logger.debug("saved %s generation %d (%d vectors)", self._path, gen, self._index.ntotal)
+            self._release_if_clean()
 
     def close(self) -> None:
+        """Release the store (unsaved changes are dropped) and its writer lock."""
         with self._lock:
             if not self._closed:
                 self._conn.close()
                 self._closed = True
+                self._unlock()
 
     def __enter__(self) -> "FaissStore":
         return self
@@ -408,6 +482,115 @@ class FaissStore:
 
     def __repr__(self) -> str:
         return f"FaissStore(location={self.location!r}, dim={self.dim}, kind={self.kind!r})"
+
+    # ------------------------------------------------------------------ writer lock and freshness
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._lock:
+            self._check_open()
+            self._refresh()
+            yield
+
+    def _refresh(self) -> bool:
+        """Reload from disk when another process saved a newer generation (never over unsaved changes)."""
+        if self._path is None or self._dirty:
+            return False
+        if _stamp(self._path) == self._stamp:
+            return False
+        conn, index, meta, generation, stamp = _read_generation(self._path)
+        old = self._conn
+        self._install(conn, index, meta, generation, stamp)
+        old.close()
+        logger.info("index %s: loaded generation %d, saved by another process", self._path, generation)
+        return True
+
+    def _acquire(self) -> None:
+        """Take the folder's writer lock (no-op in memory or when held already)."""
+        if self._path is None or self._lock_file is not None:
+            return
+        handle = open(self._path / LOCK_FILE, "a+b")
+        deadline = time.monotonic() + self._lock_timeout
+        waiting = False
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not waiting:
+                        waiting = True
+                        logger.info("index %s is being written by %s; waiting up to %.0f s for its lock",
+                                    self._path, _holder(handle), self._lock_timeout)
+                    if time.monotonic() >= deadline:
+                        raise IndexLockedError(
+                            f"index {self._path} is being written by another process ({_holder(handle)}); "
+                            f"waited {self._lock_timeout:g} s for its lock; nothing was written, retry "
+                            "when it is done") from None
+                    time.sleep(0.05)
+        except BaseException:
+            handle.close()
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:200]}".encode("utf-8", "replace"))
+        handle.flush()
+        self._lock_file = handle
+
+    def _release_if_clean(self) -> None:
+        if self._writers == 0 and not self._dirty:
+            self._unlock()
+
+    def _unlock(self) -> None:
+        handle, self._lock_file = self._lock_file, None
+        if handle is not None:
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.flush()
+            finally:
+                handle.close()  # closing the file releases the flock
+
+    def _write(self, remove_ids: list[str], remove_iids: list[int], rows: list[tuple],
+               vectors: np.ndarray | None, iids: np.ndarray | None) -> None:
+        """Change SQLite and FAISS together: one transaction, committed only after FAISS changed."""
+        with self._conn:  # rolls back if anything below raises
+            if remove_ids:
+                for chunk in _chunks(remove_ids):
+                    self._conn.execute(f"DELETE FROM docs WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            if rows:
+                self._conn.executemany("INSERT INTO docs (iid, id, text, metadata) VALUES (?, ?, ?, ?)", rows)
+            self._change_vectors(remove_iids, vectors, iids)
+
+    def _change_vectors(self, remove_iids: list[int], vectors: np.ndarray | None, iids: np.ndarray | None) -> None:
+        """Remove ``remove_iids`` and add ``vectors`` as ``iids``, all or nothing."""
+        old = np.asarray(remove_iids, dtype=np.int64)
+        if self.kind == "flat":
+            saved = self._index.reconstruct_batch(old) if len(old) else None
+            if len(old):
+                self._index.remove_ids(old)
+            if iids is None or not len(iids):
+                return
+            try:
+                self._index.add_with_ids(vectors, iids)
+            except BaseException:
+                self._index.remove_ids(iids)  # whatever part of them went in
+                if saved is not None:
+                    self._index.add_with_ids(saved, old)
+                raise
+            return
+        newly_dead = [int(i) for i in old if int(i) not in self._dead]
+        self._dead.update(newly_dead)
+        if iids is None or not len(iids):
+            return
+        before = self._index.ntotal
+        try:
+            self._index.add_with_ids(vectors, iids)
+        except BaseException:
+            self._dead.difference_update(newly_dead)
+            # an HNSW graph cannot drop vectors: tombstone any that went in
+            self._dead.update(int(i) for i in iids[: self._index.ntotal - before])
+            raise
 
     # ------------------------------------------------------------------ internals
 
@@ -427,14 +610,6 @@ class FaissStore:
             for d, iid, meta_json in self._conn.execute(q, chunk):
                 out[d] = (int(iid), meta_json)
         return out
-
-    def _remove_iids(self, iids: list[int]) -> None:
-        if not iids:
-            return
-        if self.kind == "flat":
-            self._index.remove_ids(np.asarray(iids, dtype=np.int64))
-        else:
-            self._dead.update(iids)
 
     def _count_fields(self, metadata: Mapping[str, Any], sign: int) -> None:
         for key in metadata:
@@ -533,6 +708,73 @@ class FaissStore:
             self._conn.executemany("INSERT INTO dead (iid) VALUES (?)", [(int(i),) for i in self._dead])
 
 
+def _stamp(path: Path) -> tuple | None:
+    """Identity of the folder's ``CURRENT`` file; every save replaces it (a new inode)."""
+    try:
+        st = os.stat(path / CURRENT)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _read_generation(p: Path, attempts: int = 3) -> tuple[sqlite3.Connection, faiss.Index, dict[str, Any], int, tuple | None]:
+    """Load the live generation of folder ``p``: (SQLite in memory, FAISS index, manifest, number, stamp).
+
+    A writer in another process may switch ``CURRENT`` and remove the generation being read;
+    then the read is retried on the new one.
+    """
+    for attempt in range(attempts):
+        stamp = _stamp(p)
+        try:
+            return (*_load_generation(p), stamp)
+        except CorruptIndexError:
+            if attempt + 1 == attempts or _stamp(p) == stamp:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _load_generation(p: Path) -> tuple[sqlite3.Connection, faiss.Index, dict[str, Any], int]:
+    current = p / CURRENT
+    if not current.is_file():
+        raise CorruptIndexError(
+            f"{p} is not a qembed index (no {CURRENT} file); it is corrupt or another kind of folder")
+    name = current.read_text(encoding="utf-8").strip()
+    gen_dir = p / name
+    if not name.startswith("gen-") or not gen_dir.is_dir():
+        raise CorruptIndexError(f"index {p} is corrupt: {CURRENT} names {name!r}, which is missing")
+    try:
+        generation = int(name[4:])
+        disk = sqlite3.connect(f"file:{gen_dir / DB_FILE}?mode=ro", uri=True)
+        conn = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            disk.backup(conn)
+        finally:
+            disk.close()
+        meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
+        index = faiss.read_index(str(gen_dir / INDEX_FILE))
+    except (sqlite3.Error, RuntimeError, ValueError, OSError) as exc:
+        raise CorruptIndexError(f"index {p} is corrupt: cannot read {name}: {exc}") from None
+    if meta.get("format") != FORMAT_VERSION or "dim" not in meta:
+        raise CorruptIndexError(f"index {p} is corrupt or from another version (manifest {meta})")
+    n_docs = conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
+    n_dead = conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
+    if index.d != meta["dim"] or index.ntotal != n_docs + n_dead:
+        raise CorruptIndexError(
+            f"index {p} is corrupt: {index.ntotal} vectors of size {index.d} for {n_docs} documents "
+            f"of size {meta['dim']}")
+    return conn, index, meta, generation
+
+
+def _holder(handle: Any) -> str:
+    """Who holds the writer lock, as its holder wrote it into the lock file."""
+    try:
+        handle.seek(0)
+        text = handle.read(300).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
 def _new_index(meta: Mapping[str, Any]) -> faiss.Index:
     dim = int(meta["dim"])
     if meta["kind"] == "hnsw":
@@ -550,25 +792,32 @@ def _select_by_iid(n: int) -> str:
 
 
 def _where(flt: Mapping[str, list[Any]]) -> tuple[str, list[Any]]:
-    """SQL over the JSON metadata column: typed equality, so True never matches 1 and "1" never 1."""
+    """SQL over the JSON metadata column: typed equality, so True never matches 1 and "1" never 1.
+
+    The values of one field travel as one JSON array parameter (``json_each``), so a field may list
+    many values without deepening the SQL expression.
+    """
     clauses: list[str] = []
     params: list[Any] = []
     for key, values in flt.items():
         path = f'$."{key}"'
         ors = []
-        for v in values:
-            if v is None:
-                ors.append("json_type(metadata, ?) = 'null'")
-                params.append(path)
-            elif isinstance(v, bool):
-                ors.append("json_type(metadata, ?) = ?")
-                params += [path, "true" if v else "false"]
-            elif isinstance(v, str):
-                ors.append("(json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?)")
-                params += [path, path, v]
-            else:
-                ors.append("(json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?)")
-                params += [path, path, v]
+        strings = [v for v in values if isinstance(v, str)]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        if any(v is None for v in values):
+            ors.append("json_type(metadata, ?) = 'null'")
+            params.append(path)
+        for flag in {v for v in values if isinstance(v, bool)}:
+            ors.append("json_type(metadata, ?) = ?")
+            params += [path, "true" if flag else "false"]
+        if strings:
+            ors.append("(json_type(metadata, ?) = 'text' AND "
+                       "json_extract(metadata, ?) IN (SELECT value FROM json_each(?)))")
+            params += [path, path, json.dumps(strings, ensure_ascii=False)]
+        if numbers:
+            ors.append("(json_type(metadata, ?) IN ('integer', 'real') AND "
+                       "json_extract(metadata, ?) IN (SELECT value FROM json_each(?)))")
+            params += [path, path, json.dumps(numbers)]
         clauses.append("(" + " OR ".join(ors) + ")")
     return " AND ".join(clauses), params
 

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import unicodedata
 from pathlib import Path
 from typing import Any, Sequence
@@ -98,19 +99,25 @@ class BM25Index:
     def save(self, folder: str | os.PathLike[str]) -> None:
         """Write the index to ``folder`` atomically (a temporary folder renamed into place)."""
         target = Path(folder)
-        tmp = target.with_name(target.name + ".tmp")
+        unique = f"{os.getpid()}-{threading.get_ident()}"  # several processes may save at once
+        tmp = target.with_name(f"{target.name}.tmp-{unique}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         if self.ids:
             self._bm25.save(str(tmp), show_progress=False)
         (tmp / "qembed-bm25.json").write_text(
             json.dumps({"ids": self.ids, "version": self.version}, ensure_ascii=False), encoding="utf-8")
-        old = target.with_name(target.name + ".old")
+        old = target.with_name(f"{target.name}.old-{unique}")
         shutil.rmtree(old, ignore_errors=True)
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            if target.exists():
+                os.replace(target, old)
+            os.replace(tmp, target)
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process put its index in place first
+            raise
+        finally:
+            shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> "BM25Index | None":
