@@ -29,7 +29,16 @@ from tqdm.auto import tqdm
 from qembed.errors import InputError
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
 from qembed.store import open_store
-from qembed.store.base import FIELD_NAME, Filter, Hit, VectorStore, check_filter
+from qembed.store.base import (
+    Filter,
+    Hit,
+    VectorStore,
+    check_field_name,
+    check_filter,
+    check_id,
+    check_metadata_value,
+    check_texts,
+)
 from qembed.tasks.chunking import Chunker, check_chunking
 from qembed.tasks.lexical import BM25Index
 
@@ -54,6 +63,16 @@ class Document:
     id: str | None = None
     title: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def check_document_id(value: Any, *, where: str = "document id", param: str = "documents") -> str:
+    """A document id: a valid store id (:func:`~qembed.store.base.check_id`) without ``#``,
+    which separates a document id from its chunk number."""
+    check_id(value, where=where, param=param)
+    if "#" in value:
+        raise InputError(f"{where} {value!r} contains '#', which separates a document id from its chunk "
+                         "number; document ids may not hold it", param=param)
+    return value
 
 
 def document_id(text: str) -> str:
@@ -89,14 +108,20 @@ def as_documents(items: Iterable[Any]) -> list[Document]:
             raise InputError(f"document {i}{where} has no text", param="documents")
         if doc.title is not None and not isinstance(doc.title, str):
             raise InputError(f"document {i}: title must be a string", param="documents")
-        if doc.id is not None and (not doc.id.strip() or "#" in doc.id):
-            raise InputError(f"document {i}: id {doc.id!r} must be non-empty and must not contain '#'",
-                             param="documents")
+        if doc.id is not None:
+            check_document_id(doc.id, where=f"document {i}: id")
+        try:
+            check_texts([doc.text, doc.title], 2)
+        except InputError as exc:
+            raise InputError(f"document {i}: " + exc.message.replace("texts[0]", "text").replace(
+                "texts[1]", "title"), param="documents") from None
         for key in doc.metadata:
             if key in RESERVED_FIELDS:
                 raise InputError(f"document {i}: metadata field {key!r} is reserved", param="documents")
-            if not isinstance(key, str) or not FIELD_NAME.match(key):
-                raise InputError(f"document {i}: metadata field {key!r} is not a valid name", param="documents")
+            check_field_name(key, where=f"document {i}: metadata", param="documents")
+        check_metadata_value(doc.metadata, where=f"document {i}: metadata", param="documents")
+        if doc.title is not None:
+            check_metadata_value(doc.title, where=f"document {i}: title", param="documents")
         docs.append(doc)
     if not docs:
         raise InputError("no documents to add", param="documents")
@@ -173,7 +198,9 @@ class KnowledgeBase:
         """Open (or create) the knowledge base at a FAISS folder, Milvus ``.db`` file or URI."""
         store = open_store(location, dim=dimensions or encoder.dim, create=create, **dict(store_options or {}))
         try:
-            return cls(encoder, store, dimensions=dimensions, **kwargs)
+            kb = cls(encoder, store, dimensions=dimensions, **kwargs)
+            kb.store.save()  # a new knowledge base records its model now (and frees the writer lock)
+            return kb
         except Exception:
             store.close()
             raise
@@ -197,8 +224,10 @@ class KnowledgeBase:
         """Chunk, embed and store documents; a document already present is replaced.
 
         ``documents``: strings, dicts with ``text`` (+ ``id``, ``title``, ``metadata`` or other
-        fields, which go to metadata) or :class:`Document`. Everything is validated before
-        anything is written. Returns ``{"documents", "chunks", "replaced"}``.
+        fields, which go to metadata) or :class:`Document`. All or nothing: everything is
+        validated and every chunk embedded before the store changes, in one write (on FAISS one
+        transaction), so a call that fails anywhere — bad input, a 429 from a remote encoder, a
+        full disk — leaves the documents as they were. Returns ``{"documents", "chunks", "replaced"}``.
         """
         docs = as_documents(documents)
         pieces: list[tuple[str, str, dict[str, Any]]] = []  # (chunk id, text, metadata)
@@ -213,35 +242,37 @@ class KnowledgeBase:
                 meta[DOC_ID] = doc.id
                 meta[CHUNK] = ch.index
                 pieces.append((cid, ch.text, meta))
-        replaced = self._existing_chunks([d.id for d in docs])
-        bar = tqdm(total=len(pieces), desc="indexing", unit="chunk", disable=not show_progress_bar)
+        bar = tqdm(total=len(pieces), desc="embedding", unit="chunk", disable=not show_progress_bar)
+        parts: list[np.ndarray] = []
         try:
-            new_ids = {p[0] for p in pieces}
-            stale = [c for c in replaced if c not in new_ids]
             for start in range(0, len(pieces), batch_size):
                 batch = pieces[start:start + batch_size]
-                vectors = self.encoder.encode([p[1] for p in batch], dimensions=self.dimensions)
-                self.store.upsert([p[0] for p in batch], vectors, texts=[p[1] for p in batch],
-                                  metadata=[p[2] for p in batch])
+                parts.append(self.encoder.encode([p[1] for p in batch], dimensions=self.dimensions))
                 bar.update(len(batch))
-            if stale:
-                self.store.delete(stale)
         finally:
             bar.close()
-        self._changed()
-        if save:
-            self.save()
-        n_replaced = len({c.split("#")[0] for c in replaced})
+        vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        new_ids = {p[0] for p in pieces}
+        with self.store.write_lock():  # the chunks to replace are read under the same lock
+            replaced = self._existing_chunks([d.id for d in docs])
+            stale = [c for c in replaced if c not in new_ids]
+            self.store.upsert([p[0] for p in pieces], vectors, texts=[p[1] for p in pieces],
+                              metadata=[p[2] for p in pieces], delete=stale)
+            self._changed()
+            if save:
+                self.save()
+        n_replaced = len({self._doc_of(c) for c in replaced})
         logger.info("indexed %d document(s) as %d chunk(s) (%d replaced)", len(docs), len(pieces), n_replaced)
         return {"documents": len(docs), "chunks": len(pieces), "replaced": n_replaced}
 
     def delete(self, ids: str | Sequence[str], *, save: bool = True) -> int:
         """Remove documents (all their chunks) by document id; returns how many documents were removed."""
-        removed = delete_documents(self.store, ids)
-        if removed:
-            self._bm25 = None
-            if save:
-                self.save()
+        with self.store.write_lock():
+            removed = delete_documents(self.store, ids)
+            if removed:
+                self._bm25 = None
+                if save:
+                    self.save()
         return removed
 
     def save(self) -> None:
@@ -418,13 +449,16 @@ def delete_documents(store: VectorStore, ids: str | Sequence[str]) -> int:
     if isinstance(ids, str):
         ids = [ids]
     ids = list(ids)
-    if not ids or any(not isinstance(i, str) or not i.strip() for i in ids):
+    if not ids:
         raise InputError("give at least one non-empty document id", param="ids")
-    chunks = chunks_of(store, ids)
-    if not chunks:
-        return 0
-    store.delete(chunks)
-    _bump_bm25(store)
+    for i, value in enumerate(ids):
+        check_document_id(value, where=f"document id {i}" if len(ids) > 1 else "the document id", param="id")
+    with store.write_lock():
+        chunks = chunks_of(store, ids)
+        if not chunks:
+            return 0
+        store.delete(chunks)
+        _bump_bm25(store)
     found = {c.split("#", 1)[0] for c in chunks}
     return len(found & set(ids)) or len(found)
 
