@@ -150,16 +150,12 @@ def _load_in_background(app: FastAPI, loader: Callable[[], Encoder]) -> None:
 
 # ---------------------------------------------------------------------- dependencies
 def require_auth(request: Request) -> None:
-    """401 unless ``Authorization: Bearer <api_key>`` matches (when an API key is configured)."""
+    """401 unless ``Authorization: Bearer <api_key>`` matches exactly (when an API key is configured)."""
+    from qembed.server.errors import check_api_key  # the rule ServerMiddleware applies first
+
     key = request.app.state.settings.api_key
-    if not key:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'", code="invalid_api_key")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), key.encode()):
-        raise AuthenticationError("invalid API key", code="invalid_api_key")
+    if key:
+        check_api_key(request.headers.get("authorization"), key)
 
 
 def require_ready(request: Request) -> BatchedEncoder:

@@ -1,8 +1,27 @@
-"""ASGI middleware: request-body size limit and per-request metrics (status, latency, in progress)."""
+"""ASGI middleware: the API key, request-body limits, unexpected errors, per-request metrics.
+
+For every HTTP request, in this order:
+
+1. **API key** (when the server has one): every route but :data:`OPEN_PATHS` needs
+   ``Authorization: Bearer <key>``; a request without it is answered 401 before its body is read,
+   so a client without the key learns nothing from body errors.
+2. **Body size**: a ``Content-Length`` over ``max_body_bytes`` is answered 413 at once; a body
+   streamed past it is cut off with 413.
+3. **Body timeout**: a body that stops arriving (e.g. shorter than its ``Content-Length``) is
+   answered 408 after ``body_timeout`` seconds without a byte, and the connection is closed.
+4. **Unexpected errors**: an exception no handler turned into a response is logged and answered
+   500 with an OpenAI-shaped body *here*, so the keep-alive connection stays open (an exception
+   reaching the ASGI server would make it drop the connection).
+5. **Metrics**: status and latency per route; the ``endpoint`` label is the route's path
+   template (``/v1/documents/{doc_id:path}``), ``unmatched`` for unknown paths, so arbitrary
+   URLs cannot blow up the metric's cardinality.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -10,8 +29,16 @@ from fastapi import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qembed.server.errors import error_body
+from qembed.errors import QembedError
+from qembed.server.errors import check_api_key, error_body
 from qembed.server.metrics import ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+#: Paths served without the API key: health checks, metrics scrapes and the API docs.
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+#: Seconds a request body may go without a byte arriving before the server answers 408.
+BODY_TIMEOUT = 30.0
 
 
 def _too_large_message(limit: int) -> str:
@@ -19,29 +46,30 @@ def _too_large_message(limit: int) -> str:
 
 
 class ServerMiddleware:
-    """Refuse bodies over ``max_body_bytes`` with 413, and count every HTTP request.
+    """API key first, body size and read timeout, 500s without dropping the connection, metrics.
 
-    The ``endpoint`` label is the route's path template (``unmatched`` for unknown paths), so
-    arbitrary URLs cannot blow up the metric's cardinality.
+    ``body_timeout``: seconds without a byte of the request body before answering 408 (default
+    :data:`BODY_TIMEOUT`, read when a request arrives).
     """
 
-    def __init__(self, app: ASGIApp, *, metrics: ServerMetrics, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: ServerMetrics, max_body_bytes: int,
+                 body_timeout: float | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = int(max_body_bytes)
+        self.body_timeout = body_timeout
         self._labels: dict[tuple[str, str], str] = {}
 
     def _label(self, scope: Scope) -> str:
+        route = scope.get("route")  # set by the router for the route that served the request
+        label = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if isinstance(label, str) and label:
+            return label
         key = (scope.get("method", ""), scope.get("path", ""))
         label = self._labels.get(key)
         if label is None:
-            label = "unmatched"
             app = scope.get("app")
-            for route in getattr(getattr(app, "router", None), "routes", []):
-                match, _ = route.matches(scope)
-                if match != Match.NONE:
-                    label = getattr(route, "path", "unmatched")
-                    break
+            label = _match_path(getattr(getattr(app, "router", None), "routes", []), scope) or "unmatched"
             if len(self._labels) < 4096:
                 self._labels[key] = label
         return label
@@ -51,7 +79,9 @@ class ServerMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
-        length = dict(scope.get("headers") or []).get(b"content-length")
+        timeout = self.body_timeout if self.body_timeout is not None else BODY_TIMEOUT
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
         status = {"code": 500, "started": False}
 
         async def send_wrapper(message: Message) -> None:
@@ -63,33 +93,90 @@ class ServerMiddleware:
         start = time.perf_counter()
         self.metrics.in_progress.inc()
         try:
+            denied = self._check_key(scope, headers)
+            if denied is not None:
+                await _send_error(send_wrapper, 401, denied.message, code=denied.code,
+                                  headers={"WWW-Authenticate": "Bearer"})
+                return
             if length is not None and length.isdigit() and int(length) > limit:
-                await _too_large(send_wrapper, limit)
+                await _send_error(send_wrapper, 413, _too_large_message(limit), code="request_too_large")
                 return
             received = 0
+            body_done = False
 
             async def receive_wrapper() -> Message:
-                nonlocal received
-                message = await receive()
+                nonlocal received, body_done
+                if body_done or status["started"]:
+                    return await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), timeout)
+                except asyncio.TimeoutError:
+                    # FastAPI re-raises an HTTPException from body parsing; the app's handler
+                    # turns it into an OpenAI-shaped 408 (and the connection is closed).
+                    raise HTTPException(408, detail=f"the request body stopped arriving: no byte for "
+                                                    f"{timeout:g} s ({received} bytes received)",
+                                        headers={"Connection": "close"}) from None
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        # FastAPI re-raises its HTTPException from body parsing; the app's handler
-                        # turns it into an OpenAI-shaped 413.
                         raise HTTPException(413, detail=_too_large_message(limit))
+                    body_done = not message.get("more_body", False)
+                else:
+                    body_done = True
                 return message
 
-            await self.app(scope, receive_wrapper, send_wrapper)
+            try:
+                await self.app(scope, receive_wrapper, send_wrapper)
+            except Exception as exc:  # noqa: BLE001 - answered here so the connection stays open
+                if status["started"]:
+                    raise
+                logger.error("unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+                await _send_error(send_wrapper, 500, f"internal server error ({type(exc).__name__}: {exc})",
+                                  error_type="api_error")
         finally:
             self.metrics.in_progress.dec()
             label = self._label(scope)
             self.metrics.requests.labels(endpoint=label, status=str(status["code"])).inc()
             self.metrics.latency.labels(endpoint=label).observe(time.perf_counter() - start)
 
+    def _check_key(self, scope: Scope, headers: dict[bytes, bytes]) -> QembedError | None:
+        """The 401 error for a request that needs the API key and lacks it (``None`` when fine)."""
+        settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+        key = getattr(settings, "api_key", None)
+        if not key or scope.get("path") in OPEN_PATHS:
+            return None
+        header = headers.get(b"authorization")
+        try:
+            check_api_key(header.decode("latin-1") if header is not None else None, key)
+        except QembedError as exc:
+            return exc
+        return None
 
-async def _too_large(send: Any, limit: int) -> None:
-    body = json.dumps(error_body(_too_large_message(limit), 413, code="request_too_large")).encode()
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+
+def _match_path(routes: Any, scope: Scope) -> str | None:
+    """The path template of the route matching ``scope`` (routers included by FastAPI too)."""
+    partial = None
+    for route in routes:
+        try:
+            match, _ = route.matches(scope)
+        except Exception:  # noqa: BLE001 - a route that cannot judge this scope does not match it
+            continue
+        if match == Match.NONE:
+            continue
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
+        inner = getattr(route, "original_router", None) or getattr(route, "router", None)
+        if not isinstance(path, str) and inner is not None:
+            path = _match_path(getattr(inner, "routes", []), scope)
+        if match == Match.FULL and path:
+            return path
+        partial = partial or path
+    return partial
+
+
+async def _send_error(send: Send, status: int, message: str, *, headers: dict[str, str] | None = None,
+                      **kwargs: Any) -> None:
+    body = json.dumps(error_body(message, status, **kwargs), ensure_ascii=True).encode("ascii")
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
