@@ -70,6 +70,12 @@ def validate_texts(texts: Any, *, param: str = "texts") -> list[str]:
             )
         if t == "":
             raise InputError(f"{param}[{i}] is an empty string", param=param)
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as exc:  # an unpaired surrogate: no tokenizer can encode it
+                raise InputError(f"{param}[{i}] holds an unpaired surrogate (U+{ord(t[exc.start]):04X}) at "
+                                 f"position {exc.start}; text must be valid Unicode", param=param) from None
     return texts
 
 

@@ -1,12 +1,42 @@
-"""Request and response bodies of the OpenAI-compatible endpoints (they also shape ``/docs``)."""
+"""Request and response bodies of the OpenAI-compatible endpoints (they also shape ``/docs``).
+
+Request fields are strict: a string field takes a JSON string of valid Unicode (:data:`Text`:
+no unpaired surrogate such as ``"\\ud800"``), an integer field a JSON integer, a boolean field
+``true`` or ``false`` (never ``"no"`` or ``0``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, List, Literal, Optional, Union
+import re
+from typing import Annotated, Any, List, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from qembed.errors import InputError
+
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def unpaired_surrogate(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode (an unpaired UTF-16 surrogate), or ``None``."""
+    if text.isascii():
+        return None
+    m = _SURROGATE.search(text)
+    if m is None:
+        return None
+    return (f"holds an unpaired surrogate (U+{ord(m.group()):04X}) at position {m.start()}; "
+            "text must be valid Unicode")
+
+
+def _valid_unicode(text: str) -> str:
+    why = unpaired_surrogate(text)
+    if why:
+        raise ValueError(why)
+    return text
+
+
+#: A request string: a JSON string (no coercion) of valid Unicode.
+Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 
 _INPUT_SCHEMA = {
     "anyOf": [
@@ -29,13 +59,13 @@ class EmbeddingRequest(BaseModel):
 
     input: Any = Field(..., description="A string, a list of strings, a list of token ids, or a list "
                                         "of token-id lists.", json_schema_extra=_INPUT_SCHEMA)
-    model: Optional[StrictStr] = Field(None, description="The served model name (see GET /v1/models).")
+    model: Optional[Text] = Field(None, description="The served model name (see GET /v1/models).")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`float` (JSON numbers) or `base64` (little-endian float32 bytes).")
     dimensions: Optional[StrictInt] = Field(
         None, description="Matryoshka size: the first N values, re-normalised (32 up to the model size).")
-    user: Optional[StrictStr] = Field(None, description="End-user id (accepted and logged at debug level).")
-    instruction: Optional[StrictStr] = Field(
+    user: Optional[Text] = Field(None, description="End-user id (accepted and logged at debug level).")
+    instruction: Optional[Text] = Field(
         None, description="qembed extension: query instruction applied to every text input "
                           "(`Instruct: {instruction}\\nQuery:{text}` for Qwen3-Embedding).")
     input_type: Optional[Literal["query", "document"]] = Field(
@@ -66,9 +96,9 @@ class TokenizeRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    prompt: StrictStr = Field(..., description="The text to tokenise.")
-    model: Optional[StrictStr] = None
-    add_special_tokens: bool = Field(True, description="Include the end token the model appends.")
+    prompt: Text = Field(..., description="The text to tokenise.")
+    model: Optional[Text] = None
+    add_special_tokens: StrictBool = Field(True, description="Include the end token the model appends.")
 
 
 class TokenizeResponse(BaseModel):
@@ -112,6 +142,9 @@ def parse_input(value: Any, max_items: int) -> tuple[str, list]:
     if isinstance(value, str):
         if value == "":
             raise InputError("input is an empty string", param="input")
+        why = unpaired_surrogate(value)
+        if why:
+            raise InputError(f"input {why}", param="input")
         return "text", [value]
     if not isinstance(value, list):
         raise InputError(
@@ -126,6 +159,9 @@ def parse_input(value: Any, max_items: int) -> tuple[str, list]:
         for i, t in enumerate(items):
             if t == "":
                 raise InputError(f"input[{i}] is an empty string", param="input")
+            why = unpaired_surrogate(t)
+            if why:
+                raise InputError(f"input[{i}] {why}", param="input")
     elif all(isinstance(x, list) for x in value):
         kind, items = "ids", value
         for i, seq in enumerate(items):

@@ -406,9 +406,14 @@ def cluster(
         if min_cluster_size > n:
             raise InputError(f"min_cluster_size {min_cluster_size} is larger than the {n} texts",
                              param="min_cluster_size")
-        if min_samples is not None and (not isinstance(min_samples, (int, np.integer)) or min_samples < 1):
+        if min_samples is not None and (isinstance(min_samples, bool) or not isinstance(min_samples, (int, np.integer))
+                                        or min_samples < 1):
             raise InputError(f"min_samples must be a positive integer, got {min_samples!r}",
                              param="min_samples")
+        if min_samples is not None and min_samples > n:
+            raise InputError(f"min_samples {min_samples} is larger than the {n} texts", param="min_samples")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**32:
+        raise InputError(f"seed must be an integer from 0 to 2**32 - 1, got {seed!r}", param="seed")
 
     t0 = time.perf_counter()
     if embeddings is None:

@@ -15,11 +15,12 @@ from typing import Any, List, Literal, Optional, Union
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.server.routes import task_encoder
+from qembed.server.schemas import Text
 
 router = APIRouter(tags=["Tasks"])
 
@@ -37,21 +38,22 @@ class ClusterRequest(BaseModel):
                    "My payment failed again", "Mi pago falló otra vez", "Where is my package?"],
          "method": "kmeans", "k": 2}]})
 
-    input: List[StrictStr] = Field(..., description=f"Texts to cluster (2..{MAX_CLUSTER_TEXTS}).")
-    method: StrictStr = Field("kmeans", description="kmeans or hdbscan.")
+    input: List[Text] = Field(..., description=f"Texts to cluster (2..{MAX_CLUSTER_TEXTS}).")
+    method: Text = Field("kmeans", description="kmeans or hdbscan.")
     k: Union[StrictInt, Literal["auto"], None] = Field(
         None, description="kmeans: number of clusters (≥ 2) or 'auto' (best silhouette; the default).")
     min_cluster_size: Optional[StrictInt] = Field(None, description="hdbscan: smallest cluster.")
     min_samples: Optional[StrictInt] = Field(None, description="hdbscan: neighbourhood size for density.")
     reassign_outliers: StrictBool = Field(False, description="hdbscan: move outliers to the nearest cluster.")
-    seed: StrictInt = Field(0, description="Random seed; the same seed gives the same result.")
+    seed: StrictInt = Field(0, ge=0, le=2**32 - 1,
+                            description="Random seed (0 to 2^32 - 1); the same seed gives the same result.")
     top_keywords: StrictInt = Field(10, description="Keywords per cluster.")
     examples: StrictInt = Field(3, description="Representative texts per cluster.")
-    words: Optional[List[StrictStr]] = Field(None, description="Extra Chinese words for jieba.")
-    instruction: Optional[StrictStr] = Field(None, description="Instruction for the texts (default "
+    words: Optional[List[Text]] = Field(None, description="Extra Chinese words for jieba.")
+    instruction: Optional[Text] = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
     dimensions: Optional[StrictInt] = Field(None, description="Matryoshka size.")
-    model: Optional[StrictStr] = Field(None, description="The served model name (optional).")
+    model: Optional[Text] = Field(None, description="The served model name (optional).")
 
 
 @router.post("/v1/cluster", summary="Cluster texts into named topics")

@@ -15,11 +15,12 @@ from typing import Any, List, Optional, Union
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.server.routes import task_encoder
+from qembed.server.schemas import Text
 
 router = APIRouter(tags=["Tasks"])
 
@@ -35,13 +36,13 @@ class SimilarityRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"pairs": [["借呗能分期吗?", "我可以分几个月还借呗?"], ["花呗逾期会怎样?", "今天天气怎么样"]], "threshold": 0.8}]})
 
-    pairs: List[List[StrictStr]] = Field(..., description="Text pairs, each a list of two strings.")
+    pairs: List[List[Text]] = Field(..., description="Text pairs, each a list of two strings.")
     threshold: Optional[Number] = Field(None, description="Cosine in [-1, 1] at or above which a pair is "
                                                           "'same'; with it each result has `same`.")
-    instruction: Optional[StrictStr] = Field(None, description="Instruction both sides get (default "
+    instruction: Optional[Text] = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
     dimensions: Optional[StrictInt] = Field(None, description="Matryoshka size.")
-    model: Optional[StrictStr] = Field(None, description="The served model name (optional).")
+    model: Optional[Text] = Field(None, description="The served model name (optional).")
 
 
 class ClassifyRequest(BaseModel):
@@ -50,17 +51,17 @@ class ClassifyRequest(BaseModel):
          "labels": ["billing: invoices, charges, refunds", "shipping: delivery and tracking",
                     "login: passwords and sign-in"]}]})
 
-    input: Union[StrictStr, List[StrictStr]] = Field(..., description="A text or a list of texts.")
-    labels: List[StrictStr] = Field(..., description="Label names or 'name: description' (a name may "
+    input: Union[Text, List[Text]] = Field(..., description="A text or a list of texts.")
+    labels: List[Text] = Field(..., description="Label names or 'name: description' (a name may "
                                                      "repeat with other descriptions).")
     top_k: Optional[StrictInt] = Field(None, description="Labels listed per text (default all).")
     temperature: Number = Field(0.05, description="Softmax temperature of `probability`.")
-    instruction: Optional[StrictStr] = Field(None, description="Instruction for the texts (default "
+    instruction: Optional[Text] = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    label_instruction: Optional[StrictStr] = Field(None, description="Instruction for the labels "
+    label_instruction: Optional[Text] = Field(None, description="Instruction for the labels "
                                                    "(default: `instruction`).")
     dimensions: Optional[StrictInt] = None
-    model: Optional[StrictStr] = None
+    model: Optional[Text] = None
 
 
 class DedupRequest(BaseModel):
@@ -68,15 +69,15 @@ class DedupRequest(BaseModel):
         {"input": ["How do I reset my password?", "how do i reset my password", "Where is my parcel?"],
          "threshold": 0.9}]})
 
-    input: List[StrictStr] = Field(..., description="Texts to deduplicate.")
+    input: List[Text] = Field(..., description="Texts to deduplicate.")
     threshold: Number = Field(0.9, description="Cosine in [-1, 1] at or above which two texts are "
                                                "near-duplicates.")
     k: StrictInt = Field(10, description="Nearest neighbours examined per text.")
-    return_texts: bool = Field(False, description="Include each member's text in the groups.")
-    instruction: Optional[StrictStr] = Field(None, description="Instruction both sides get (default "
+    return_texts: StrictBool = Field(False, description="Include each member's text in the groups.")
+    instruction: Optional[Text] = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
     dimensions: Optional[StrictInt] = None
-    model: Optional[StrictStr] = None
+    model: Optional[Text] = None
 
 
 def _instruction(value: str | None) -> str | None:

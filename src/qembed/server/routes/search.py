@@ -4,6 +4,10 @@ Mounted when the server runs with an index (``qembed serve --index DIR_OR_URI``)
 opens (or creates) the knowledge base with the server's batched encoder once the model is ready.
 Searches run concurrently; writes are serialised and saved before the response is sent.
 Queries and documents are embedded through the batching queue from a worker thread.
+
+A ``POST /v1/documents`` is applied whole or not at all: every document is validated and every
+chunk embedded before the index changes (a 400, a 429 from the queue, any failure: nothing
+written). ``DELETE /v1/documents/{id}`` takes a document id (never a chunk id ``id#N``).
 """
 
 from __future__ import annotations
@@ -14,37 +18,38 @@ from typing import Any, Dict, List, Optional, Union
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from qembed.config import Settings
 from qembed.errors import InputError, NotFoundError
+from qembed.server.schemas import Text
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["Search"])
 
-Scalar = Union[StrictStr, StrictBool, StrictInt, StrictFloat]
+Scalar = Union[Text, StrictBool, StrictInt, StrictFloat]
 
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "买了东西两天了怎么还不发快递?", "top_k": 3, "mode": "dense"}]})
 
-    query: StrictStr = Field(..., description="The question; it gets the retrieval instruction.")
+    query: Text = Field(..., description="The question; it gets the retrieval instruction.")
     top_k: StrictInt = Field(10, description="Results to return (1..1000).")
-    mode: StrictStr = Field("dense", description="dense, bm25 or hybrid (reciprocal rank fusion).")
+    mode: Text = Field("dense", description="dense, bm25 or hybrid (reciprocal rank fusion).")
     filter: Optional[Dict[str, Union[Scalar, List[Scalar]]]] = Field(
         None, description="Metadata filter {field: value or [values]}, applied before the top-k is cut.")
     unique_documents: StrictBool = Field(False, description="Keep only the best chunk of each document.")
-    model: Optional[StrictStr] = Field(None, description="The served model name (optional).")
+    model: Optional[Text] = Field(None, description="The served model name (optional).")
 
 
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: StrictStr = Field(..., description="The document's text (long texts are chunked).")
-    id: Optional[StrictStr] = Field(None, description="Document id (default: a hash of the text).")
-    title: Optional[StrictStr] = Field(None, description="Title, embedded before the text.")
+    text: Text = Field(..., description="The document's text (long texts are chunked).")
+    id: Optional[Text] = Field(None, description="Document id (default: a hash of the text).")
+    title: Optional[Text] = Field(None, description="Title, embedded before the text.")
     metadata: Dict[str, Any] = Field(default_factory=dict, description="Fields to filter on.")
 
 
@@ -52,7 +57,7 @@ class DocumentsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"documents": [{"id": "faq-17", "text": "订单超过48小时未发货怎么办", "metadata": {"topic": "shipping"}}]}]})
 
-    documents: List[Union[StrictStr, DocumentIn]] = Field(..., description="Texts or document objects.")
+    documents: List[Union[Text, DocumentIn]] = Field(..., description="Texts or document objects.")
 
 
 def setup(app: FastAPI, settings: Settings) -> None:
@@ -110,6 +115,10 @@ async def add_documents(body: DocumentsRequest, request: Request) -> dict[str, A
 @router.delete("/v1/documents/{doc_id:path}", summary="Delete a document (all its chunks)")
 async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
     kb = _kb(request)
+
+    from qembed.tasks.search import check_document_id
+
+    check_document_id(doc_id, where="the document id", param="id")
 
     def remove() -> int:
         with request.app.state.knowledge_base_lock:
