@@ -309,18 +309,25 @@ class MilvusStore:
                              param="filter")
 
     def _iterate(self, fields: list[str], expr: str, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
-        with self._lock:
-            it = self._call("query_iterator", self._collection, batch_size=batch_size, filter=expr,
-                            output_fields=fields)
-        try:
-            while True:
-                with self._lock:
-                    batch = it.next()
-                if not batch:
-                    return
-                yield list(batch)
-        finally:
-            it.close()
+        """Rows matching ``expr`` in primary-key order, ``batch_size`` at a time.
+
+        Paged by the last id seen, written as an escaped literal (pymilvus' query iterator pastes
+        the raw id into its next expression, so an id holding a quote rewrote the filter).
+        """
+        last: str | None = None
+        while True:
+            cursor = f"id > {string_literal(last)}" if last is not None else ""
+            where = " and ".join(f"({e})" for e in (cursor, expr) if e)
+            with self._lock:
+                batch = self._call("query", self._collection, filter=where, output_fields=["id", *fields],
+                                   limit=batch_size, iterator="True", reduce_stop_for_best="True")
+            if not batch:
+                return
+            batch = sorted(batch, key=lambda r: r["id"])
+            yield [dict(r) for r in batch]
+            if len(batch) < batch_size:
+                return
+            last = batch[-1]["id"]
 
 
 def string_literal(value: str) -> str:

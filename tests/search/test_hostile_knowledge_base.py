@@ -1,0 +1,174 @@
+"""Hostile and careless input to the knowledge base and the ``qembed index``/``search`` CLI
+(issue 11, items 1, 2, 4, 6, 9), on both backends.
+
+A ``KnowledgeBase.add`` is applied whole or not at all: the test below makes the encoder refuse
+part-way through, as the server's queue does with a 429, and checks nothing was written.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from qembed.cli import main
+from qembed.errors import InputError
+from qembed.server.errors import QueueFullError
+from qembed.store import open_store
+from qembed.tasks.search import KnowledgeBase
+
+CRAFTED = "zz'] or id != 'q' or id in ['zz"
+
+
+class RefusingEncoder:
+    """The real tiny encoder, except that its ``refuse_at``-th ``encode`` call answers like a full
+    server queue (``QueueFullError``, a 429) — the failure the issue saw part-way through a request."""
+
+    def __init__(self, encoder, refuse_at: int) -> None:
+        self.inner = encoder
+        self.refuse_at = refuse_at
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def encode(self, texts, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.refuse_at:
+            raise QueueFullError("the server is busy: queue full; retry shortly", code="queue_full")
+        return self.inner.encode(texts, *args, **kwargs)
+
+
+@pytest.fixture
+def kb_uri(store_uri):
+    return store_uri
+
+
+def docs(n: int, prefix: str = "doc", text: str = "document number {i} about shipping") -> list[dict]:
+    return [{"id": f"{prefix}-{i}", "text": text.format(i=i), "metadata": {"n": i}} for i in range(n)]
+
+
+def snapshot(kb) -> dict:
+    return {r.id: (r.text, r.metadata) for batch in kb.store.scan() for r in batch}
+
+
+def test_add_refused_part_way_writes_nothing(tiny_encoder, kb_uri):
+    kb = KnowledgeBase.open(kb_uri, tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    kb.add(docs(6))
+    before = snapshot(kb)
+    kb.close()
+
+    flaky = RefusingEncoder(tiny_encoder, refuse_at=3)  # batches 1 and 2 embed, batch 3 is refused
+    kb = KnowledgeBase.open(kb_uri, flaky, chunk_tokens=24, chunk_overlap=4)
+    replacement = docs(3, text="replaced text {i}") + docs(10, prefix="new")
+    with pytest.raises(QueueFullError):
+        kb.add(replacement, batch_size=4)
+    assert flaky.calls == 3
+    assert snapshot(kb) == before
+    kb.close()
+
+    kb = KnowledgeBase.open(kb_uri, tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    try:
+        assert snapshot(kb) == before  # nothing was saved either
+        assert kb.add(docs(1, prefix="later")) == {"documents": 1, "chunks": 1, "replaced": 0}
+        assert len(kb) == len(before) + 1
+        assert [h.id for h in kb.search("document number", 20, mode="bm25")
+                if h.id.startswith("new")] == []
+    finally:
+        kb.close()
+
+
+@pytest.mark.parametrize("field", ["text", "title", "metadata", "metadata key", "id"])
+def test_unpaired_surrogate_in_a_document_writes_nothing(tiny_encoder, kb_uri, field):
+    kb = KnowledgeBase.open(kb_uri, tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    try:
+        kb.add(docs(36))
+        before = snapshot(kb)
+        for target in ("doc-7", "brand-new"):  # a replace and an add
+            bad = {"id": target, "text": "fine text"}
+            if field == "text":
+                bad["text"] = "broken \ud800 text"
+            elif field == "title":
+                bad["title"] = "\udc00"
+            elif field == "metadata":
+                bad["metadata"] = {"note": ["ok", "x\ud83d"]}
+            elif field == "metadata key":
+                bad["metadata"] = {"nested": {"k\ud800": 1}}
+            else:
+                bad["id"] = "id-\ud800"
+            with pytest.raises(InputError, match="surrogate"):
+                kb.add(docs(2, prefix="with-bad") + [bad])
+        assert snapshot(kb) == before
+        kb.add(docs(1, prefix="after"))
+    finally:
+        kb.close()
+    again = open_store(kb_uri)
+    try:
+        assert again.count() == 37
+        assert again.get(["doc-7"])[0].text == "document number 7 about shipping"
+    finally:
+        again.close()
+
+
+def test_crafted_id_through_the_knowledge_base_and_the_cli(tiny_encoder, kb_uri, capsys):
+    kb = KnowledgeBase.open(kb_uri, tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    kb.add(docs(16) + [{"id": CRAFTED, "text": "x"}, {"id": "quote'and\\slash", "text": "y"}])
+    assert len(kb) == 18
+    assert kb.delete(CRAFTED) == 1
+    assert len(kb) == 17
+    kb.close()
+    rc = main(["index", "delete", "quote'and\\slash", "--index", kb_uri, "--json"])
+    out = capsys.readouterr().out
+    assert rc == 0 and '"deleted": 1' in out
+    store = open_store(kb_uri)
+    try:
+        assert store.count() == 16
+        assert sorted(store.ids()) == sorted(f"doc-{i}" for i in range(16))
+    finally:
+        store.close()
+
+
+def test_delete_by_chunk_id_is_refused(tiny_encoder, kb_uri):
+    kb = KnowledgeBase.open(kb_uri, tiny_encoder, chunk_tokens=16, chunk_overlap=2)
+    try:
+        kb.add([{"id": "doc", "text": "a long document about shipping and refunds " * 8}])
+        chunks = sorted(kb.store.ids())
+        assert len(chunks) > 2 and "doc#0" in chunks
+        with pytest.raises(InputError, match="'#'"):
+            kb.delete("doc#0")
+        with pytest.raises(InputError, match="'#'"):
+            kb.add([{"id": "doc#0", "text": "a chunk id used as a document id"}])
+        assert sorted(kb.store.ids()) == chunks
+        assert kb.delete("doc") == 1 and len(kb) == 0
+    finally:
+        kb.close()
+
+
+@pytest.mark.parametrize("bad_id", ["a\x00b", "new\nline", "\x1b[31mred"])
+def test_document_ids_with_control_characters_are_refused(tiny_encoder, kb_uri, bad_id):
+    kb = KnowledgeBase.open(kb_uri, tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    try:
+        kb.add(docs(2))
+        with pytest.raises(InputError, match="control character"):
+            kb.add([{"id": bad_id, "text": "x"}])
+        with pytest.raises(InputError, match="control character"):
+            kb.delete(bad_id)
+        assert len(kb) == 2
+    finally:
+        kb.close()
+
+
+def test_cli_filters_beyond_int64_and_with_many_values_are_clean_errors(tiny_encoder, tmp_path, capsys):
+    index = tmp_path / "ix"
+    kb = KnowledgeBase.open(index, tiny_encoder)
+    kb.add(docs(4))
+    kb.close()
+    capsys.readouterr()
+    rc = main(["search", "shipping", "--index", str(index), "--mode", "bm25", "--filter", "n=99999999999999999999"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "64-bit" in err and "Traceback" not in err
+    many = [x for i in range(1100) for x in ("--filter", f"n={i}")]
+    rc = main(["search", "shipping", "--index", str(index), "--mode", "bm25", *many])
+    err = capsys.readouterr().err
+    assert rc != 0 and "limit of 1024" in err and "Traceback" not in err
+    rc = main(["search", "shipping", "--index", str(index), "--mode", "bm25", "--json",
+               *[x for i in range(1000) for x in ("--filter", f"n={i}")]])
+    assert rc == 0 and '"doc-3"' in capsys.readouterr().out
