@@ -62,7 +62,7 @@ class ServerMiddleware:
 
     def _label(self, scope: Scope) -> str:
         route = scope.get("route")  # set by the router for the route that served the request
-        label = getattr(route, "path_format", None) or getattr(route, "path", None)
+        label = getattr(route, "path", None) or getattr(route, "path_format", None)
         if isinstance(label, str) and label:
             return label
         key = (scope.get("method", ""), scope.get("path", ""))
@@ -163,7 +163,7 @@ def _match_path(routes: Any, scope: Scope) -> str | None:
             continue
         if match == Match.NONE:
             continue
-        path = getattr(route, "path_format", None) or getattr(route, "path", None)
+        path = getattr(route, "path", None) or getattr(route, "path_format", None)
         inner = getattr(route, "original_router", None) or getattr(route, "router", None)
         if not isinstance(path, str) and inner is not None:
             path = _match_path(getattr(inner, "routes", []), scope)
