@@ -29,9 +29,9 @@ class InputError(QembedError, ValueError):
 class InputTooLongError(InputError):
     """An input exceeds ``max_input_tokens`` while truncation is off."""
 
-    def __init__(self, index: int, length: int, limit: int) -> None:
+    def __init__(self, index: int, length: int, limit: int, at_least: bool = False) -> None:
         super().__init__(
-            f"input {index} has {length} tokens, more than the limit of {limit} "
+            f"input {index} has {'at least ' if at_least else ''}{length} tokens, more than the limit of {limit} "
             "(truncation is off; shorten it, raise max_input_tokens, or enable truncation)",
             param="input",
             code="input_too_long",

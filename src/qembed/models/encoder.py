@@ -120,26 +120,28 @@ def check_finite(vectors: np.ndarray, what: str = "embeddings") -> None:
         )
 
 
-def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """Group input indices into batches sorted by length under a padded-token budget.
+def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: int, *,
+                 packed: bool = False) -> list[list[int]]:
+    """Group input indices into batches sorted by length under a token budget.
 
-    Inputs are sorted longest first; a batch grows while ``len(batch) * longest <= max_batch_tokens``
-    and ``len(batch) <= max_batch_size``. One long input never pads a batch of short ones, and an
-    input longer than the budget gets a batch of its own.
+    Inputs are sorted longest first. A padded batch grows while ``len(batch) * longest <=
+    max_batch_tokens``; a packed one (sequences concatenated, no padding) while the sum of its
+    lengths does. Both stop at ``max_batch_size`` inputs. One long input never pads a batch of
+    short ones, and an input longer than the budget gets a batch of its own.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
-    longest = 0
+    cost = 0
     for i in order:
         n = lengths[i]
-        width = max(longest, n)
-        if current and ((len(current) + 1) * width > max_batch_tokens or len(current) >= max_batch_size):
+        # sorted longest first: the first input of a batch is its longest
+        grown = cost + n if packed else (len(current) + 1) * (lengths[current[0]] if current else n)
+        if current and (grown > max_batch_tokens or len(current) >= max_batch_size):
             batches.append(current)
-            current, longest = [], 0
-            width = n
+            current, grown = [], n
         current.append(i)
-        longest = width
+        cost = grown
     if current:
         batches.append(current)
     return batches

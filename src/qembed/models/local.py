@@ -18,15 +18,16 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from qembed.errors import InputError, InputTooLongError, QembedError
+from qembed.errors import InputError, QembedError
 from qembed.models.encoder import (
     check_dimensions,
     check_finite,
     plan_batches,
     truncate_dimensions,
-    validate_texts,
 )
-from qembed.models.prompts import is_instruct_prompt, qwen_prefix
+from qembed.models.inputs import InputPreparer, suffix_special_ids
+from qembed.models.packed import PackedQwen3, supports_packed
+from qembed.models.prompts import is_instruct_prompt
 from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -113,12 +114,19 @@ class LocalEncoder:
             Qwen3-Embedding, the model's own limit otherwise.
         truncate: cut longer inputs (keeping the end token); with ``False`` they raise
             :class:`~qembed.errors.InputTooLongError`.
-        max_batch_tokens: padded tokens per forward pass (batch size x longest input); default
-            by device (:data:`BATCH_LIMITS`).
+        max_batch_tokens: tokens per forward pass: real tokens for packed passes, batch size x
+            longest input for padded ones; default by device (:data:`BATCH_LIMITS`).
         max_batch_size: most inputs per forward pass; default by device.
         padding_side: ``"right"`` (default; last-token pooling reads each row's last real
-            position from the attention mask) or ``"left"``.
+            position from the attention mask) or ``"left"``; padded passes only.
         name: the name reported by :attr:`name` (default: the folder or Hub id).
+        packed: run Qwen3 models on packed passes (:mod:`qembed.models.packed`: no padding, only
+            real tokens); ``None`` (default) packs whenever the model allows, ``False`` always
+            uses the padded sentence-transformers forward.
+        compile: fuse the packed passes' element-wise ops with :func:`torch.compile`; ``None``
+            (default) compiles on CPU and CUDA unless ``QEMBED_COMPILE=0``. The first load of a
+            model compiles for about half a minute on 2 CPU cores; later loads reuse
+            the compiled kernels from torch's cache.
     """
 
     def __init__(
@@ -133,6 +141,8 @@ class LocalEncoder:
         max_batch_size: int | None = None,
         padding_side: str = "right",
         name: str | None = None,
+        packed: bool | None = None,
+        compile: bool | None = None,
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -172,32 +182,39 @@ class LocalEncoder:
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
-        self._end_ids = self._suffix_special_ids()
+        end_ids = suffix_special_ids(self.tokenizer)
 
         config = self._transformer.auto_model.config
         self.model_type = str(getattr(config, "model_type", ""))
-        self.prompts: dict[str, str] = dict(getattr(self._st, "prompts", {}) or {})
-        self.instruct_style = any(is_instruct_prompt(p) for p in self.prompts.values()) or (
+        prompts: dict[str, str] = dict(getattr(self._st, "prompts", {}) or {})
+        instruct_style = any(is_instruct_prompt(p) for p in prompts.values()) or (
             self.model_type.startswith("qwen") and self._last_token
         )
-        self._prompt_style = bool(self.instruct_style or any(self.prompts.values()))
-        self._warned_no_instructions = False
 
         limits = [self._transformer.max_seq_length, getattr(config, "max_position_embeddings", None)]
         self.model_max_tokens = min(int(x) for x in limits if x)
-        default = min(QWEN_DEFAULT_MAX_TOKENS, self.model_max_tokens) if self.instruct_style else self.model_max_tokens
+        default = min(QWEN_DEFAULT_MAX_TOKENS, self.model_max_tokens) if instruct_style else self.model_max_tokens
         if max_input_tokens is None:
-            self._max_input_tokens = default
+            max_input_tokens = default
         else:
             if isinstance(max_input_tokens, bool) or not isinstance(max_input_tokens, int):
                 raise InputError("max_input_tokens must be an integer")
-            if not len(self._end_ids) + 1 <= max_input_tokens <= self.model_max_tokens:
+            if not len(end_ids) + 1 <= max_input_tokens <= self.model_max_tokens:
                 raise InputError(
-                    f"max_input_tokens must be between {len(self._end_ids) + 1} and "
+                    f"max_input_tokens must be between {len(end_ids) + 1} and "
                     f"{self.model_max_tokens} for {self.name}, got {max_input_tokens}"
                 )
-            self._max_input_tokens = max_input_tokens
-        self._transformer.max_seq_length = self._max_input_tokens
+        self._transformer.max_seq_length = max_input_tokens
+        self.inputs = InputPreparer(
+            self.tokenizer, name=self.name, max_input_tokens=max_input_tokens, truncate=self.truncate,
+            instruct_style=instruct_style, prompt_style=bool(instruct_style or any(prompts.values())),
+            prompts=prompts, end_ids=end_ids, last_token=self._last_token)
+        self._packed: PackedQwen3 | None = None
+        if packed is not False:
+            self._packed = self._make_packed(compile)
+            if packed and self._packed is None:
+                raise InputError(f"{self.name} cannot run packed passes (only Qwen3 decoders with "
+                                 "last-token pooling can)", param="packed")
 
     # ------------------------------------------------------------------ properties
     @property
@@ -208,12 +225,27 @@ class LocalEncoder:
     @property
     def max_input_tokens(self) -> int:
         """Longest input, in tokens, that is embedded whole."""
-        return self._max_input_tokens
+        return self.inputs.max_input_tokens
 
     @property
     def supports_instructions(self) -> bool:
         """Whether ``instruction`` changes the embedding (instruction or prompt models)."""
-        return self._prompt_style
+        return self.inputs.prompt_style
+
+    @property
+    def instruct_style(self) -> bool:
+        """Qwen3-style ``Instruct: …\\nQuery:`` instructions."""
+        return self.inputs.instruct_style
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """sentence-transformers prompts by name."""
+        return self.inputs.prompts
+
+    @property
+    def packed(self) -> bool:
+        """Whether forward passes run packed (no padding)."""
+        return self._packed is not None
 
     @property
     def vocab_size(self) -> int:
@@ -231,105 +263,33 @@ class LocalEncoder:
             "dtype": str(self.dtype).replace("torch.", ""),
             "pooling": self.pooling,
             "padding_side": "left" if self._pad_left else "right",
+            "packed": self.packed,
+            "compiled": bool(self._packed is not None and self._packed.compiled),
             "max_batch_tokens": self.max_batch_tokens,
             "max_batch_size": self.max_batch_size,
             "supports_instructions": self.supports_instructions,
             "instruction_format": "Instruct: {instruction}\\nQuery:{text}" if self.instruct_style
-            else ("prompt prefix" if self._prompt_style else None),
+            else ("prompt prefix" if self.supports_instructions else None),
             "prompts": self.prompts,
             "model_type": self.model_type,
         }
 
     # ------------------------------------------------------------------ text -> ids
-    def _suffix_special_ids(self) -> list[int]:
-        """Special tokens the tokenizer appends after the text (``<|endoftext|>``, ``[SEP]``)."""
-        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        tail: list[int] = []
-        # Everything after the bare tokens' last occurrence is the suffix the template adds.
-        for k in range(len(probe) - len(bare), -1, -1):
-            if probe[k : k + len(bare)] == bare:
-                tail = probe[k + len(bare):]
-                break
-        return tail
-
     def format(self, texts: str | Sequence[str], instruction: str | None = None) -> list[str]:
-        """Apply ``instruction`` the way the model expects; validates ``texts``.
-
-        Qwen3-style models: ``Instruct: {instruction}\\nQuery:{text}``. Models with
-        sentence-transformers prompts: the prompt named ``instruction`` if there is one, else the
-        instruction as a prefix. Other models ignore instructions (logged once).
-        """
-        texts = validate_texts(texts)
-        if instruction is None or instruction == "":
-            return texts
-        if not isinstance(instruction, str):
-            raise InputError(f"instruction must be a string, got {type(instruction).__name__}",
-                             param="instruction")
-        if instruction in self.prompts and self.prompts[instruction] is not None:
-            prefix = self.prompts[instruction]
-        elif self.instruct_style:
-            prefix = qwen_prefix(instruction)
-        elif self._prompt_style:
-            prefix = instruction
-        else:
-            if not self._warned_no_instructions:
-                logger.info("%s takes no instructions; the instruction is ignored", self.name)
-                self._warned_no_instructions = True
-            return texts
-        return [prefix + t for t in texts]
-
-    def _lengths_unbounded(self, texts: list[str]) -> list[list[int]]:
-        return self.tokenizer(texts, add_special_tokens=True, truncation=False)["input_ids"]
+        """Apply ``instruction`` the way the model expects (see :meth:`InputPreparer.format`)."""
+        return self.inputs.format(texts, instruction)
 
     def count_tokens(self, texts: str | Sequence[str]) -> list[int]:
         """Tokens per text with special tokens, before truncation."""
-        return [len(ids) for ids in self._lengths_unbounded(validate_texts(texts))]
+        return self.inputs.count_tokens(texts)
 
     def tokenize(self, texts: str | Sequence[str], instruction: str | None = None) -> list[list[int]]:
         """Format and tokenise texts, truncating (keeping the end token) or rejecting long ones."""
-        formatted = self.format(texts, instruction)
-        ids = self._lengths_unbounded(formatted)
-        limit = self._max_input_tokens
-        long = [i for i, x in enumerate(ids) if len(x) > limit]
-        if long:
-            if not self.truncate:
-                raise InputTooLongError(long[0], len(ids[long[0]]), limit)
-            cut = self.tokenizer(
-                [formatted[i] for i in long], add_special_tokens=True, truncation=True, max_length=limit
-            )["input_ids"]
-            for i, c in zip(long, cut):
-                ids[i] = c
-        return ids
+        return self.inputs.tokenize(texts, instruction)
 
     def prepare_token_ids(self, inputs: Sequence[Sequence[int]]) -> list[list[int]]:
         """Check pre-tokenised inputs; the end token is appended when missing, then the limit applies."""
-        vocab = self.vocab_size
-        out: list[list[int]] = []
-        for i, seq in enumerate(inputs):
-            if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
-                raise InputError(f"input[{i}] must be a list of token ids", param="input")
-            seq = list(seq)
-            if not seq:
-                raise InputError(f"input[{i}] is an empty list of token ids", param="input")
-            for t in seq:
-                if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < vocab:
-                    raise InputError(
-                        f"input[{i}] has an invalid token id {t!r} (ids are integers in [0, {vocab}))",
-                        param="input",
-                    )
-            seq = [int(t) for t in seq]
-            if self._end_ids and self._last_token and seq[-len(self._end_ids):] != self._end_ids:
-                seq = seq + self._end_ids
-            if len(seq) > self._max_input_tokens:
-                if not self.truncate:
-                    raise InputTooLongError(i, len(seq), self._max_input_tokens)
-                keep = self._max_input_tokens - len(self._end_ids)
-                seq = seq[:keep] + self._end_ids if self._end_ids else seq[: self._max_input_tokens]
-            out.append(seq)
-        if not out:
-            raise InputError("input is empty: pass at least one sequence of token ids", param="input")
-        return out
+        return self.inputs.prepare_token_ids(inputs)
 
     # ------------------------------------------------------------------ ids -> vectors
     def _collate(self, batch: list[list[int]]) -> dict[str, Any]:
@@ -351,11 +311,31 @@ class LocalEncoder:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
         return features
 
+    def _make_packed(self, compile: bool | None) -> PackedQwen3 | None:
+        """The packed runner when the folder is a bare Qwen3 decoder with last-token pooling."""
+        kinds = [type(m).__name__ for m in self._st]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return None
+        model = self._transformer.auto_model
+        if not self._last_token or not supports_packed(model) or self.device.startswith("mps"):
+            return None
+        if compile is None:
+            compile = os.environ.get("QEMBED_COMPILE", "1").lower() not in ("0", "false", "no")
+            compile = compile and self.device.split(":")[0] in ("cpu", "cuda")
+        runner = PackedQwen3(model, compile=bool(compile))
+        runner.warmup()
+        return runner
+
     def forward_batch(self, batch: list[list[int]]) -> np.ndarray:
         """One forward pass over token-id sequences; float32 unit vectors at full size."""
-        features = self._collate(batch)
-        with torch.inference_mode():
-            out = self._st.forward(features)["sentence_embedding"]
+        if self._packed is not None:
+            with torch.inference_mode():
+                hidden = self._packed(batch)
+                out = torch.nn.functional.normalize(hidden.float(), dim=-1)
+        else:
+            features = self._collate(batch)
+            with torch.inference_mode():
+                out = self._st.forward(features)["sentence_embedding"]
         vectors = out.float().cpu().numpy()
         check_finite(vectors)
         return vectors
@@ -369,12 +349,13 @@ class LocalEncoder:
     ) -> np.ndarray:
         """Embed prepared token ids (from :meth:`tokenize` or :meth:`prepare_token_ids`).
 
-        Inputs are sorted by length and cut into batches under ``max_batch_tokens``; the result is
-        in input order.
+        Inputs are sorted by length and cut into batches under ``max_batch_tokens`` (real tokens
+        when packed, padded ones otherwise); the result is in input order.
         """
         dimensions = check_dimensions(dimensions, self.dim)
         ids = list(ids)
-        batches = plan_batches([len(x) for x in ids], self.max_batch_tokens, self.max_batch_size)
+        batches = plan_batches([len(x) for x in ids], self.max_batch_tokens, self.max_batch_size,
+                               packed=self.packed)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         bar = tqdm(total=len(ids), desc="embedding", unit="text", disable=not show_progress_bar)
         for batch in batches:

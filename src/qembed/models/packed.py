@@ -1,0 +1,292 @@
+"""Packed forward passes for Qwen3 embedding models: real tokens only, fused element-wise ops.
+
+A padded batch of one-sentence requests costs its longest input times its size; a packed batch
+costs the tokens it holds. :class:`PackedQwen3` runs the Qwen3 decoder (the architecture of
+Qwen3-Embedding 0.6B/4B/8B) over the sequences of a pass concatenated into one ``(tokens,
+hidden)`` matrix:
+
+- every projection, RMSNorm, rotary embedding and SiLU runs on the packed tokens (no padding);
+- rotary positions restart at 0 for each sequence;
+- attention runs per sequence, causal: on CUDA through flash-attention's varlen kernel when it is
+  installed, otherwise by scattering the packed queries/keys/values into a ``(batch, longest)``
+  layout for :func:`torch.nn.functional.scaled_dot_product_attention` with ``is_causal=True`` —
+  with right padding a real query only sees real keys, so no mask is needed and the result is
+  exact;
+- only the last token of each sequence is pooled, so the last layer computes its queries, its
+  attention output, its MLP and the final norm for those tokens only;
+- the element-wise work of a layer (residual add + RMSNorm, q/k RMSNorm + rotary, SiLU x up) is
+  compiled into fused kernels with :func:`torch.compile` when ``compile=True``; matrix products
+  stay with the backend's GEMM (oneDNN on CPU, cuBLAS on CUDA).
+
+The weights are the loaded Hugging Face ``Qwen3Model``'s, shared (q/k/v and gate/up are fused by
+concatenation, a one-time copy). The output is the final hidden state at each sequence's last
+token — what sentence-transformers' last-token pooling returns — before normalisation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Layer:
+    input_norm: torch.Tensor
+    qkv: torch.Tensor  # (q + 2 kv heads) * head_dim x hidden
+    q_norm: torch.Tensor
+    k_norm: torch.Tensor
+    o: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # 2 * intermediate x hidden
+    down: torch.Tensor
+
+
+def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Qwen3's RMSNorm: statistics in float32, scaled in the weight's dtype."""
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def _add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                  eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``residual + x`` and its RMSNorm (one fused kernel when compiled)."""
+    summed = residual + x
+    return _rms_norm(summed, weight, eps), summed
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+def _qk_norm_rope(qkv: torch.Tensor, q_norm: torch.Tensor, k_norm: torch.Tensor, cos: torch.Tensor,
+                  sin: torch.Tensor, heads: int, kv_heads: int, head_dim: int,
+                  eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Split the fused projection into q/k/v heads; per-head RMSNorm and rotary on q and k.
+
+    ``cos``/``sin`` are ``(tokens, 1, head_dim)`` in the activations' dtype.
+    """
+    t = qkv.shape[0]
+    q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    q = _rotate(_rms_norm(q.reshape(t, heads, head_dim), q_norm, eps), cos, sin)
+    k = _rotate(_rms_norm(k.reshape(t, kv_heads, head_dim), k_norm, eps), cos, sin)
+    return q, k, v.reshape(t, kv_heads, head_dim)
+
+
+def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+class PackedQwen3:
+    """Last-token hidden states of a Qwen3 decoder over packed sequences.
+
+    Args:
+        model: a loaded ``transformers`` ``Qwen3Model`` (eval mode); its weights are used in place.
+        compile: fuse the element-wise ops with :func:`torch.compile` (a C++ compiler is needed on
+            CPU; on failure the eager functions are used and a warning is logged).
+    """
+
+    def __init__(self, model: Any, *, compile: bool = False) -> None:
+        config = model.config
+        self.heads = int(config.num_attention_heads)
+        self.kv_heads = int(config.num_key_value_heads)
+        self.head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // self.heads)
+        self.hidden = int(config.hidden_size)
+        self.eps = float(config.rms_norm_eps)
+        self.scale = self.head_dim ** -0.5
+        weight = model.embed_tokens.weight
+        self.device = weight.device
+        self.dtype = weight.dtype
+        self.embed = weight.detach()
+        self.final_norm = model.norm.weight.detach()
+        self.layers: list[_Layer] = []
+        with torch.no_grad():
+            for layer in model.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                if getattr(attn.q_proj, "bias", None) is not None:
+                    raise ValueError("Qwen3 attention with biases is not supported by the packed path")
+                self.layers.append(_Layer(
+                    input_norm=layer.input_layernorm.weight.detach(),
+                    qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
+                    q_norm=attn.q_norm.weight.detach(),
+                    k_norm=attn.k_norm.weight.detach(),
+                    o=attn.o_proj.weight.detach(),
+                    post_norm=layer.post_attention_layernorm.weight.detach(),
+                    gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
+                    down=mlp.down_proj.weight.detach(),
+                ))
+        rope = getattr(config, "rope_parameters", None) or {}
+        theta = float(rope.get("rope_theta", getattr(config, "rope_theta", 1_000_000.0)))
+        rope_type = rope.get("rope_type", rope.get("type", "default")) or "default"
+        if rope_type != "default":
+            raise ValueError(f"rope type {rope_type!r} is not supported by the packed path")
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float32,
+                                                      device=self.device) / self.head_dim))
+        self._rope_len = 0
+        self._cos = self._sin = torch.empty(0)
+        self._flash = self._find_flash_varlen()
+        self._add_norm: Callable = _add_rms_norm
+        self._qk: Callable = _qk_norm_rope
+        self._silu: Callable = _silu_mul
+        self.compiled = False
+        if compile:
+            self._compile()
+
+    # ------------------------------------------------------------------ setup
+    def _find_flash_varlen(self) -> Callable | None:
+        if self.device.type != "cuda" or self.dtype not in (torch.bfloat16, torch.float16):
+            return None
+        try:
+            from flash_attn import flash_attn_varlen_func  # type: ignore[import-not-found]
+        except Exception:  # noqa: BLE001 - optional
+            return None
+        return flash_attn_varlen_func
+
+    def _compile(self) -> None:
+        try:
+            kwargs: dict[str, Any] = {"dynamic": True, "fullgraph": True}
+            self._add_norm = torch.compile(_add_rms_norm, **kwargs)
+            self._qk = torch.compile(_qk_norm_rope, **kwargs)
+            self._silu = torch.compile(_silu_mul, **kwargs)
+            self.compiled = True
+        except Exception as exc:  # noqa: BLE001 - fall back to eager
+            logger.warning("torch.compile is unavailable (%s); using unfused element-wise ops", exc)
+
+    def warmup(self, lengths: Sequence[int] = (7, 3)) -> None:
+        """Run (and compile) one pass so the first request does not pay for it."""
+        seqs = [[1] * n for n in lengths]
+        try:
+            self.forward(seqs)
+        except Exception as exc:  # noqa: BLE001 - compilation can fail without a compiler
+            if not self.compiled:
+                raise
+            logger.warning("compiled pass failed (%s); falling back to unfused element-wise ops", exc)
+            self._add_norm, self._qk, self._silu = _add_rms_norm, _qk_norm_rope, _silu_mul
+            self.compiled = False
+            self.forward(seqs)
+
+    def _rope(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if n > self._rope_len:
+            size = max(n, 2 * self._rope_len, 512)
+            freqs = torch.outer(torch.arange(size, dtype=torch.float32, device=self.device), self.inv_freq)
+            emb = torch.cat((freqs, freqs), dim=-1)
+            self._cos, self._sin = emb.cos().to(self.dtype), emb.sin().to(self.dtype)
+            self._rope_len = size
+        return self._cos, self._sin
+
+    # ------------------------------------------------------------------ forward
+    @torch.inference_mode()
+    def forward(self, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
+        """``(len(seqs), hidden)`` final hidden states at each sequence's last token."""
+        lengths = [len(s) for s in seqs]
+        n, longest, total = len(lengths), max(lengths), sum(lengths)
+        dev = self.device
+        flat = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
+        lens = torch.tensor(lengths, dtype=torch.long)
+        starts = torch.cumsum(lens, 0) - lens
+        seq_of = torch.repeat_interleave(torch.arange(n), lens)
+        positions = torch.arange(total) - starts[seq_of]
+        last = (starts + lens - 1).to(dev)
+        flat, positions = flat.to(dev), positions.to(dev)
+        cos_table, sin_table = self._rope(longest)
+        cos = cos_table.index_select(0, positions).unsqueeze(1)
+        sin = sin_table.index_select(0, positions).unsqueeze(1)
+        if self._flash is not None:
+            cu = torch.zeros(n + 1, dtype=torch.int32)
+            cu[1:] = torch.cumsum(lens, 0)
+            attend = self._flash_attention(cu.to(dev), longest)
+        else:
+            slots = (seq_of * longest + positions.cpu()).to(dev)
+            attend = self._padded_attention(slots, n, longest)
+
+        x = F.embedding(flat, self.embed)
+        residual = torch.zeros_like(x)
+        heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
+        for i, layer in enumerate(self.layers):
+            h, residual = self._add_norm(x, residual, layer.input_norm, self.eps)
+            q, k, v = self._qk(F.linear(h, layer.qkv), layer.q_norm, layer.k_norm, cos, sin,
+                               heads, kv_heads, d, self.eps)
+            if i == len(self.layers) - 1:
+                # Only the last tokens are pooled: the rest of the model runs for them alone.
+                out = self._last_query_attention(q.index_select(0, last), k, v, n, longest, lens)
+                x = F.linear(out, layer.o)
+                residual = residual.index_select(0, last)
+            else:
+                x = F.linear(attend(q, k, v), layer.o)
+            h, residual = self._add_norm(x, residual, layer.post_norm, self.eps)
+            x = F.linear(self._silu(F.linear(h, layer.gate_up)), layer.down)
+        hidden, _ = self._add_norm(x, residual, self.final_norm, self.eps)
+        return hidden
+
+    __call__ = forward
+
+    def _padded_attention(self, slots: torch.Tensor, n: int, longest: int) -> Callable:
+        heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
+        groups = heads // kv_heads
+
+        def pad(x: torch.Tensor, h: int) -> torch.Tensor:
+            out = x.new_zeros(n * longest, h, d)
+            out.index_copy_(0, slots, x)
+            return out.view(n, longest, h, d).transpose(1, 2)
+
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            kp, vp = pad(k, kv_heads), pad(v, kv_heads)
+            if groups > 1:
+                kp = kp.repeat_interleave(groups, dim=1)
+                vp = vp.repeat_interleave(groups, dim=1)
+            o = F.scaled_dot_product_attention(pad(q, heads), kp, vp, is_causal=True, scale=self.scale)
+            return o.transpose(1, 2).reshape(n * longest, heads * d).index_select(0, slots)
+
+        return attend
+
+    def _flash_attention(self, cu: torch.Tensor, longest: int) -> Callable:
+        flash = self._flash
+        heads, d = self.heads, self.head_dim
+
+        def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            o = flash(q, k, v, cu, cu, longest, longest, softmax_scale=self.scale, causal=True)
+            return o.reshape(-1, heads * d)
+
+        return attend
+
+    def _last_query_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, n: int,
+                              longest: int, lens: torch.Tensor) -> torch.Tensor:
+        """Attention of each sequence's last query over all of its keys (no causal mask needed)."""
+        heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
+        groups = heads // kv_heads
+        dev = k.device
+        lens_d = lens.to(dev)
+        starts = torch.cumsum(lens_d, 0) - lens_d
+        pos = torch.arange(longest, device=dev)
+        valid = pos.unsqueeze(0) < lens_d.unsqueeze(1)  # (n, longest)
+        index = (starts.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=k.shape[0] - 1)
+        kp = k.index_select(0, index.reshape(-1)).view(n, longest, kv_heads, d).transpose(1, 2)
+        vp = v.index_select(0, index.reshape(-1)).view(n, longest, kv_heads, d).transpose(1, 2)
+        if groups > 1:
+            kp = kp.repeat_interleave(groups, dim=1)
+            vp = vp.repeat_interleave(groups, dim=1)
+        qp = q.view(n, heads, 1, d)
+        mask = valid.view(n, 1, 1, longest)
+        o = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, scale=self.scale)
+        return o.reshape(n, heads * d)
+
+
+def supports_packed(model: Any) -> bool:
+    """Whether ``model`` (a transformers model) is a Qwen3 decoder the packed path can run."""
+    config = getattr(model, "config", None)
+    return (
+        getattr(config, "model_type", None) == "qwen3"
+        and type(model).__name__ == "Qwen3Model"
+        and not getattr(config, "attention_bias", False)
+        and getattr(config, "hidden_act", "silu") == "silu"
+        and not getattr(config, "use_sliding_window", False)
+    )
