@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -23,6 +25,9 @@ class Settings(BaseSettings):
         None, description="padded tokens per forward pass (default by device: 4096 CPU, 16384 CUDA)")
     max_batch_size: int | None = Field(
         None, description="inputs per forward pass (default by device: 32 CPU, 256 CUDA)")
+    compile: bool | None = Field(
+        None, description="fuse the packed Qwen3 passes' element-wise ops with torch.compile "
+                          "(default: on for CPU and CUDA)")
 
     # server
     host: str = "127.0.0.1"
@@ -38,3 +43,13 @@ class Settings(BaseSettings):
     upstream_api_key: str | None = Field(None, description="API key of the upstream endpoint (proxy mode)")
     graceful_timeout: float = Field(30.0, description="seconds to finish in-flight requests on SIGTERM")
     access_log: bool = Field(False, description="log every HTTP request (uvicorn access log)")
+    engine: Literal["process", "thread"] = Field(
+        "process", description="where the model runs: an engine process of its own (default), or a "
+                               "thread of the server process")
+    engine_threads: int | None = Field(
+        None, ge=1, description="torch threads of the engine (default: torch's, one per core)")
+    engine_restart_limit: int = Field(
+        3, ge=0, description="restarts tried in a row when the engine process dies, before the "
+                             "server exits with an error")
+    engine_start_timeout: float = Field(
+        1800.0, gt=0, description="seconds the engine may take to load the model")

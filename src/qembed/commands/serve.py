@@ -47,6 +47,16 @@ def serve(
         None, "--index", help="Knowledge base (folder or Milvus URI) served by /v1/search."),
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
+    engine: Optional[str] = typer.Option(
+        None, "--engine",
+        help="Where the model runs: 'process' (default: an engine process of its own, so HTTP and "
+             "tokenisation never hold up a forward pass) or 'thread' (inside the server process)."),
+    engine_threads: Optional[int] = typer.Option(
+        None, "--engine-threads", help="torch threads of the engine (default: one per core)."),
+    compile_: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile",
+        help="Fuse the packed Qwen3 passes' element-wise ops with torch.compile (default on; the "
+             "first start compiles for ~30 s on 2 CPU cores, later starts reuse torch's cache)."),
     background_load: bool = typer.Option(
         False, "--background-load",
         help="Listen at once and load the model in the background (/health answers 503 until it is "
@@ -64,7 +74,9 @@ def serve(
 
     from qembed.config import Settings
     from qembed.models.resolve import resolve_model_path
-    from qembed.server.app import create_app, load_from_settings
+    from pydantic import ValidationError
+
+    from qembed.server.app import create_app, load_from_settings, start_engine, uses_engine_process
 
     del is_embedding  # SGLang flag: every qembed model is an embedding model
     updates = {
@@ -73,9 +85,15 @@ def serve(
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
         "max_request_bytes": max_request_bytes, "index": index, "device": device, "dtype": dtype,
-        "access_log": access_log, "log_level": log_level,
+        "access_log": access_log, "log_level": log_level, "engine": engine,
+        "engine_threads": engine_threads, "compile": compile_,
     }
-    settings = Settings(**{k: v for k, v in updates.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in updates.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first.get("loc") else "settings"
+        raise typer.BadParameter(first["msg"], param_hint=f"--{name.replace('_', '-')}") from None
     for name in ("port", "max_batch_tokens", "max_batch_size", "max_client_batch_size",
                  "max_queued_requests", "max_request_bytes"):
         value = getattr(settings, name)
@@ -90,25 +108,42 @@ def serve(
     if settings.log_level.lower() == "debug":
         logging.getLogger("qembed").setLevel(logging.DEBUG)
 
+    in_process = not uses_engine_process(settings)
     if background_load:
         if not settings.model.startswith(("http://", "https://")):
             resolve_model_path(settings.model)  # fail now on a missing folder, not in the background
         app = create_app(settings)
-    else:
+    elif in_process:
         logger.info("loading %s", settings.model)
-        encoder = load_from_settings(settings)
-        app = create_app(settings, encoder)
+        app = create_app(settings, load_from_settings(settings))
+    else:
+        logger.info("starting the engine process for %s", settings.model)
+        app = create_app(settings)
+        start_engine(app)
 
     if as_json:
         emit_json({"url": f"http://{settings.host}:{settings.port}", "model": app.state.server.served_name})
     # uvicorn re-raises SIGTERM after its graceful shutdown; a handler makes that a clean exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    # The model worker needs the GIL between torch ops; a short switch interval keeps HTTP work on
-    # the event loop from stalling a forward pass for whole 5 ms slices.
-    sys.setswitchinterval(float(os.environ.get("QEMBED_SWITCH_INTERVAL", "0.0005")))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                access_log=settings.access_log, timeout_graceful_shutdown=settings.graceful_timeout,
-                lifespan="on")
+    if in_process:
+        # The model worker shares this interpreter: a short switch interval keeps HTTP work on the
+        # event loop from stalling a forward pass for whole 5 ms slices.
+        sys.setswitchinterval(float(os.environ.get("QEMBED_SWITCH_INTERVAL", "0.0005")))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                            access_log=settings.access_log, timeout_graceful_shutdown=settings.graceful_timeout,
+                            lifespan="on", backlog=4096)
+    server = uvicorn.Server(config)
+    fatal: list[str] = []
+
+    def stop(reason: str) -> None:  # the engine could not be brought back: exit non-zero
+        fatal.append(reason)
+        server.should_exit = True
+
+    app.state.server.on_fatal = stop
+    server.run()
+    if fatal:
+        logger.error("exiting: %s", fatal[0])
+        raise typer.Exit(1)
     logger.info("server stopped")
 
 

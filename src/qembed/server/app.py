@@ -9,13 +9,11 @@ one model worker thread runs the forward passes. The task routes (``routes/pairs
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
+import copy
 import importlib
-import json
 import logging
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 import numpy as np
+import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -31,8 +30,10 @@ from qembed import __version__
 from qembed.config import Settings
 from qembed.errors import InputError, QembedError
 from qembed.models.encoder import Encoder, check_dimensions, truncate_dimensions
+from qembed.models.inputs import InputPreparer
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
 from qembed.server.encoder import BatchedEncoder
+from qembed.server.engine import EngineSpec, EngineUnavailableError, ProcessEngine, ThreadEngine
 from qembed.server.errors import (
     AuthenticationError,
     NotReadyError,
@@ -70,13 +71,18 @@ class ServerState:
     settings: Settings
     metrics: ServerMetrics
     served_name: str
-    status: str = "loading"  # loading | ready | failed
+    status: str = "loading"  # loading | ready | restarting | failed
     error: str | None = None
     encoder: BatchedEncoder | None = None
     accepted_names: set[str] = field(default_factory=set)
     setups: list[Callable[[FastAPI, Settings], None]] = field(default_factory=list)
     created: int = field(default_factory=lambda: int(time.time()))
     ready_event: threading.Event = field(default_factory=threading.Event)
+    engine: Any = None
+    restarts: int = 0
+    #: called when the engine cannot be brought back (``qembed serve`` stops with exit code 1)
+    on_fatal: Callable[[str], None] | None = None
+    closing: bool = False
 
 
 def default_served_name(settings: Settings, encoder: Encoder | None = None) -> str:
@@ -93,7 +99,8 @@ def default_served_name(settings: Settings, encoder: Encoder | None = None) -> s
 
 
 def load_from_settings(settings: Settings) -> Encoder:
-    """Load the encoder ``settings.model`` names: a local model, or an upstream endpoint (proxy)."""
+    """Load the encoder ``settings.model`` names in this process: a local model, or an upstream
+    endpoint (proxy)."""
     from qembed.models import load_encoder
 
     if settings.model.startswith(("http://", "https://")):
@@ -103,49 +110,145 @@ def load_from_settings(settings: Settings) -> Encoder:
         settings.model, device=settings.device, dtype=settings.dtype,
         max_input_tokens=settings.max_input_tokens, truncate=settings.truncate,
         max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-        name=settings.served_model_name,
+        name=settings.served_model_name, compile=settings.compile,
     )
 
 
-def _activate(app: FastAPI, encoder: Encoder) -> None:
-    """Wrap ``encoder`` in the batching queue, run the task routes' ``setup``, mark the app ready."""
+def engine_spec(settings: Settings) -> EngineSpec:
+    """What the engine process loads, from the settings."""
+    return EngineSpec(model=settings.model, device=settings.device, dtype=settings.dtype,
+                      max_input_tokens=settings.max_input_tokens, truncate=settings.truncate,
+                      max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
+                      name=settings.served_model_name, compile=settings.compile,
+                      threads=settings.engine_threads)
+
+
+def uses_engine_process(settings: Settings) -> bool:
+    """Whether ``settings`` put the model in an engine process (local models, ``engine=process``)."""
+    return settings.engine == "process" and not settings.model.startswith(("http://", "https://"))
+
+
+def _serve(app: FastAPI, batched: BatchedEncoder, dim: int, max_input_tokens: Any) -> None:
+    """Make ``batched`` the app's encoder, run the task routes' ``setup``, mark the app ready."""
     state: ServerState = app.state.server
-    settings = state.settings
-    batched = encoder if isinstance(encoder, BatchedEncoder) else BatchedEncoder(
-        encoder,
-        # unset limits follow the encoder's device defaults (LocalEncoder.BATCH_LIMITS)
-        max_batch_tokens=settings.max_batch_tokens or getattr(encoder, "max_batch_tokens", 16384),
-        max_batch_size=settings.max_batch_size or getattr(encoder, "max_batch_size", 256),
-        max_queued_requests=settings.max_queued_requests, metrics=state.metrics)
-    state.served_name = default_served_name(settings, encoder)
-    names = {state.served_name, encoder.name}
-    state.accepted_names = names | {n.rsplit("/", 1)[-1] for n in names}
     app.state.encoder = batched
     state.encoder = batched
     try:
         for setup in state.setups:
-            setup(app, settings)
+            setup(app, state.settings)
     except Exception:
         app.state.encoder = None
         state.encoder = None
         batched.close()
         raise
     state.status = "ready"
+    state.error = None
     state.ready_event.set()
-    logger.info("serving %s (dim %d, max input %s tokens, batching %s)", state.served_name, encoder.dim,
-                encoder.max_input_tokens, "on" if batched.batched else "per request")
+    logger.info("serving %s (dim %d, max input %s tokens, %s)", state.served_name, dim, max_input_tokens,
+                f"engine {type(batched.engine).__name__}" if batched.batched else "per request")
 
 
-def _load_in_background(app: FastAPI, loader: Callable[[], Encoder]) -> None:
+def _names(state: ServerState, *names: str) -> None:
+    state.accepted_names = set(names) | {n.rsplit("/", 1)[-1] for n in names}
+
+
+def _activate(app: FastAPI, encoder: Encoder) -> None:
+    """Serve an encoder loaded in this process: a thread engine, or per-request calls (proxy)."""
+    state: ServerState = app.state.server
+    settings = state.settings
+    if isinstance(encoder, BatchedEncoder):
+        batched = encoder
+    elif all(hasattr(encoder, a) for a in ("inputs", "forward_batch")):
+        engine = ThreadEngine(
+            encoder, metrics=state.metrics,
+            # unset limits follow the encoder's device defaults (LocalEncoder.BATCH_LIMITS)
+            max_batch_tokens=settings.max_batch_tokens or getattr(encoder, "max_batch_tokens", 16384),
+            max_batch_size=settings.max_batch_size or getattr(encoder, "max_batch_size", 256))
+        # The front gets its own tokenizer: the encoder's stays free for its other users.
+        inputs = InputPreparer.from_spec(copy.deepcopy(encoder.inputs.tokenizer), encoder.inputs.spec())
+        batched = BatchedEncoder(engine, inputs, engine.info, max_queued_requests=settings.max_queued_requests,
+                                 metrics=state.metrics)
+    else:
+        batched = BatchedEncoder(inner=encoder, max_queued_requests=settings.max_queued_requests,
+                                 metrics=state.metrics)
+    state.served_name = default_served_name(settings, encoder)
+    _names(state, state.served_name, encoder.name)
+    _serve(app, batched, encoder.dim, encoder.max_input_tokens)
+
+
+def start_engine(app: FastAPI) -> None:
+    """Start the engine process of ``app`` and serve it (blocking until the model is loaded).
+
+    Raises :class:`~qembed.errors.QembedError` when the model cannot be loaded.
+    """
+    from transformers import AutoTokenizer
+
+    state: ServerState = app.state.server
+    settings = state.settings
+    engine = ProcessEngine(engine_spec(settings), max_batch_tokens=settings.max_batch_tokens,
+                           max_batch_size=settings.max_batch_size, metrics=state.metrics,
+                           on_exit=lambda code: _engine_exited(app, code), log_level=settings.log_level)
+    info = engine.start(timeout=settings.engine_start_timeout)
+    if state.closing:
+        engine.close()
+        return
+    tokenizer = AutoTokenizer.from_pretrained(info["path"])
+    inputs = InputPreparer.from_spec(tokenizer, info["inputs"])
+    state.engine = engine
+    if state.encoder is not None:  # a restart: the front keeps its tokenizer thread and admission
+        state.encoder.engine = engine
+        state.status = "ready"
+        state.error = None
+        logger.info("the engine is back (pid %s)", engine.pid)
+        return
+    batched = BatchedEncoder(engine, inputs, info, max_queued_requests=settings.max_queued_requests,
+                             metrics=state.metrics)
+    state.served_name = settings.served_model_name or default_served_name(settings)
+    _names(state, state.served_name, info["name"])
+    _serve(app, batched, info["dim"], info["max_input_tokens"])
+
+
+def _engine_exited(app: FastAPI, code: int | None) -> None:
+    """The engine process died: answer 503 meanwhile, restart it, give up after the limit."""
+    state: ServerState = app.state.server
+    if state.closing:
+        return
+    state.status = "restarting"
+    state.error = f"the model engine exited (exit code {code}); restarting it"
+    limit = state.settings.engine_restart_limit
+    for attempt in range(1, limit + 1):
+        state.restarts += 1
+        state.metrics.engine_restarts.inc()
+        logger.warning("restarting the engine (attempt %d of %d)", attempt, limit)
+        try:
+            start_engine(app)
+            return
+        except Exception as exc:  # noqa: BLE001 - retried, then fatal
+            state.error = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
+            logger.error("the engine did not restart: %s", state.error)
+            time.sleep(min(2.0 ** attempt, 30.0))
+    state.status = "failed"
+    state.error = f"the model engine exited and could not be restarted: {state.error}"
+    logger.critical(state.error)
+    if state.on_fatal is not None:
+        state.on_fatal(state.error)
+
+
+def _load_in_background(app: FastAPI, loader: Callable[[], Encoder] | None) -> None:
     state: ServerState = app.state.server
     try:
-        _activate(app, loader())
+        if loader is None:
+            start_engine(app)
+        else:
+            _activate(app, loader())
     except Exception as exc:  # noqa: BLE001 - reported through /health and 503s
         state.status = "failed"
         state.error = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
         logger.error("the model could not be loaded: %s", state.error,
                      exc_info=not isinstance(exc, QembedError))
         state.ready_event.set()
+        if state.on_fatal is not None and loader is None:
+            state.on_fatal(state.error)
 
 
 # ---------------------------------------------------------------------- dependencies
@@ -159,9 +262,11 @@ def require_auth(request: Request) -> None:
 
 
 def require_ready(request: Request) -> BatchedEncoder:
-    """The batched encoder, or 503 while the model loads (or after it failed to)."""
+    """The batched encoder, or 503 while the model loads, the engine restarts, or after a failure."""
     state: ServerState = request.app.state.server
-    if state.encoder is None:
+    if state.status == "restarting":
+        raise EngineUnavailableError(f"{state.error}; retry shortly", code="engine_unavailable")
+    if state.encoder is None or state.status == "failed":
         if state.status == "failed":
             raise NotReadyError(f"the model failed to load: {state.error}", code="model_load_failed")
         raise NotReadyError("the model is still loading; retry when GET /health answers 200",
@@ -170,7 +275,7 @@ def require_ready(request: Request) -> BatchedEncoder:
 
 
 def _json(payload: Any) -> bytes:
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _embedding_payload(vectors: np.ndarray, dimensions: int | None, encoding_format: str, model: str,
@@ -178,10 +283,10 @@ def _embedding_payload(vectors: np.ndarray, dimensions: int | None, encoding_for
     """The OpenAI response body for full-size unit ``vectors`` cut to ``dimensions``."""
     vectors = truncate_dimensions(vectors, dimensions)
     if encoding_format == "base64":
-        little = vectors.astype("<f4", copy=False)
-        rows = [base64.b64encode(v.tobytes()).decode("ascii") for v in little]
+        little = np.ascontiguousarray(vectors, dtype="<f4")
+        rows: Any = [base64.b64encode(v.tobytes()).decode("ascii") for v in little]
     else:
-        rows = vectors.tolist()
+        rows = vectors  # orjson writes the float32 rows directly
     return _json({
         "object": "list",
         "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(rows)],
@@ -199,26 +304,33 @@ def create_app(
 ) -> FastAPI:
     """Build the server app.
 
-    ``encoder`` given: served at once (the task routes' ``setup`` runs here, so its errors reach
-    the caller). ``encoder`` None: ``loader()`` (default: load ``settings.model``) runs on a
-    background thread at startup; ``/health`` answers 503 until it is done, and the endpoints 503
-    meanwhile.
+    ``encoder`` given: served at once on a thread engine in this process (the task routes'
+    ``setup`` runs here, so its errors reach the caller). ``loader`` given: ``loader()`` runs on a
+    background thread at startup, then the same. Neither: ``settings.model`` is served — a local
+    model in an engine process of its own (``settings.engine == "process"``, the default; started
+    at startup unless :func:`start_engine` was called first) or in this process
+    (``"thread"``), an ``http(s)://`` URL by proxy. ``/health`` answers 503 until the model is
+    ready, and the endpoints 503 meanwhile.
     """
     settings = settings or Settings()
     metrics = ServerMetrics()
     state = ServerState(settings=settings, metrics=metrics,
                         served_name=default_served_name(settings, encoder))
+    if loader is None and encoder is None and not uses_engine_process(settings):
+        loader = lambda: load_from_settings(settings)  # noqa: E731 - thread engine or proxy
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if state.status == "loading":
-            load = loader or (lambda: load_from_settings(settings))
-            threading.Thread(target=_load_in_background, args=(app, load), name="qembed-model-loader",
+        if state.status == "loading" and state.encoder is None:
+            threading.Thread(target=_load_in_background, args=(app, loader), name="qembed-model-loader",
                              daemon=True).start()
         yield
+        state.closing = True
         if state.encoder is not None:
             logger.info("finishing queued requests")
             await run_in_threadpool(state.encoder.close)
+        elif state.engine is not None:
+            await run_in_threadpool(state.engine.close)
 
     app = FastAPI(
         title="qembed",
@@ -252,18 +364,8 @@ def create_app(
                                  param="input")
         if body.user:
             logger.debug("embeddings request from user %s", body.user)
-        if enc.batched:
-            def prepare() -> tuple[int, Any]:
-                ids = enc.tokenize(items, instruction) if kind == "text" else enc.prepare_token_ids(items)
-                return sum(len(x) for x in ids), enc.submit(ids)
-
-            with enc.arriving():  # counted from here, so the worker can wait for it to arrive
-                tokens, future = await run_in_threadpool(prepare)
-            vectors = await asyncio.wrap_future(future)
-        else:
-            vectors = await run_in_threadpool(enc.encode, items, instruction)
-            tokenizer = getattr(enc.inner, "tokenizer", None)
-            tokens = sum(len(x) for x in tokenizer(items)["input_ids"]) if tokenizer else 0
+        with enc.admit():  # 429 at once when the server is full
+            vectors, tokens = await enc.embed_async(kind, items, instruction)
         args = (vectors, dimensions, body.encoding_format, state.served_name, tokens)
         if vectors.size > _LARGE_RESPONSE:
             content = await run_in_threadpool(_embedding_payload, *args)
@@ -288,7 +390,7 @@ def create_app(
         enc = state.encoder
         return ModelList(data=[ModelCard(
             id=state.served_name, created=state.created,
-            root=str(getattr(enc.inner, "path", enc.name)) if enc else settings.model,
+            root=enc.path if enc else settings.model,
             max_model_len=enc.max_input_tokens if enc else None, dim=enc.dim if enc else None,
         )])
 
@@ -296,9 +398,9 @@ def create_app(
         check_model(state, body.model)
         if body.prompt == "":
             raise InputError("prompt is an empty string", param="prompt")
-        if not hasattr(enc.inner, "tokenizer"):
+        if not enc.batched:
             raise InputError("this server proxies another endpoint and has no tokenizer", param="prompt")
-        tokens = await run_in_threadpool(enc.token_ids, body.prompt, body.add_special_tokens)
+        tokens = await enc.token_ids_async(body.prompt, body.add_special_tokens)
         return TokenizeResponse(tokens=tokens, count=len(tokens), max_model_len=enc.max_input_tokens)
 
     tokenize_doc = dict(response_model=TokenizeResponse, responses=_ERRORS, dependencies=auth,
@@ -313,6 +415,12 @@ def create_app(
              responses={503: {"description": "loading, or the model failed to load"}})
     async def health() -> JSONResponse:
         body: dict[str, Any] = {"status": state.status, "model": state.served_name}
+        engine = state.engine
+        if engine is not None:
+            body["engine"] = {"kind": "process", "pid": engine.pid, "alive": engine.alive,
+                              "restarts": state.restarts}
+        elif state.encoder is not None:
+            body["engine"] = {"kind": "thread" if state.encoder.batched else "proxy"}
         if state.status == "ready":
             body["status"] = "ok"
             return JSONResponse(body)

@@ -65,6 +65,8 @@ class Batcher:
             ``max_wait`` seconds, so a burst of simultaneous requests is not split into a batch of
             one followed by the rest. With nothing on its way the worker never waits.
         max_wait: the longest such wait, in seconds.
+        packed: ``forward`` runs packed passes (no padding): the budget counts real tokens and
+            inputs are taken oldest first, whatever their lengths.
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Batcher:
         incoming: Callable[[], int] | None = None,
         max_wait: float = 0.02,
         name: str = "qembed-model-worker",
+        packed: bool = False,
     ) -> None:
         if max_batch_tokens < 1 or max_batch_size < 1 or max_queued_requests < 1:
             raise ValueError("max_batch_tokens, max_batch_size and max_queued_requests must be positive")
@@ -90,7 +93,8 @@ class Batcher:
         self._metrics = metrics
         self._incoming = incoming
         self.max_wait = float(max_wait)
-        self.window_factor = 4
+        self.packed = bool(packed)
+        self.window_factor = 1 if self.packed else 4
         self._queued_inputs = 0
         self._queue: deque[_Job] = deque()
         self._cond = threading.Condition()
@@ -212,6 +216,9 @@ class Batcher:
     def _pick(self) -> list[tuple[_Job, int]]:
         """Choose the next batch: the oldest waiting input plus inputs of similar length.
 
+        Packed passes cost their real tokens whatever the lengths, so they simply take the
+        oldest waiting inputs (up to ``max_batch_size`` and ``max_batch_tokens``).
+
         The first ``window_factor x max_batch_size`` waiting inputs (oldest requests first) are
         sorted by length and cut into groups under the budgets, as
         :func:`~qembed.models.encoder.plan_batches` does; the group holding the oldest input runs.
@@ -233,6 +240,16 @@ class Batcher:
                 break
         if not window:
             return []
+        if self.packed:  # cost = real tokens: oldest first until the budget is spent
+            taken: list[tuple[_Job, int]] = []
+            total = 0
+            for item in window:
+                n = len(item[0].ids[item[1]])
+                if taken and total + n > self.max_batch_tokens:
+                    break
+                taken.append(item)
+                total += n
+            return taken
         head = window[0]
         ranked = sorted(window, key=lambda item: -len(item[0].ids[item[1]]))
         group: list[tuple[_Job, int]] = []

@@ -1,16 +1,24 @@
-"""The encoder the server's handlers use: the :class:`~qembed.models.encoder.Encoder` API over the queue.
+"""The encoder the server's handlers use: tokenise in the front, embed in the engine.
 
-:class:`BatchedEncoder` wraps the loaded encoder. With a
-:class:`~qembed.models.local.LocalEncoder` (anything with ``tokenize``, ``prepare_token_ids`` and
-``forward_batch``) texts are tokenised in the calling thread and the token ids go through the
-:class:`~qembed.server.batcher.Batcher`, so every request — ``/v1/embeddings`` or a task route
-calling :meth:`encode` from a worker thread — shares the same forward passes. Any other encoder
-(e.g. a :class:`~qembed.models.remote.RemoteEncoder` in proxy mode) is called per request, with at
-most ``max_queued_requests`` requests at once.
+:class:`BatchedEncoder` is the :class:`~qembed.models.encoder.Encoder` behind every route. Its
+requests pass three stages:
+
+1. **admission** — at most ``max_queued_requests`` requests are in the server at once; one more is
+   refused at the door with a 429 (no thread, tokenizer or queue is touched first);
+2. **tokenisation** on the front's :class:`~qembed.server.tokenizer.TokenizerWorker` thread, many
+   requests per tokenizer call;
+3. **the engine** (:mod:`qembed.server.engine`), which batches token ids across requests and
+   returns float32 unit rows.
+
+Routes written with ``async`` await :meth:`embed_async`; task code running on worker threads
+calls the blocking :meth:`encode`. Any other encoder (a
+:class:`~qembed.models.remote.RemoteEncoder` in proxy mode) is called per request, under the
+same admission limit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import threading
 from concurrent.futures import Future
@@ -19,52 +27,85 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from qembed.models.encoder import Encoder, check_dimensions, truncate_dimensions, validate_texts
-from qembed.server.batcher import Batcher
+from qembed.models.inputs import InputPreparer
 from qembed.server.errors import QueueFullError
+from qembed.server.tokenizer import TokenizerWorker
 
 
 class BatchedEncoder:
-    """An :class:`Encoder` whose ``encode`` goes through the server's batching queue.
+    """An :class:`Encoder` whose work goes through admission, the tokenizer thread and the engine.
 
-    Thread-safe: call :meth:`encode` from any thread (not from the event loop — it blocks).
-    Attributes it does not define come from the wrapped encoder (``tokenizer``, ``info`` …).
+    Args:
+        engine: a :class:`~qembed.server.engine.ProcessEngine` or
+            :class:`~qembed.server.engine.ThreadEngine` (``None`` with ``inner``: proxy mode).
+        inputs: the preparer that turns texts into the engine's token ids.
+        info: the engine's description of its model (:func:`~qembed.server.engine.describe`).
+        inner: an encoder called per request instead (proxy mode).
+        max_queued_requests: requests in the server at once before 429s.
+        metrics: optional :class:`~qembed.server.metrics.ServerMetrics`.
+
+    Thread-safe. Never call the blocking methods from the event loop.
     """
 
-    def __init__(self, encoder: Encoder, *, max_batch_tokens: int = 16384, max_batch_size: int = 256,
+    def __init__(self, engine: Any = None, inputs: InputPreparer | None = None,
+                 info: dict[str, Any] | None = None, *, inner: Encoder | None = None,
                  max_queued_requests: int = 512, metrics: Any = None) -> None:
-        self.inner = encoder
-        self.name = encoder.name
+        if engine is None and inner is None:
+            raise ValueError("BatchedEncoder needs an engine or an inner encoder")
+        self.engine = engine
+        self.inner = inner
         self.metrics = metrics
-        self.batched = all(hasattr(encoder, a) for a in ("tokenize", "prepare_token_ids", "forward_batch"))
-        # Fast tokenizers raise "Already borrowed" when threads change truncation settings at once.
-        self._tokenizer_lock = threading.Lock()
-        self.batcher: Batcher | None = None
-        self._slots = threading.BoundedSemaphore(max_queued_requests)
-        self.max_queued_requests = max_queued_requests
-        self._incoming = 0
-        self._incoming_lock = threading.Lock()
-        if self.batched:
-            self.batcher = Batcher(encoder.forward_batch, encoder.dim, max_batch_tokens=max_batch_tokens,
-                                   max_batch_size=max_batch_size, max_queued_requests=max_queued_requests,
-                                   metrics=metrics, incoming=lambda: self._incoming)
+        self.max_queued_requests = int(max_queued_requests)
+        self.info_data = dict(info or {})
+        self.batched = engine is not None
+        self.tokenizer_worker = TokenizerWorker(inputs) if (self.batched and inputs is not None) else None
+        self.inputs = inputs
+        if self.batched and inputs is None:
+            raise ValueError("an engine needs an InputPreparer")
+        self.name = str(self.info_data.get("name") or getattr(inner, "name", "model"))
+        self._in_flight = 0
+        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ Encoder protocol
     @property
     def dim(self) -> int:
-        return self.inner.dim
+        return int(self.info_data["dim"]) if self.batched else self.inner.dim
 
     @property
     def max_input_tokens(self) -> int | None:
-        return self.inner.max_input_tokens
+        return self.info_data.get("max_input_tokens") if self.batched else self.inner.max_input_tokens
 
     @property
     def supports_instructions(self) -> bool:
-        return self.inner.supports_instructions
+        return bool(self.info_data.get("supports_instructions")) if self.batched \
+            else self.inner.supports_instructions
+
+    @property
+    def tokenizer(self) -> Any:
+        """The model's tokenizer (chunking reads it); ``None`` in proxy mode."""
+        if self.inputs is not None:
+            return self.inputs.tokenizer
+        return getattr(self.inner, "tokenizer", None)
+
+    @property
+    def path(self) -> str:
+        return str(self.info_data.get("path") or getattr(self.inner, "path", self.name))
+
+    @property
+    def batcher(self) -> Any:
+        """The in-process batcher (thread engines only; tests pause it)."""
+        return getattr(self.engine, "batcher", None)
+
+    def info(self) -> dict[str, Any]:
+        if self.batched:
+            return dict(self.info_data.get("info") or {})
+        return self.inner.info() if callable(getattr(self.inner, "info", None)) else {"name": self.name}
 
     def count_tokens(self, texts: str | Sequence[str]) -> list[int]:
         """Tokens per text with special tokens, before truncation."""
-        with self._tokenizer_lock:
+        if not self.batched:
             return self.inner.count_tokens(texts)
+        return self.tokenizer_worker.call(lambda inputs: inputs.count_tokens(texts)).result()
 
     def encode(
         self,
@@ -74,75 +115,87 @@ class BatchedEncoder:
         *,
         show_progress_bar: bool = False,
     ) -> np.ndarray:
-        """Texts to ``(n, dimensions or dim)`` float32 unit rows, through the shared queue."""
+        """Texts to ``(n, dimensions or dim)`` float32 unit rows (blocking; not on the event loop)."""
         dimensions = check_dimensions(dimensions, self.dim)
-        if not self.batched:
-            return self._call_inner(texts, instruction, dimensions)
-        with self.arriving():
-            future = self.submit(self.tokenize(texts, instruction))
-        return truncate_dimensions(future.result(), dimensions)
+        with self.admit():
+            if not self.batched:
+                validate_texts(texts)
+                return self.inner.encode(texts, instruction=instruction, dimensions=dimensions)
+            texts = validate_texts(texts)
+            ids = self.tokenizer_worker.tokenize(texts, instruction).result()
+            return truncate_dimensions(self.engine.submit(ids).result(), dimensions)
 
+    # ------------------------------------------------------------------ admission
     @contextlib.contextmanager
-    def arriving(self) -> Iterator[None]:
-        """Mark a request on its way to the queue (being tokenised) while inside.
-
-        The model worker waits briefly for such requests before running a batch that is not full.
-        """
-        with self._incoming_lock:
-            self._incoming += 1
+    def admit(self) -> Iterator[None]:
+        """Count a request in the server while inside; 429 at once when the server is full."""
+        with self._lock:
+            if self._in_flight >= self.max_queued_requests:
+                if self.metrics is not None:
+                    self.metrics.rejected.inc()
+                raise QueueFullError(
+                    f"the server is busy: {self._in_flight} requests are already queued "
+                    f"(max_queued_requests={self.max_queued_requests}); retry shortly",
+                    code="queue_full")
+            self._in_flight += 1
+            self._set_depth()
         try:
             yield
         finally:
-            with self._incoming_lock:
-                self._incoming -= 1
-            if self.batcher is not None:
-                self.batcher.wake()
+            with self._lock:
+                self._in_flight -= 1
+                self._set_depth()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _set_depth(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_depth.set(self._in_flight)
+
+    # ------------------------------------------------------------------ async path (routes)
+    async def embed_async(self, kind: str, items: list, instruction: str | None) -> tuple[np.ndarray, int]:
+        """Full-size unit vectors and the token count for a request's texts or token ids.
+
+        The caller holds :meth:`admit`. Awaits the tokenizer thread, then the engine.
+        """
+        if not self.batched:
+            vectors = await asyncio.to_thread(self.inner.encode, items, instruction)
+            return vectors, 0
+        if kind == "text":
+            ids = await asyncio.wrap_future(self.tokenizer_worker.tokenize(items, instruction))
+        else:
+            ids = await asyncio.wrap_future(self.tokenizer_worker.prepare_token_ids(items))
+        vectors = await asyncio.wrap_future(self.engine.submit(ids))
+        return vectors, sum(len(x) for x in ids)
+
+    async def token_ids_async(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        """One text's token ids, untruncated (``POST /tokenize``)."""
+        return await asyncio.wrap_future(self.tokenizer_worker.call(
+            lambda inputs: inputs.token_ids(text, add_special_tokens)))
 
     # ------------------------------------------------------------------ token-level API
     def tokenize(self, texts: str | Sequence[str], instruction: str | None = None) -> list[list[int]]:
-        """Format and tokenise (truncating or rejecting long inputs, per the encoder's settings)."""
-        with self._tokenizer_lock:
-            return self.inner.tokenize(texts, instruction)
+        """Format and tokenise (truncating or rejecting long inputs, per the model's settings)."""
+        return self.tokenizer_worker.tokenize(validate_texts(texts), instruction).result()
 
     def prepare_token_ids(self, ids: Sequence[Sequence[int]]) -> list[list[int]]:
         """Check pre-tokenised inputs (ids in range, end token, length limit)."""
-        return self.inner.prepare_token_ids(ids)
-
-    def token_ids(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        """One text's token ids, untruncated (what ``POST /tokenize`` returns)."""
-        with self._tokenizer_lock:
-            return list(self.inner.tokenizer(text, add_special_tokens=add_special_tokens,
-                                             truncation=False)["input_ids"])
+        return self.tokenizer_worker.prepare_token_ids(ids).result()
 
     def submit(self, ids: Sequence[Sequence[int]]) -> Future:
-        """Queue token ids; the future gives full-size unit vectors. Raises QueueFullError at once."""
-        if self.batcher is None:
+        """Queue token ids with the engine; the future gives full-size unit vectors."""
+        if self.engine is None:
             raise TypeError(f"{type(self.inner).__name__} does not take token ids")
-        return self.batcher.submit(ids)
-
-    def _call_inner(self, texts: Any, instruction: str | None, dimensions: int | None) -> np.ndarray:
-        validate_texts(texts)
-        if not self._slots.acquire(blocking=False):
-            raise QueueFullError(f"the server is busy: {self.max_queued_requests} requests are in "
-                                 "progress; retry shortly", code="queue_full")
-        try:
-            if self.metrics is not None:
-                self.metrics.queue_depth.inc()
-            return self.inner.encode(texts, instruction=instruction, dimensions=dimensions)
-        finally:
-            if self.metrics is not None:
-                self.metrics.queue_depth.dec()
-            self._slots.release()
+        return self.engine.submit(ids)
 
     def close(self) -> None:
-        """Finish queued work and stop the model worker."""
-        if self.batcher is not None:
-            self.batcher.close()
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+        """Finish queued work and stop the engine and the tokenizer thread."""
+        if self.engine is not None:
+            self.engine.close()
+        if self.tokenizer_worker is not None:
+            self.tokenizer_worker.close()
 
     def __repr__(self) -> str:
-        return f"BatchedEncoder({self.inner!r})"
+        return f"BatchedEncoder({self.name!r}, engine={type(self.engine).__name__})"

@@ -7,7 +7,8 @@ Each app owns a :class:`prometheus_client.CollectorRegistry`, so several servers
 - ``qembed_requests_in_progress``;
 - ``qembed_batch_size`` (inputs per forward pass) and ``qembed_batch_tokens`` (real tokens per pass);
 - ``qembed_tokens_embedded_total`` and ``qembed_inputs_embedded_total``;
-- ``qembed_queue_depth`` (requests waiting for the model worker) and ``qembed_queue_rejected_total``.
+- ``qembed_queue_depth`` (requests admitted and not yet answered) and ``qembed_queue_rejected_total``;
+- ``qembed_engine_restarts_total`` (the engine process died and was started again).
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ class ServerMetrics:
                                       buckets=TOKEN_BUCKETS, registry=r)
         self.tokens = Counter("qembed_tokens_embedded", "Tokens embedded", registry=r)
         self.inputs = Counter("qembed_inputs_embedded", "Inputs embedded", registry=r)
-        self.queue_depth = Gauge("qembed_queue_depth", "Requests waiting for the model worker", registry=r)
+        self.queue_depth = Gauge("qembed_queue_depth", "Requests admitted and not yet answered", registry=r)
         self.rejected = Counter("qembed_queue_rejected", "Requests refused with 429 (queue full)", registry=r)
+        self.engine_restarts = Counter("qembed_engine_restarts",
+                                       "Restarts of the engine process after it died", registry=r)
 
     def observe_batch(self, size: int, tokens: int) -> None:
         """Record one forward pass of ``size`` inputs holding ``tokens`` real tokens."""

@@ -1,0 +1,425 @@
+"""The engine: what owns the model and runs its forward passes, apart from HTTP and tokenisation.
+
+Two kinds share one interface (``submit(ids) -> Future``, ``close()``, ``alive``):
+
+- :class:`ProcessEngine` (what ``qembed serve`` runs): the model lives in a process of its own. The
+  front process (HTTP, JSON, tokenisation) sends token ids over a pipe and gets raw little-endian
+  float32 rows back, so nothing in the front — however many requests it parses — competes with
+  the forward passes for the interpreter lock, and the passes never wait for a JSON encoder. In
+  the engine process a receiver thread reads requests while the model thread runs the
+  :class:`~qembed.server.batcher.Batcher`'s passes, so the next batch is queued while the
+  current one runs. When the engine process dies, every request waiting on it fails at once
+  with a 503 and :attr:`ProcessEngine.on_exit` is called (the app restarts it).
+- :class:`ThreadEngine`: the same batcher on a thread of this process, over an encoder already
+  loaded here (tests, and applications that embed the app with their own encoder).
+
+Wire format (one message per ``send_bytes``; integers little-endian): a request is ``b"R"``, a
+``u64`` request id, a ``u32`` count ``n``, ``n`` ``u32`` lengths and the ``int32`` token ids of all
+inputs back to back. A result is ``b"V"``, the request id, ``n`` and ``n x dim`` float32 values; a
+failure is ``b"E"``, the request id and a UTF-8 JSON ``{"type", "message"}``. Control messages
+are ``b"S"`` (finish queued work and stop), ``b"F"`` + JSON (the engine failed to load) and
+``b"H"`` + JSON (loaded: the model's description, see :func:`describe`); after each forward
+pass the engine reports ``b"B"`` with the pass's input and token counts (for ``/metrics``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import signal
+import struct
+import threading
+import time
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from qembed.errors import QembedError
+from qembed.server.batcher import Batcher
+from qembed.server.errors import ServerClosingError
+
+logger = logging.getLogger(__name__)
+
+
+class EngineUnavailableError(QembedError):
+    """The engine process is not running (it exited and is being restarted)."""
+
+    status_code = 503
+    error_type = "service_unavailable_error"
+
+_HEAD = struct.Struct("<cQI")  # kind, request id, count
+_PASS = struct.Struct("<cII")  # b"B", inputs, tokens
+
+
+class _PassReporter:
+    """The batcher's metrics inside the engine process: each pass is reported to the front."""
+
+    class _Gauge:
+        def set(self, value: float) -> None:
+            pass
+
+    def __init__(self, send: Callable[[bytes], None]) -> None:
+        self._send = send
+        self.queue_depth = self._Gauge()
+
+    def observe_batch(self, size: int, tokens: int) -> None:
+        self._send(_PASS.pack(b"B", size, tokens))
+
+
+@dataclass
+class EngineSpec:
+    """How the engine process loads its encoder (the arguments of ``load_encoder``)."""
+
+    model: str
+    device: str | None = None
+    dtype: str | None = None
+    max_input_tokens: int | None = None
+    truncate: bool = True
+    max_batch_tokens: int | None = None
+    max_batch_size: int | None = None
+    name: str | None = None
+    compile: bool | None = None
+    #: torch threads in the engine process (None: torch's default, one per core).
+    threads: int | None = None
+
+
+def describe(encoder: Any) -> dict[str, Any]:
+    """What the front needs to know about a loaded encoder (plain data)."""
+    inputs = getattr(encoder, "inputs", None)
+    return {
+        "name": encoder.name,
+        "dim": int(encoder.dim),
+        "max_input_tokens": encoder.max_input_tokens,
+        "supports_instructions": bool(encoder.supports_instructions),
+        "path": str(getattr(encoder, "path", encoder.name)),
+        "packed": bool(getattr(encoder, "packed", False)),
+        "max_batch_tokens": getattr(encoder, "max_batch_tokens", None),
+        "max_batch_size": getattr(encoder, "max_batch_size", None),
+        "inputs": inputs.spec() if inputs is not None else None,
+        "info": encoder.info() if callable(getattr(encoder, "info", None)) else {},
+    }
+
+
+# ---------------------------------------------------------------------- wire format
+def encode_request(request_id: int, ids: Sequence[Sequence[int]]) -> bytes:
+    lengths = np.fromiter((len(x) for x in ids), dtype="<u4", count=len(ids))
+    flat = np.fromiter(itertools.chain.from_iterable(ids), dtype="<i4", count=int(lengths.sum()))
+    return _HEAD.pack(b"R", request_id, len(ids)) + lengths.tobytes() + flat.tobytes()
+
+
+def decode_request(message: bytes) -> tuple[int, list[list[int]]]:
+    _, request_id, n = _HEAD.unpack_from(message)
+    lengths = np.frombuffer(message, dtype="<u4", count=n, offset=_HEAD.size)
+    flat = np.frombuffer(message, dtype="<i4", offset=_HEAD.size + 4 * n).tolist()
+    ids, start = [], 0
+    for length in lengths.tolist():
+        ids.append(flat[start:start + length])
+        start += length
+    return request_id, ids
+
+
+def _error_message(request_id: int, exc: BaseException) -> bytes:
+    payload = {"type": type(exc).__name__, "message": str(exc)}
+    if isinstance(exc, QembedError):
+        payload.update(message=exc.message, status=exc.status_code, param=exc.param, code=exc.code)
+    return _HEAD.pack(b"E", request_id, 0) + json.dumps(payload).encode("utf-8")
+
+
+def _rebuild_error(payload: dict[str, Any]) -> Exception:
+    if "status" in payload:
+        error = QembedError(payload["message"], param=payload.get("param"), code=payload.get("code"))
+        error.status_code = int(payload["status"])
+        return error
+    return RuntimeError(f"the forward pass failed: {payload['type']}: {payload['message']}")
+
+
+# ---------------------------------------------------------------------- engine process
+def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> None:
+    """Entry point of the engine process: load, announce, then serve requests until told to stop."""
+    # Signals go to the front: it drains and then stops the engine with a message.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=batching.get("log_level", "WARNING"),
+                        format="%(asctime)s %(levelname)s qembed-engine: %(message)s")
+    try:
+        import torch
+
+        if spec.get("threads"):
+            torch.set_num_threads(int(spec["threads"]))
+        from qembed.models.local import LocalEncoder
+
+        encoder = LocalEncoder(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
+                               max_input_tokens=spec.get("max_input_tokens"),
+                               truncate=spec.get("truncate", True),
+                               max_batch_tokens=spec.get("max_batch_tokens"),
+                               max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
+                               compile=spec.get("compile"))
+    except BaseException as exc:  # noqa: BLE001 - reported to the front, which decides
+        message = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
+        conn.send_bytes(b"F" + json.dumps({"message": message}).encode("utf-8"))
+        conn.close()
+        os._exit(3)
+    send_lock = threading.Lock()
+
+    def send(message: bytes) -> None:
+        with send_lock:
+            try:
+                conn.send_bytes(message)
+            except OSError:  # the front is gone; the receive loop ends too
+                pass
+
+    batcher = Batcher(encoder.forward_batch, encoder.dim,
+                      max_batch_tokens=int(batching.get("max_batch_tokens") or encoder.max_batch_tokens),
+                      max_batch_size=int(batching.get("max_batch_size") or encoder.max_batch_size),
+                      max_queued_requests=1 << 30, packed=encoder.packed, max_wait=0.0,
+                      metrics=_PassReporter(send))
+
+    def reply(request_id: int, n: int, future: Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            send(_error_message(request_id, exc))
+        else:
+            send(_HEAD.pack(b"V", request_id, n) + np.ascontiguousarray(future.result(), dtype="<f4").tobytes())
+
+    info = describe(encoder)
+    send(b"H" + json.dumps(info).encode("utf-8"))
+    while True:
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):  # the front died: nobody is waiting for the results
+            os._exit(0)
+        kind = message[:1]
+        if kind == b"R":
+            request_id, ids = decode_request(message)
+            try:
+                future = batcher.submit(ids)
+            except Exception as exc:  # noqa: BLE001 - handed back to the caller
+                send(_error_message(request_id, exc))
+                continue
+            future.add_done_callback(lambda f, r=request_id, n=len(ids): reply(r, n, f))
+        elif kind == b"S":
+            batcher.close(timeout=None)
+            send(_HEAD.pack(b"S", 0, 0))
+            conn.close()
+            return
+
+
+class ProcessEngine:
+    """The model in a process of its own, driven over a pipe (see the module docstring).
+
+    Args:
+        spec: what the engine process loads.
+        max_batch_tokens, max_batch_size: the batch limits (None: the encoder's device defaults).
+        on_exit: called (from a background thread) with the exit code when the process ends
+            without being asked to.
+        metrics: optional :class:`~qembed.server.metrics.ServerMetrics` for batch figures.
+        log_level: the engine process's logging level.
+    """
+
+    def __init__(self, spec: EngineSpec, *, max_batch_tokens: int | None = None,
+                 max_batch_size: int | None = None, on_exit: Callable[[int | None], None] | None = None,
+                 metrics: Any = None, log_level: str = "WARNING") -> None:
+        self.spec = spec
+        self.metrics = metrics
+        self.batching = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
+                         "log_level": log_level.upper()}
+        self.on_exit = on_exit
+        self.info: dict[str, Any] = {}
+        self.dim = 0
+        self._ids = itertools.count(1)
+        self._pending: dict[int, tuple[Future, int]] = {}
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._conn: Any = None
+        self._process: Any = None
+        self._stopping = False
+        self._alive = False
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout: float | None = None) -> dict[str, Any]:
+        """Start the process and wait until the model is loaded; returns :func:`describe`'s data.
+
+        Raises :class:`~qembed.errors.QembedError` when the engine cannot load the model.
+        """
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=True)
+        self._process = ctx.Process(target=engine_main, args=(child, asdict(self.spec), self.batching),
+                                    name="qembed-engine", daemon=True)
+        self._process.start()
+        child.close()  # our copy: the pipe must close when the engine dies
+        self._conn = parent
+        self._stopping = False
+        if not parent.poll(timeout):
+            self._kill()
+            raise QembedError(f"the engine did not load {self.spec.model} within {timeout:.0f}s")
+        try:
+            message = parent.recv_bytes()
+        except (EOFError, OSError):
+            code = self._join(5)
+            raise QembedError(f"the engine process exited while loading the model (exit code {code})") from None
+        if message[:1] == b"F":
+            self._join(5)
+            raise QembedError(json.loads(message[1:])["message"])
+        self.info = json.loads(message[1:])
+        self.dim = int(self.info["dim"])
+        self._alive = True
+        self._reader = threading.Thread(target=self._read, name="qembed-engine-reader", daemon=True)
+        self._reader.start()
+        return self.info
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        """Finish the engine's queued work, then stop it (killed after ``timeout`` seconds)."""
+        self._stopping = True
+        if self._alive:
+            try:
+                with self._send_lock:
+                    self._conn.send_bytes(_HEAD.pack(b"S", 0, 0))
+            except OSError:
+                pass
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout)
+        if self._join(timeout) is None:
+            self._kill()
+        self._fail_pending(ServerClosingError("the server shut down before this request ran",
+                                              code="shutting_down"))
+
+    def _join(self, timeout: float | None) -> int | None:
+        if self._process is None:
+            return None
+        self._process.join(timeout)
+        return self._process.exitcode
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+            self._process.join(10)
+
+    # ------------------------------------------------------------------ requests
+    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
+        """Queue one request's token ids; the future gives its ``(n, dim)`` float32 unit rows."""
+        future: Future = Future()
+        if not ids:
+            future.set_result(np.empty((0, self.dim), dtype=np.float32))
+            return future
+        if not self._alive:
+            raise EngineUnavailableError("the model engine is not running (restarting); retry shortly",
+                                         code="engine_unavailable")
+        request_id = next(self._ids)
+        message = encode_request(request_id, ids)
+        with self._lock:
+            self._pending[request_id] = (future, len(ids))
+        try:
+            with self._send_lock:
+                self._conn.send_bytes(message)
+        except (OSError, ValueError):
+            with self._lock:
+                self._pending.pop(request_id, None)
+            raise EngineUnavailableError("the model engine stopped; retry shortly",
+                                         code="engine_unavailable") from None
+        return future
+
+    def _read(self) -> None:
+        conn = self._conn
+        while True:
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            kind = message[:1]
+            if kind == b"S":
+                break
+            if kind == b"B":
+                if self.metrics is not None:
+                    self.metrics.observe_batch(*_PASS.unpack(message)[1:])
+                continue
+            _, request_id, n = _HEAD.unpack_from(message)
+            with self._lock:
+                entry = self._pending.pop(request_id, None)
+            if entry is None:
+                continue
+            future = entry[0]
+            try:
+                if kind == b"V":
+                    rows = np.frombuffer(message, dtype="<f4", offset=_HEAD.size).reshape(n, self.dim)
+                    future.set_result(rows)
+                else:
+                    future.set_exception(_rebuild_error(json.loads(message[_HEAD.size:])))
+            except InvalidStateError:  # cancelled by its caller
+                pass
+        self._alive = False
+        try:
+            conn.close()
+        except OSError:
+            pass
+        if self._stopping:
+            return
+        code = self._join(5)
+        logger.error("the engine process exited unexpectedly (exit code %s)", code)
+        self._fail_pending(EngineUnavailableError(
+            f"the model engine exited unexpectedly (exit code {code}) while this request was in it; "
+            "retry shortly", code="engine_unavailable"))
+        if self.on_exit is not None:
+            self.on_exit(code)
+
+    def _fail_pending(self, exc: Exception) -> None:
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+        for future, _ in pending:
+            try:
+                future.set_exception(exc)
+            except InvalidStateError:
+                pass
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+
+class ThreadEngine:
+    """The batcher on a thread of this process, over an encoder loaded here."""
+
+    def __init__(self, encoder: Any, *, max_batch_tokens: int, max_batch_size: int,
+                 metrics: Any = None, incoming: Callable[[], int] | None = None) -> None:
+        self.encoder = encoder
+        self.dim = int(encoder.dim)
+        self.info = describe(encoder)
+        self.batcher = Batcher(encoder.forward_batch, encoder.dim, max_batch_tokens=max_batch_tokens,
+                               max_batch_size=max_batch_size, max_queued_requests=1 << 30,
+                               metrics=metrics, incoming=incoming,
+                               packed=bool(getattr(encoder, "packed", False)))
+        self.pid = os.getpid()
+
+    @property
+    def alive(self) -> bool:
+        return True
+
+    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
+        return self.batcher.submit(ids)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        self.batcher.close(timeout)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
