@@ -172,3 +172,32 @@ def test_cli_filters_beyond_int64_and_with_many_values_are_clean_errors(tiny_enc
     rc = main(["search", "shipping", "--index", str(index), "--mode", "bm25", "--json",
                *[x for i in range(1000) for x in ("--filter", f"n={i}")]])
     assert rc == 0 and '"doc-3"' in capsys.readouterr().out
+
+
+def test_a_failed_save_leaves_the_knowledge_base_as_it_was(tiny_encoder, tmp_path, monkeypatch):
+    from qembed.store import faiss_store
+
+    kb = KnowledgeBase.open(tmp_path / "ix", tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    try:
+        kb.add(docs(5))
+        before = snapshot(kb)
+
+        def disk_full(index, fname):
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(faiss_store.faiss, "write_index", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            kb.add(docs(3, prefix="new") + docs(2, text="replaced {i}"))
+        with pytest.raises(OSError, match="No space left"):
+            kb.delete("doc-4")
+        assert snapshot(kb) == before  # not even in memory: the request failed, nothing changed
+        assert kb.search("document number", 10, mode="bm25") and not kb.store.has_unsaved_changes
+        monkeypatch.undo()
+        kb.add(docs(1, prefix="later"))
+    finally:
+        kb.close()
+    again = open_store(tmp_path / "ix")
+    try:
+        assert sorted(again.ids()) == sorted(list(before) + ["later-0"])
+    finally:
+        again.close()

@@ -420,6 +420,24 @@ class FaissStore:
                 with self._lock:
                     self._release_if_clean()
 
+    @property
+    def has_unsaved_changes(self) -> bool:
+        """Whether the store holds changes :meth:`save` has not written yet."""
+        return self._dirty
+
+    def discard(self) -> None:
+        """Drop unsaved changes by reloading the folder's saved generation (in memory: no-op)."""
+        with self._lock:
+            self._check_open()
+            if self._path is None or not self._dirty:
+                return
+            conn, index, meta, generation, stamp = _read_generation(self._path)
+            old = self._conn
+            self._install(conn, index, meta, generation, stamp)
+            old.close()
+            self._dirty = False
+            self._release_if_clean()
+
     def refresh(self) -> bool:
         """Reload the folder if another process saved it since; returns whether it did."""
         with self._lock:

@@ -254,13 +254,14 @@ class KnowledgeBase:
         vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
         new_ids = {p[0] for p in pieces}
         with self.store.write_lock():  # the chunks to replace are read under the same lock
+            clean = not getattr(self.store, "has_unsaved_changes", True)
             replaced = self._existing_chunks([d.id for d in docs])
             stale = [c for c in replaced if c not in new_ids]
             self.store.upsert([p[0] for p in pieces], vectors, texts=[p[1] for p in pieces],
                               metadata=[p[2] for p in pieces], delete=stale)
             self._changed()
             if save:
-                self.save()
+                self._save_or_discard(clean)
         n_replaced = len({self._doc_of(c) for c in replaced})
         logger.info("indexed %d document(s) as %d chunk(s) (%d replaced)", len(docs), len(pieces), n_replaced)
         return {"documents": len(docs), "chunks": len(pieces), "replaced": n_replaced}
@@ -268,11 +269,12 @@ class KnowledgeBase:
     def delete(self, ids: str | Sequence[str], *, save: bool = True) -> int:
         """Remove documents (all their chunks) by document id; returns how many documents were removed."""
         with self.store.write_lock():
+            clean = not getattr(self.store, "has_unsaved_changes", True)
             removed = delete_documents(self.store, ids)
             if removed:
                 self._bm25 = None
                 if save:
-                    self.save()
+                    self._save_or_discard(clean)
         return removed
 
     def save(self) -> None:
@@ -280,6 +282,18 @@ class KnowledgeBase:
         self.store.save()
         if self._bm25 is not None:
             self._save_bm25(self._bm25)
+
+    def _save_or_discard(self, clean: bool) -> None:
+        """Save; if that fails and the store held nothing unsaved before this write, drop the
+        write too, so a failed call leaves the store as the folder has it (FAISS)."""
+        try:
+            self.save()
+        except Exception:
+            discard = getattr(self.store, "discard", None)
+            if clean and discard is not None:
+                discard()
+                self._bm25 = None
+            raise
 
     def close(self) -> None:
         """Close the store (call :meth:`save` first to keep unsaved changes)."""
