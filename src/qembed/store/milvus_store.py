@@ -314,13 +314,16 @@ class MilvusStore:
         Paged by the last id seen, written as an escaped literal (pymilvus' query iterator pastes
         the raw id into its next expression, so an id holding a quote rewrote the filter).
         """
+        with self._lock:  # what pymilvus' iterator sends: the server then returns rows in id order
+            options = {"iterator": "True", "reduce_stop_for_best": "True",
+                       "collection_id": self._call("describe_collection", self._collection).get("collection_id")}
         last: str | None = None
         while True:
             cursor = f"id > {string_literal(last)}" if last is not None else ""
             where = " and ".join(f"({e})" for e in (cursor, expr) if e)
             with self._lock:
                 batch = self._call("query", self._collection, filter=where, output_fields=["id", *fields],
-                                   limit=batch_size, iterator="True", reduce_stop_for_best="True")
+                                   limit=batch_size, **options)
             if not batch:
                 return
             batch = sorted(batch, key=lambda r: r["id"])
