@@ -15,13 +15,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, ContextManager, Iterable, Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -253,7 +254,7 @@ class KnowledgeBase:
             bar.close()
         vectors = np.concatenate(parts) if len(parts) > 1 else parts[0]
         new_ids = {p[0] for p in pieces}
-        with self.store.write_lock():  # the chunks to replace are read under the same lock
+        with write_lock(self.store):  # the chunks to replace are read under the same lock
             clean = not getattr(self.store, "has_unsaved_changes", True)
             replaced = self._existing_chunks([d.id for d in docs])
             stale = [c for c in replaced if c not in new_ids]
@@ -268,7 +269,7 @@ class KnowledgeBase:
 
     def delete(self, ids: str | Sequence[str], *, save: bool = True) -> int:
         """Remove documents (all their chunks) by document id; returns how many documents were removed."""
-        with self.store.write_lock():
+        with write_lock(self.store):
             clean = not getattr(self.store, "has_unsaved_changes", True)
             removed = delete_documents(self.store, ids)
             if removed:
@@ -467,7 +468,7 @@ def delete_documents(store: VectorStore, ids: str | Sequence[str]) -> int:
         raise InputError("give at least one non-empty document id", param="ids")
     for i, value in enumerate(ids):
         check_document_id(value, where=f"document id {i}" if len(ids) > 1 else "the document id", param="id")
-    with store.write_lock():
+    with write_lock(store):
         chunks = chunks_of(store, ids)
         if not chunks:
             return 0
@@ -475,6 +476,13 @@ def delete_documents(store: VectorStore, ids: str | Sequence[str]) -> int:
         _bump_bm25(store)
     found = {c.split("#", 1)[0] for c in chunks}
     return len(found & set(ids)) or len(found)
+
+
+def write_lock(store: VectorStore) -> ContextManager[None]:
+    """The store's writer lock (:meth:`~qembed.store.base.VectorStore.write_lock`); a store
+    without one (written before it joined the interface) gets none."""
+    lock = getattr(store, "write_lock", None)
+    return lock() if lock is not None else contextlib.nullcontext()
 
 
 def _bump_bm25(store: VectorStore) -> None:
