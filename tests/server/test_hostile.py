@@ -173,16 +173,28 @@ def test_openapi_documents_400_not_422(kb_server):
     assert set(schema["components"]["schemas"]["ErrorDetail"]["properties"]) == {"message", "type", "param", "code"}
 
 
+def _request_counts(url) -> dict[tuple[str, str], float]:
+    out = {}
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("qembed_requests_total{"):
+            labels, value = line[len("qembed_requests_total{"):].split("} ")
+            pairs = dict(part.split("=", 1) for part in labels.split(","))
+            out[(pairs["endpoint"].strip('"'), pairs["status"].strip('"'))] = float(value)
+    return out
+
+
 def test_metrics_label_task_routes_by_path_template(kb_server):
+    before = _request_counts(kb_server)
     httpx.post(kb_server + "/v1/search", json={"query": "订单"})
     httpx.post(kb_server + "/v1/similarity", json={"pairs": [["a", "b"]]})
+    httpx.post(kb_server + "/v1/documents", json={"documents": []})
     httpx.delete(kb_server + "/v1/documents/no-such-doc")
     httpx.get(kb_server + "/v1/not-a-route")
-    lines = [ln for ln in httpx.get(kb_server + "/metrics").text.splitlines() if ln.startswith("qembed_requests_total")]
-    labels = {ln.split('endpoint="')[1].split('"')[0] for ln in lines}
-    assert {"/v1/search", "/v1/similarity", "/v1/documents", "/v1/documents/{doc_id:path}"} <= labels
-    unmatched = [ln for ln in lines if 'endpoint="unmatched"' in ln]
-    assert unmatched == ['qembed_requests_total{endpoint="unmatched",status="404"} 1.0']
+    after = _request_counts(kb_server)
+    grown = {key: after[key] - before.get(key, 0.0) for key in after
+             if after[key] != before.get(key, 0.0) and key[0] != "/metrics"}
+    assert grown == {("/v1/search", "200"): 1, ("/v1/similarity", "200"): 1, ("/v1/documents", "400"): 1,
+                     ("/v1/documents/{doc_id:path}", "404"): 1, ("unmatched", "404"): 1}
 
 
 def test_a_500_keeps_the_connection_open(kb_server):
