@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -164,11 +164,31 @@ class BatchedEncoder:
             vectors = await asyncio.to_thread(self.inner.encode, items, instruction)
             return vectors, 0
         if kind == "text":
-            ids = await asyncio.wrap_future(self.tokenizer_worker.tokenize(items, instruction))
+            tokenized = self.tokenizer_worker.tokenize(items, instruction)
         else:
-            ids = await asyncio.wrap_future(self.tokenizer_worker.prepare_token_ids(items))
-        vectors = await asyncio.wrap_future(self.engine.submit(ids))
-        return vectors, sum(len(x) for x in ids)
+            tokenized = self.tokenizer_worker.prepare_token_ids(items)
+        return await asyncio.wrap_future(self._then_embed(tokenized))
+
+    def _then_embed(self, tokenized: Future) -> Future:
+        """``(vectors, tokens)`` once the ids are ready: the tokenizer thread hands them to the
+        engine itself, without a round trip through the event loop."""
+        done: Future = Future()
+
+        def embedded(ids: list[list[int]], future: Future) -> None:
+            try:
+                done.set_result((future.result(), sum(len(x) for x in ids)))
+            except BaseException as exc:  # noqa: BLE001 - the caller's error
+                _set_exception(done, exc)
+
+        def tokens_ready(future: Future) -> None:
+            try:
+                ids = future.result()
+                self.engine.submit(ids).add_done_callback(lambda f: embedded(ids, f))
+            except BaseException as exc:  # noqa: BLE001 - the caller's error
+                _set_exception(done, exc)
+
+        tokenized.add_done_callback(tokens_ready)
+        return done
 
     async def token_ids_async(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """One text's token ids, untruncated (``POST /tokenize``)."""
@@ -199,3 +219,10 @@ class BatchedEncoder:
 
     def __repr__(self) -> str:
         return f"BatchedEncoder({self.name!r}, engine={type(self.engine).__name__})"
+
+
+def _set_exception(future: Future, exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:  # already settled
+        pass
