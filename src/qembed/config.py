@@ -48,6 +48,11 @@ class Settings(BaseSettings):
                                "thread of the server process")
     engine_threads: int | None = Field(
         None, ge=1, description="torch threads of the engine (default: torch's, one per core)")
+    batch_linger_ms: float = Field(
+        2.0, ge=0, le=1000, description="under load, how long a batch that is not full waits for "
+                                        "more inputs before it runs (milliseconds)")
+    omp_wait_policy: Literal["PASSIVE", "ACTIVE"] | None = Field(
+        None, description="OpenMP wait policy of the engine process (OMP_WAIT_POLICY)")
     engine_restart_limit: int = Field(
         3, ge=0, description="restarts tried in a row when the engine process dies, before the "
                              "server exits with an error")

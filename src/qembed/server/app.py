@@ -120,7 +120,7 @@ def engine_spec(settings: Settings) -> EngineSpec:
                       max_input_tokens=settings.max_input_tokens, truncate=settings.truncate,
                       max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
                       name=settings.served_model_name, compile=settings.compile,
-                      threads=settings.engine_threads)
+                      threads=settings.engine_threads, omp_wait_policy=settings.omp_wait_policy)
 
 
 def uses_engine_process(settings: Settings) -> bool:
@@ -187,7 +187,8 @@ def start_engine(app: FastAPI) -> None:
     settings = state.settings
     engine = ProcessEngine(engine_spec(settings), max_batch_tokens=settings.max_batch_tokens,
                            max_batch_size=settings.max_batch_size, metrics=state.metrics,
-                           on_exit=lambda code: _engine_exited(app, code), log_level=settings.log_level)
+                           on_exit=lambda code: _engine_exited(app, code), log_level=settings.log_level,
+                           linger=settings.batch_linger_ms / 1000)
     info = engine.start(timeout=settings.engine_start_timeout)
     if state.closing:
         engine.close()

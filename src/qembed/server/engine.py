@@ -19,11 +19,12 @@ inputs back to back. A result is ``b"V"``, the request id, ``n`` and ``n x dim``
 failure is ``b"E"``, the request id and a UTF-8 JSON ``{"type", "message"}``. Control messages
 are ``b"S"`` (finish queued work and stop), ``b"F"`` + JSON (the engine failed to load) and
 ``b"H"`` + JSON (loaded: the model's description, see :func:`describe`); after each forward
-pass the engine reports ``b"B"`` with the pass's input and token counts (for ``/metrics``).
+pass the engine reports ``b"B"`` with the pass's inputs, tokens and seconds (for ``/metrics``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
@@ -53,7 +54,7 @@ class EngineUnavailableError(QembedError):
     error_type = "service_unavailable_error"
 
 _HEAD = struct.Struct("<cQI")  # kind, request id, count
-_PASS = struct.Struct("<cII")  # b"B", inputs, tokens
+_PASS = struct.Struct("<cIId")  # b"B", inputs, tokens, seconds
 
 
 class _PassReporter:
@@ -67,8 +68,8 @@ class _PassReporter:
         self._send = send
         self.queue_depth = self._Gauge()
 
-    def observe_batch(self, size: int, tokens: int) -> None:
-        self._send(_PASS.pack(b"B", size, tokens))
+    def observe_batch(self, size: int, tokens: int, seconds: float = 0.0) -> None:
+        self._send(_PASS.pack(b"B", size, tokens, seconds))
 
 
 @dataclass
@@ -86,6 +87,24 @@ class EngineSpec:
     compile: bool | None = None
     #: torch threads in the engine process (None: torch's default, one per core).
     threads: int | None = None
+    #: OpenMP's wait policy in the engine (``OMP_WAIT_POLICY``): ``PASSIVE`` threads sleep as soon
+    #: as a parallel region ends instead of spinning, leaving the cores to the front between ops.
+    omp_wait_policy: str | None = None
+
+
+@contextlib.contextmanager
+def _child_environment(omp_wait_policy: str | None) -> Any:
+    """Environment variables the engine process starts with (OpenMP reads them at load time)."""
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    if omp_wait_policy and "OMP_WAIT_POLICY" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = omp_wait_policy
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+        else:
+            os.environ["OMP_WAIT_POLICY"] = saved
 
 
 def describe(encoder: Any) -> dict[str, Any]:
@@ -177,7 +196,7 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
                       max_batch_tokens=int(batching.get("max_batch_tokens") or encoder.max_batch_tokens),
                       max_batch_size=int(batching.get("max_batch_size") or encoder.max_batch_size),
                       max_queued_requests=1 << 30, packed=encoder.packed, max_wait=0.0,
-                      metrics=_PassReporter(send))
+                      linger=float(batching.get("linger", 0.0)), metrics=_PassReporter(send))
 
     def reply(request_id: int, n: int, future: Future) -> None:
         exc = future.exception()
@@ -219,15 +238,16 @@ class ProcessEngine:
             without being asked to.
         metrics: optional :class:`~qembed.server.metrics.ServerMetrics` for batch figures.
         log_level: the engine process's logging level.
+        linger: see :class:`~qembed.server.batcher.Batcher`.
     """
 
     def __init__(self, spec: EngineSpec, *, max_batch_tokens: int | None = None,
                  max_batch_size: int | None = None, on_exit: Callable[[int | None], None] | None = None,
-                 metrics: Any = None, log_level: str = "WARNING") -> None:
+                 metrics: Any = None, log_level: str = "WARNING", linger: float = 0.0) -> None:
         self.spec = spec
         self.metrics = metrics
         self.batching = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
-                         "log_level": log_level.upper()}
+                         "log_level": log_level.upper(), "linger": linger}
         self.on_exit = on_exit
         self.info: dict[str, Any] = {}
         self.dim = 0
@@ -252,7 +272,8 @@ class ProcessEngine:
         parent, child = ctx.Pipe(duplex=True)
         self._process = ctx.Process(target=engine_main, args=(child, asdict(self.spec), self.batching),
                                     name="qembed-engine", daemon=True)
-        self._process.start()
+        with _child_environment(self.spec.omp_wait_policy):
+            self._process.start()
         child.close()  # our copy: the pipe must close when the engine dies
         self._conn = parent
         self._stopping = False

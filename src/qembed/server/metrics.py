@@ -5,7 +5,8 @@ Each app owns a :class:`prometheus_client.CollectorRegistry`, so several servers
 
 - ``qembed_requests_total{endpoint,status}`` and ``qembed_request_duration_seconds{endpoint}``;
 - ``qembed_requests_in_progress``;
-- ``qembed_batch_size`` (inputs per forward pass) and ``qembed_batch_tokens`` (real tokens per pass);
+- ``qembed_batch_size`` (inputs per forward pass), ``qembed_batch_tokens`` (real tokens per pass) and
+  ``qembed_batch_duration_seconds`` (wall time per pass);
 - ``qembed_tokens_embedded_total`` and ``qembed_inputs_embedded_total``;
 - ``qembed_queue_depth`` (requests admitted and not yet answered) and ``qembed_queue_rejected_total``;
 - ``qembed_engine_restarts_total`` (the engine process died and was started again).
@@ -25,6 +26,7 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 
 
@@ -46,6 +48,8 @@ class ServerMetrics:
                                     buckets=SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("qembed_batch_tokens", "Real (unpadded) tokens per forward pass",
                                       buckets=TOKEN_BUCKETS, registry=r)
+        self.batch_duration = Histogram("qembed_batch_duration_seconds", "Wall time of each forward pass",
+                                        buckets=PASS_BUCKETS, registry=r)
         self.tokens = Counter("qembed_tokens_embedded", "Tokens embedded", registry=r)
         self.inputs = Counter("qembed_inputs_embedded", "Inputs embedded", registry=r)
         self.queue_depth = Gauge("qembed_queue_depth", "Requests admitted and not yet answered", registry=r)
@@ -53,8 +57,10 @@ class ServerMetrics:
         self.engine_restarts = Counter("qembed_engine_restarts",
                                        "Restarts of the engine process after it died", registry=r)
 
-    def observe_batch(self, size: int, tokens: int) -> None:
+    def observe_batch(self, size: int, tokens: int, seconds: float | None = None) -> None:
         """Record one forward pass of ``size`` inputs holding ``tokens`` real tokens."""
+        if seconds is not None:
+            self.batch_duration.observe(seconds)
         self.batch_size.observe(size)
         self.batch_tokens.observe(tokens)
         self.tokens.inc(tokens)
