@@ -22,9 +22,11 @@ class Settings(BaseSettings):
     max_input_tokens: int | None = Field(None, description="longest input in tokens")
     truncate: bool = Field(True, description="truncate long inputs instead of rejecting them")
     max_batch_tokens: int | None = Field(
-        None, description="padded tokens per forward pass (default by device: 4096 CPU, 16384 CUDA)")
+        None, description="tokens per forward pass: real tokens for packed Qwen3 passes, inputs x longest "
+                          "for padded ones (default by device: 4096 CPU, 16384 CUDA)")
     max_batch_size: int | None = Field(
-        None, description="inputs per forward pass (default by device: 32 CPU, 256 CUDA)")
+        None, description="inputs per forward pass (default: 256 for packed Qwen3 passes; padded ones "
+                          "32 CPU, 256 CUDA)")
     compile: bool | None = Field(
         None, description="fuse the packed Qwen3 passes' element-wise ops with torch.compile "
                           "(default: on for CPU and CUDA)")

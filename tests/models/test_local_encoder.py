@@ -185,7 +185,8 @@ def test_bad_max_input_tokens(tiny_model_path):
 def test_defaults_and_info(tiny_encoder):
     info = tiny_encoder.info()
     assert info["pooling"] == "lasttoken" and info["padding_side"] == "right"
-    assert (info["max_batch_tokens"], info["max_batch_size"]) == (4096, 32)  # CPU defaults
+    assert (info["max_batch_tokens"], info["max_batch_size"]) == (4096, 256)  # CPU defaults, packed
+    assert info["packed"] is True
     assert tiny_encoder.max_input_tokens == 8192
     assert info["dim"] == 64 and info["supports_instructions"] is True
 

@@ -30,9 +30,9 @@ def serve(
         None, "--api-key", envvar="QEMBED_API_KEY",
         help="Require 'Authorization: Bearer KEY' on the API (/health and /metrics stay open)."),
     max_batch_tokens: Optional[int] = typer.Option(
-        None, "--max-batch-tokens", help="Padded tokens per forward pass (inputs x longest; default by device: 4096 CPU, 16384 GPU)."),
+        None, "--max-batch-tokens", help="Tokens per forward pass: real tokens for packed Qwen3 passes, inputs x longest for padded ones (default 4096 CPU, 16384 GPU)."),
     max_batch_size: Optional[int] = typer.Option(
-        None, "--max-batch-size", help="Inputs per forward pass (default by device: 32 CPU, 256 GPU; 1 turns batching off)."),
+        None, "--max-batch-size", help="Inputs per forward pass (default 256 for packed Qwen3 passes; padded: 32 CPU, 256 GPU; 1 turns batching off)."),
     max_client_batch_size: Optional[int] = typer.Option(
         None, "--max-client-batch-size", help="Most inputs in one request (default 2048)."),
     max_input_tokens: Optional[int] = typer.Option(

@@ -196,7 +196,8 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
                       max_batch_tokens=int(batching.get("max_batch_tokens") or encoder.max_batch_tokens),
                       max_batch_size=int(batching.get("max_batch_size") or encoder.max_batch_size),
                       max_queued_requests=1 << 30, packed=encoder.packed, max_wait=0.0,
-                      linger=float(batching.get("linger", 0.0)), metrics=_PassReporter(send))
+                      linger=float(batching.get("linger", 0.0)), metrics=_PassReporter(send),
+                      start=False)
 
     def reply(request_id: int, n: int, future: Future) -> None:
         exc = future.exception()
@@ -205,27 +206,31 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
         else:
             send(_HEAD.pack(b"V", request_id, n) + np.ascontiguousarray(future.result(), dtype="<f4").tobytes())
 
+    def receive() -> None:
+        while True:
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):  # the front died: nobody is waiting for the results
+                os._exit(0)
+            kind = message[:1]
+            if kind == b"R":
+                request_id, ids = decode_request(message)
+                try:
+                    future = batcher.submit(ids)
+                except Exception as exc:  # noqa: BLE001 - handed back to the caller
+                    send(_error_message(request_id, exc))
+                    continue
+                future.add_done_callback(lambda f, r=request_id, n=len(ids): reply(r, n, f))
+            elif kind == b"S":
+                batcher.stop()  # refuse new work; the loop on the main thread drains the queue
+                return
+
     info = describe(encoder)
     send(b"H" + json.dumps(info).encode("utf-8"))
-    while True:
-        try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):  # the front died: nobody is waiting for the results
-            os._exit(0)
-        kind = message[:1]
-        if kind == b"R":
-            request_id, ids = decode_request(message)
-            try:
-                future = batcher.submit(ids)
-            except Exception as exc:  # noqa: BLE001 - handed back to the caller
-                send(_error_message(request_id, exc))
-                continue
-            future.add_done_callback(lambda f, r=request_id, n=len(ids): reply(r, n, f))
-        elif kind == b"S":
-            batcher.close(timeout=None)
-            send(_HEAD.pack(b"S", 0, 0))
-            conn.close()
-            return
+    threading.Thread(target=receive, name="qembed-engine-receiver", daemon=True).start()
+    batcher.run()  # the forward passes run on the main thread until the front says stop
+    send(_HEAD.pack(b"S", 0, 0))
+    conn.close()
 
 
 class ProcessEngine:
