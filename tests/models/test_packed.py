@@ -19,6 +19,8 @@ TEXTS = [
     "借呗支持分几期还款 " * 12,
     "x y z",
 ]
+#: over the chunked layout's limit (256 tokens): batches holding it take the padded layout
+LONG = "The quick brown fox jumps over the lazy dog, 借呗支持分几期还款. " * 30
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +38,9 @@ def test_packed_equals_padded_for_mixed_lengths(eager, padded):
     assert eager.packed and not padded.packed
     ids = eager.tokenize(TEXTS)
     np.testing.assert_allclose(eager.forward_batch(ids), padded.forward_batch(ids), atol=1e-5)
+    with_long = eager.tokenize(TEXTS + [LONG])
+    assert len(with_long[-1]) > 256
+    np.testing.assert_allclose(eager.forward_batch(with_long), padded.forward_batch(with_long), atol=1e-5)
     # one at a time, too
     singles = np.concatenate([eager.forward_batch([x]) for x in ids])
     np.testing.assert_allclose(singles, padded.forward_batch(ids), atol=1e-5)

@@ -90,11 +90,10 @@ def test_full_server_answers_429_at_once(tiny_model_path):
             while "qembed_queue_depth 2.0" not in httpx.get(f"{url}/metrics").text:
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
-            start = time.monotonic()
+            # answered while the engine is stopped: the refusal waits for nothing
             r = httpx.post(f"{url}/v1/embeddings", json={"input": "one too many"}, timeout=5)
             assert_error(r, 429, code="queue_full", contains="max_queued_requests=2")
             assert r.headers["retry-after"] == "1"
-            assert time.monotonic() - start < 5
         finally:
             os.kill(pid, signal.SIGCONT)
         for t in threads:

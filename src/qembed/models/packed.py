@@ -240,20 +240,28 @@ class PackedQwen3:
 
     __call__ = forward
 
-    def _padded_attention(self, slots: torch.Tensor, n: int, longest: int) -> Callable:
+    def _laid_out_attention(self, slots: torch.Tensor, rows: int, width: int,
+                            mask: torch.Tensor | None) -> Callable:
+        """Attention over packed q/k/v copied into ``rows`` rows of ``width`` slots (``slots``:
+        each token's slot): causal per row when ``mask`` is None, else under ``mask``."""
         heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
 
         def attend(qkv: torch.Tensor) -> torch.Tensor:
-            # one copy lays q, k and v out as (sequences, heads, longest, head_dim)
-            padded = qkv.new_zeros(n * longest, heads + 2 * kv_heads, d)
-            padded.index_copy_(0, slots, qkv)
-            padded = padded.view(n, longest, heads + 2 * kv_heads, d).transpose(1, 2)
-            q, k, v = padded.split([heads, kv_heads, kv_heads], dim=1)
-            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
-                                               enable_gqa=heads != kv_heads)
-            return o.transpose(1, 2).reshape(n * longest, heads * d).index_select(0, slots)
+            # one copy lays q, k and v out as (rows, heads, width, head_dim)
+            laid = qkv.new_zeros(rows * width, heads + 2 * kv_heads, d)
+            laid.index_copy_(0, slots, qkv)
+            laid = laid.view(rows, width, heads + 2 * kv_heads, d).transpose(1, 2)
+            q, k, v = laid.split([heads, kv_heads, kv_heads], dim=1)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                               scale=self.scale, enable_gqa=heads != kv_heads)
+            return o.transpose(1, 2).reshape(rows * width, heads * d).index_select(0, slots)
 
         return attend
+
+    def _padded_attention(self, slots: torch.Tensor, n: int, longest: int) -> Callable:
+        """Each sequence in a row of its own, padded to the longest (right padding: a real query
+        only sees real keys under the causal mask)."""
+        return self._laid_out_attention(slots, n, longest, None)
 
     def _chunked_attention(self, lengths: list[int], seq_of: torch.Tensor, positions: torch.Tensor) -> Callable:
         """Attention for many short sequences: they are laid out back to back in chunks of
@@ -261,7 +269,6 @@ class PackedQwen3:
         (a token sees the earlier tokens of its own sequence only). A pass of one-sentence
         requests then costs a few well-filled chunks instead of every sequence padded to the
         longest one."""
-        heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
         width = max(CHUNK_TOKENS, max(lengths))
         chunk_of, offset, c, used = [], [], 0, 0
         for length in lengths:
@@ -280,18 +287,7 @@ class PackedQwen3:
         # padding slots (segment -1) see each other only, so no row is fully masked
         mask = (segment.unsqueeze(2) == segment.unsqueeze(1)) & (place.unsqueeze(2) >= place.unsqueeze(1))
         mask = mask.unsqueeze(1).to(self.device)
-        slots = slots.to(self.device)
-
-        def attend(qkv: torch.Tensor) -> torch.Tensor:
-            laid = qkv.new_zeros(chunks * width, heads + 2 * kv_heads, d)
-            laid.index_copy_(0, slots, qkv)
-            laid = laid.view(chunks, width, heads + 2 * kv_heads, d).transpose(1, 2)
-            q, k, v = laid.split([heads, kv_heads, kv_heads], dim=1)
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
-                                               enable_gqa=heads != kv_heads)
-            return o.transpose(1, 2).reshape(chunks * width, heads * d).index_select(0, slots)
-
-        return attend
+        return self._laid_out_attention(slots.to(self.device), chunks, width, mask)
 
     def _flash_attention(self, cu: torch.Tensor, longest: int) -> Callable:
         flash = self._flash
