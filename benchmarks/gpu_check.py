@@ -489,7 +489,7 @@ def main() -> None:
     results["meta"]["load_seconds"] = time.monotonic() - t
     count = getattr(encoder, "count_tokens", None) or (lambda texts: [len(x) for x in token_ids(encoder, texts)])
     short = afqmc_pool(sizes["short"] + 300)
-    warm, singles_pool, short = short[:200], short[200:300], short[300:]
+    warm, short = short[:200], short[300:]
     docs = make_documents(short, count, sizes["docs"], sizes["doc_tokens"])
     encoder.encode(warm)
     encoder.encode(docs[:16])

@@ -51,7 +51,6 @@ import logging
 import os
 import platform
 import resource
-import shutil
 import signal
 import socket
 import subprocess

@@ -35,7 +35,6 @@ from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
 from qembed.server.encoder import BatchedEncoder
 from qembed.server.engine import EngineSpec, EngineUnavailableError, ProcessEngine, ThreadEngine
 from qembed.server.errors import (
-    AuthenticationError,
     NotReadyError,
     install_error_handlers,
 )
