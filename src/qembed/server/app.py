@@ -252,7 +252,7 @@ def _load_in_background(app: FastAPI, loader: Callable[[], Encoder] | None) -> N
 
 
 # ---------------------------------------------------------------------- dependencies
-def require_auth(request: Request) -> None:
+async def require_auth(request: Request) -> None:
     """401 unless ``Authorization: Bearer <api_key>`` matches exactly (when an API key is configured)."""
     from qembed.server.errors import check_api_key  # the rule ServerMiddleware applies first
 
@@ -261,7 +261,7 @@ def require_auth(request: Request) -> None:
         check_api_key(request.headers.get("authorization"), key)
 
 
-def require_ready(request: Request) -> BatchedEncoder:
+async def require_ready(request: Request) -> BatchedEncoder:
     """The batched encoder, or 503 while the model loads, the engine restarts, or after a failure."""
     state: ServerState = request.app.state.server
     if state.status == "restarting":
