@@ -192,8 +192,6 @@ def start_engine(app: FastAPI) -> None:
     if state.closing:
         engine.close()
         return
-    tokenizer = AutoTokenizer.from_pretrained(info["path"])
-    inputs = InputPreparer.from_spec(tokenizer, info["inputs"])
     state.engine = engine
     if state.encoder is not None:  # a restart: the front keeps its tokenizer thread and admission
         state.encoder.engine = engine
@@ -201,6 +199,7 @@ def start_engine(app: FastAPI) -> None:
         state.error = None
         logger.info("the engine is back (pid %s)", engine.pid)
         return
+    inputs = InputPreparer.from_spec(AutoTokenizer.from_pretrained(info["path"]), info["inputs"])
     batched = BatchedEncoder(engine, inputs, info, max_queued_requests=settings.max_queued_requests,
                              metrics=state.metrics)
     state.served_name = settings.served_model_name or default_served_name(settings)
