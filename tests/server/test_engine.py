@@ -126,7 +126,9 @@ def test_engine_killed_mid_load_answers_503_then_recovers(tiny_model_path, tiny_
         threads = [threading.Thread(target=load) for _ in range(8)]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 120
         while len(statuses) < 2:
+            assert time.monotonic() < deadline and not errors, errors
             time.sleep(0.01)
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
