@@ -146,10 +146,6 @@ class BatchedEncoder:
                 self._in_flight -= 1
                 self._set_depth()
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
     def _set_depth(self) -> None:
         if self.metrics is not None:
             self.metrics.queue_depth.set(self._in_flight)

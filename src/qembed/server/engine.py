@@ -33,7 +33,6 @@ import os
 import signal
 import struct
 import threading
-import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -411,22 +410,18 @@ class ProcessEngine:
             except InvalidStateError:
                 pass
 
-    @property
-    def in_flight(self) -> int:
-        return len(self._pending)
-
 
 class ThreadEngine:
     """The batcher on a thread of this process, over an encoder loaded here."""
 
     def __init__(self, encoder: Any, *, max_batch_tokens: int, max_batch_size: int,
-                 metrics: Any = None, incoming: Callable[[], int] | None = None) -> None:
+                 metrics: Any = None) -> None:
         self.encoder = encoder
         self.dim = int(encoder.dim)
         self.info = describe(encoder)
         self.batcher = Batcher(encoder.forward_batch, encoder.dim, max_batch_tokens=max_batch_tokens,
                                max_batch_size=max_batch_size, max_queued_requests=1 << 30,
-                               metrics=metrics, incoming=incoming,
+                               metrics=metrics,
                                packed=bool(getattr(encoder, "packed", False)))
         self.pid = os.getpid()
 
@@ -439,13 +434,3 @@ class ThreadEngine:
 
     def close(self, timeout: float | None = 60.0) -> None:
         self.batcher.close(timeout)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
