@@ -69,7 +69,7 @@ def evaluate(name: str, train_scores: np.ndarray, train_labels: list[int], dev_s
 
 def main(argv: list[str] | None = None) -> int:
     from qembed.models import load_encoder
-    from qembed.tasks.similarity import read_pairs, score_pairs
+    from qembed.pairs.scoring import read_pairs, score_pairs
     from qembed.testing import shared_dir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -5,10 +5,10 @@ like embeddings, with known labels (so V-measure is reported). Generation is not
 
 For every size (``--sizes``, default 10000,100000) and method:
 
-* ``kmeans``: qembed's :func:`qembed.tasks.cluster.kmeans_labels` (``backend="auto"``: faiss
+* ``kmeans``: qembed's :func:`qembed.clustering.pipeline.kmeans_labels` (``backend="auto"``: faiss
   spherical k-means above 5,000 vectors) against scikit-learn ``KMeans(n_clusters=k)`` with its
   defaults (k-means++, ``n_init="auto"``), both with k = the number of components.
-* ``hdbscan``: qembed's :func:`qembed.tasks.cluster.hdbscan_labels` (PCA to ``--hdbscan-dims``
+* ``hdbscan``: qembed's :func:`qembed.clustering.pipeline.hdbscan_labels` (PCA to ``--hdbscan-dims``
   dimensions above 5,000 vectors, ``min_samples=min(min_cluster_size, 10)``) against
   scikit-learn ``HDBSCAN(min_cluster_size=…)`` with its defaults on the raw vectors; the raw
   baseline only runs up to ``--baseline-max`` vectors (and within ``--timeout`` seconds) because
@@ -98,7 +98,7 @@ def _case(spec: dict[str, Any], queue: "mp.Queue") -> None:
     warnings.filterwarnings("ignore")
     from sklearn.metrics import v_measure_score
 
-    from qembed.tasks.cluster import default_min_cluster_size, hdbscan_labels, kmeans_backend, kmeans_labels
+    from qembed.clustering.pipeline import default_min_cluster_size, hdbscan_labels, kmeans_backend, kmeans_labels
 
     x, y = make_data(spec["n"], spec["dim"], spec["components"], spec["seed"])
     n, k, seed = spec["n"], spec["components"], spec["seed"]

@@ -204,7 +204,7 @@ def milvus_section(args, report: dict, vecs: np.ndarray) -> None:
 
 def indexing_section(args, report: dict) -> None:
     from qembed.models.local import LocalEncoder
-    from qembed.tasks.search import KnowledgeBase
+    from qembed.search.knowledge_base import KnowledgeBase
     from qembed.testing import build_random_qwen, shared_dir
 
     cache = Path(os.path.expanduser("~/.cache/qembed/random-qwen3-embedding-0.6b"))  # shared with the other benchmarks

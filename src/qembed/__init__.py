@@ -19,12 +19,12 @@ __version__ = "0.1.0"
 _LAZY = {
     "LocalEncoder": "qembed.models.local",
     "RemoteEncoder": "qembed.models.remote",
-    "KnowledgeBase": "qembed.tasks.search",
+    "KnowledgeBase": "qembed.search",
     "open_store": "qembed.store",
-    "cluster": "qembed.tasks.cluster",
-    "score_pairs": "qembed.tasks.similarity",
-    "zero_shot": "qembed.tasks.classify",
-    "find_duplicates": "qembed.tasks.dedup",
+    "cluster": "qembed.clustering",
+    "score_pairs": "qembed.pairs.scoring",
+    "zero_shot": "qembed.pairs.classify",
+    "find_duplicates": "qembed.pairs.dedup",
 }
 
 

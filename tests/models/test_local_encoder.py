@@ -231,6 +231,6 @@ def test_top_level_api_names():
 
     for name in qembed.__all__:
         assert getattr(qembed, name) is not None, name
-    assert qembed.score_pairs is importlib.import_module("qembed.tasks.similarity").score_pairs
+    assert qembed.score_pairs is importlib.import_module("qembed.pairs.scoring").score_pairs
     with pytest.raises(AttributeError):
         qembed.no_such_name  # noqa: B018

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qembed.errors import InputError
-from qembed.tasks.chunking import Chunker
-from qembed.tasks.lexical import BM25Index, tokenize
+from qembed.search.chunking import Chunker
+from qembed.search.lexical import BM25Index, tokenize
 
 
 def test_chunks_fit_the_budget_overlap_and_cover_the_text(tiny_encoder):

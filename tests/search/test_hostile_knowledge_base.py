@@ -13,7 +13,7 @@ from qembed.cli import main
 from qembed.errors import InputError
 from qembed.server.errors import QueueFullError
 from qembed.store import open_store
-from qembed.tasks.search import KnowledgeBase
+from qembed.search.knowledge_base import KnowledgeBase
 
 CRAFTED = "zz'] or id != 'q' or id in ['zz"
 

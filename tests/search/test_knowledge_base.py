@@ -6,7 +6,7 @@ import pytest
 
 from qembed.errors import InputError
 from qembed.store import open_store
-from qembed.tasks.search import KnowledgeBase, rrf
+from qembed.search.knowledge_base import KnowledgeBase, rrf
 from qembed.store.base import Hit
 
 HELP_CENTRE_ZH = [

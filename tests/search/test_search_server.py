@@ -28,7 +28,7 @@ def test_documents_and_search_endpoints(tiny_encoder, tmp_path):
             assert len(data) == 3 and set(data[0]) == {"id", "score", "text", "metadata"}
             assert data[0]["score"] >= data[1]["score"] >= data[2]["score"]
             # the same ranking as the Python API on the same index
-            from qembed.tasks.search import KnowledgeBase
+            from qembed.search.knowledge_base import KnowledgeBase
 
             local = KnowledgeBase.open(index, tiny_encoder, create=False)
             assert [h.id for h in local.search("买了东西两天了怎么还不发快递?", 3)] == [d["id"] for d in data]
@@ -76,7 +76,7 @@ def test_server_without_index_answers_404(tiny_encoder):
 
 
 def test_server_refuses_an_index_of_another_model(tiny_encoder, minilm_encoder, tmp_path):
-    from qembed.tasks.search import KnowledgeBase
+    from qembed.search.knowledge_base import KnowledgeBase
 
     kb = KnowledgeBase.open(tmp_path / "ix", minilm_encoder)
     kb.add(["hello world"])

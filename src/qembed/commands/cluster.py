@@ -86,7 +86,7 @@ def cluster_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Cluster the texts of FILE and name every cluster by its keywords (c-TF-IDF)."""
-    from qembed.tasks.cluster import _check_k, _check_method, cluster
+    from qembed.clustering.pipeline import _check_k, _check_method, cluster
 
     method = _check_method(method)
     k_value = _parse_k(k)
@@ -156,7 +156,7 @@ def eval_clustering_command(
 ) -> None:
     """Cluster labelled texts and report V-measure, ARI and NMI, beside a TF-IDF K-Means baseline."""
     from qembed.eval.clustering import evaluate_clustering
-    from qembed.tasks.cluster import _check_method
+    from qembed.clustering.pipeline import _check_method
 
     method = _check_method(method)
     k_value = _parse_k(k)

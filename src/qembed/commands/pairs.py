@@ -108,7 +108,7 @@ def similarity(
     """
     from qembed.eval.pairs import calibrate as run_calibration
     from qembed.eval.pairs import metrics_at
-    from qembed.tasks.similarity import (
+    from qembed.pairs.scoring import (
         check_threshold, load_threshold, read_pairs, save_threshold as write_threshold, score_pairs,
     )
 
@@ -286,7 +286,7 @@ def zero_shot_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Send each text to the nearest label (names or 'name: description'), no training needed."""
-    from qembed.tasks.classify import ZeroShotClassifier, classification_metrics
+    from qembed.pairs.classify import ZeroShotClassifier, classification_metrics
 
     specs = _read_label_specs(label, labels_file)
     items, records = _texts_from(texts, input, text_column)
@@ -354,7 +354,7 @@ def train_command(
 ) -> None:
     """Fit a logistic-regression head on embeddings of labelled texts; report held-out accuracy and macro-F1."""
     from qembed.io import read_records, require_columns
-    from qembed.tasks.classify import train_classifier
+    from qembed.pairs.classify import train_classifier
 
     if output.exists() and not output.is_dir():
         fail(f"--output {output} exists and is not a folder")
@@ -403,7 +403,7 @@ def predict_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Classify texts with a classifier trained by `qembed classify train`."""
-    from qembed.tasks.classify import TrainedClassifier
+    from qembed.pairs.classify import TrainedClassifier
 
     clf = TrainedClassifier.load(classifier)
     items, _ = _texts_from(texts, input, text_column, allow_file_argument=True)
@@ -459,8 +459,8 @@ def dedup(
     as_json: bool = JsonOpt,
 ) -> None:
     """Find groups of near-duplicate texts (representative = earliest) and write a deduplicated file."""
-    from qembed.tasks.dedup import find_duplicates
-    from qembed.tasks.similarity import check_threshold
+    from qembed.pairs.dedup import find_duplicates
+    from qembed.pairs.scoring import check_threshold
 
     check_threshold(threshold)
     if k < 1:

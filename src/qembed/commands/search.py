@@ -145,7 +145,7 @@ def index_add(
 ) -> None:
     """Add (or replace) documents in a knowledge base, creating it if needed."""
     from qembed.store import open_store
-    from qembed.tasks.search import KnowledgeBase
+    from qembed.search.knowledge_base import KnowledgeBase
 
     docs = read_documents(sources, per_file=per_file, text_column=text_column, id_column=id_column,
                           title_column=title_column)
@@ -177,7 +177,7 @@ def index_delete(
 ) -> None:
     """Delete documents from a knowledge base by id."""
     from qembed.store import open_store
-    from qembed.tasks.search import delete_documents
+    from qembed.search.knowledge_base import delete_documents
 
     store = open_store(index, create=False, **_store_opts(collection))
     try:
@@ -230,7 +230,7 @@ def search(
     """Search a knowledge base by meaning (dense), words (bm25) or both (hybrid)."""
     from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
     from qembed.store import open_store
-    from qembed.tasks.search import KnowledgeBase
+    from qembed.search.knowledge_base import KnowledgeBase
 
     if not query.strip():
         fail("the query is empty")
@@ -302,7 +302,7 @@ def eval_retrieval(
 ) -> None:
     """nDCG@10, Recall@10/100 and MRR@10 on BEIR data, through the knowledge-base search path."""
     from qembed.eval.retrieval import evaluate_retrieval, load_beir
-    from qembed.tasks.search import MODES
+    from qembed.search.knowledge_base import MODES
 
     if mode not in MODES:
         fail(f"--mode must be one of {', '.join(MODES)}")

@@ -1,7 +1,7 @@
 """Clustering quality against gold labels: V-measure, ARI, NMI (scikit-learn), with a baseline.
 
 :func:`clustering_scores` compares two labelings. :func:`evaluate_clustering` embeds labelled
-texts, clusters them with :func:`qembed.tasks.cluster.cluster` and scores the result; as a
+texts, clusters them with :func:`qembed.clustering.pipeline.cluster` and scores the result; as a
 baseline it clusters the same texts by their words alone (TF-IDF over qembed's keyword tokenizer,
 then K-Means with the same k), so the figure says what the embeddings add over lexical overlap.
 Outliers (HDBSCAN's ``-1``) count as one more predicted cluster; their share is reported.
@@ -49,7 +49,7 @@ def lexical_baseline(texts: Sequence[str], k: int, *, seed: int = 0) -> np.ndarr
     from sklearn.cluster import KMeans
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from qembed.tasks.topics import Tokenizer
+    from qembed.clustering.keywords import Tokenizer
 
     vectorizer = TfidfVectorizer(tokenizer=Tokenizer.for_corpus(list(texts)), lowercase=False,
                                  token_pattern=None, sublinear_tf=True)
@@ -81,7 +81,7 @@ def evaluate_clustering(
     clustering); ``k="auto"`` lets the silhouette choose. Returns ``{"n", "classes", "method",
     "k", "n_clusters", "outlier_fraction", "scores": {…}, "baseline": {"name", "scores"}}``.
     """
-    from qembed.tasks.cluster import cluster
+    from qembed.clustering.pipeline import cluster
 
     texts = list(texts)
     gold = [str(g) for g in gold]

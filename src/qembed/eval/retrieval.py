@@ -158,13 +158,13 @@ def evaluate_retrieval(
     show_progress_bar: bool = False,
     index: str | None = None,
 ) -> dict[str, Any]:
-    """Index ``data.corpus`` in a :class:`~qembed.tasks.search.KnowledgeBase` and score each mode.
+    """Index ``data.corpus`` in a :class:`~qembed.search.knowledge_base.KnowledgeBase` and score each mode.
 
     ``index``: where to build it (default an in-memory exact FAISS store). Returns
     ``{"protocol", "documents", "queries", "chunks", "results": {mode: metrics}, "seconds"}``.
     """
     from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
-    from qembed.tasks.search import KnowledgeBase
+    from qembed.search.knowledge_base import KnowledgeBase
 
     kb = KnowledgeBase.open(index, encoder, store_options={"index": "flat"}, chunk_tokens=chunk_tokens,
                             chunk_overlap=chunk_overlap,

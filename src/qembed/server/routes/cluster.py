@@ -1,7 +1,7 @@
 """``POST /v1/cluster``: cluster texts and name the clusters (K-Means or HDBSCAN, c-TF-IDF keywords).
 
 The texts are embedded through the server's batching queue (``request.app.state.encoder``) and
-clustered by :func:`qembed.tasks.cluster.cluster`, all in a worker thread. A request holds at
+clustered by :func:`qembed.clustering.pipeline.cluster`, all in a worker thread. A request holds at
 most :data:`MAX_CLUSTER_TEXTS` texts (and the server's request-size limit applies); bad input
 answers 400 with an OpenAI-shaped error. The answer is ``ClusterResult.to_dict()`` plus
 ``object`` and ``model``: ``texts`` (one row per input in order: ``index``, ``text``, ``cluster``,
@@ -84,7 +84,7 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
 
 
 def _run(body: ClusterRequest, encoder: Any, instruction: str | None, dimensions: int | None):
-    from qembed.tasks.cluster import cluster
+    from qembed.clustering.pipeline import cluster
 
     return cluster(
         body.input, encoder, method=body.method, k=body.k, min_cluster_size=body.min_cluster_size,

@@ -97,7 +97,7 @@ def _check_size(n: int, limit: int, what: str, param: str) -> None:
 @router.post("/v1/similarity", summary="Cosine similarity of text pairs")
 async def similarity(body: SimilarityRequest, request: Request) -> dict[str, Any]:
     """Score each pair; with ``threshold`` also a same/different verdict per pair."""
-    from qembed.tasks.similarity import check_threshold, score_pairs
+    from qembed.pairs.scoring import check_threshold, score_pairs
 
     encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     _check_size(len(body.pairs), request.app.state.settings.max_client_batch_size, "pair", "pairs")
@@ -126,7 +126,7 @@ _cache_lock = threading.Lock()
 
 def _zero_shot(app: Any, encoder: Any, body: ClassifyRequest, dimensions: int | None):
     """A cached :class:`ZeroShotClassifier` for this label set (built in a worker thread)."""
-    from qembed.tasks.classify import ZeroShotClassifier
+    from qembed.pairs.classify import ZeroShotClassifier
 
     key = (tuple(body.labels), body.instruction, body.label_instruction, dimensions, id(encoder))
     with _cache_lock:
@@ -168,8 +168,8 @@ async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
 @router.post("/v1/dedup", summary="Groups of near-duplicate texts")
 async def dedup(body: DedupRequest, request: Request) -> dict[str, Any]:
     """Groups (representative = earliest text, first) and the indices a deduplicated list keeps."""
-    from qembed.tasks.dedup import find_duplicates
-    from qembed.tasks.similarity import check_threshold
+    from qembed.pairs.dedup import find_duplicates
+    from qembed.pairs.scoring import check_threshold
 
     encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     _check_size(len(body.input), request.app.state.settings.max_client_batch_size, "text", "input")

@@ -66,7 +66,7 @@ def setup(app: FastAPI, settings: Settings) -> None:
     app.state.knowledge_base_lock = threading.Lock()
     if not settings.index:
         return
-    from qembed.tasks.search import KnowledgeBase
+    from qembed.search.knowledge_base import KnowledgeBase
 
     kb = KnowledgeBase.open(settings.index, app.state.encoder, create=True)
     app.state.knowledge_base = kb
@@ -101,7 +101,7 @@ async def add_documents(body: DocumentsRequest, request: Request) -> dict[str, A
     docs = [d if isinstance(d, str) else d.model_dump(exclude_none=True) for d in body.documents]
 
     def write() -> dict[str, Any]:
-        from qembed.tasks.search import as_documents
+        from qembed.search.knowledge_base import as_documents
 
         parsed = as_documents(docs)
         with request.app.state.knowledge_base_lock:
@@ -116,7 +116,7 @@ async def add_documents(body: DocumentsRequest, request: Request) -> dict[str, A
 async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
     kb = _kb(request)
 
-    from qembed.tasks.search import check_document_id
+    from qembed.search.knowledge_base import check_document_id
 
     check_document_id(doc_id, where="the document id", param="id")
 

@@ -11,7 +11,7 @@ import pytest
 from qembed.errors import InputError, NotFoundError
 from qembed.eval.pairs import calibrate
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-from qembed.tasks.similarity import (
+from qembed.pairs.scoring import (
     load_threshold, read_pairs, save_threshold, score_pairs, similarity, unique_encode,
 )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from qembed.errors import InputError
-from qembed.tasks.cluster import cluster
+from qembed.clustering.pipeline import cluster
 
 TEXTS = ["a cat on the mat", "a dog in the park", "a red sports car", "a city bus at night"]
 

@@ -1,6 +1,6 @@
 """A self-contained HTML report of a clustering: a 2-D map and a table of clusters.
 
-In: a :class:`~qembed.tasks.cluster.ClusterResult` (with its embeddings). Out: one HTML file
+In: a :class:`~qembed.clustering.pipeline.ClusterResult` (with its embeddings). Out: one HTML file
 that needs no network: the map is inline SVG (one circle per text, coloured by cluster, the text
 shown on hover by a few lines of inline JavaScript and, without JavaScript, by the SVG
 ``<title>`` tooltip), followed by a table of clusters with their label, size, keywords and
@@ -22,7 +22,7 @@ import numpy as np
 from qembed.errors import InputError
 
 if TYPE_CHECKING:
-    from qembed.tasks.cluster import ClusterResult
+    from qembed.clustering.pipeline import ClusterResult
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import pytest
 import qembed
 from .conftest import CHINESE, MULTILINGUAL, blobs, flatten
 from qembed.errors import InputError
-from qembed.tasks.report import PALETTE, render_report
+from qembed.clustering.report import PALETTE, render_report
 
 
 def _result(extra: list[str] = ()):

@@ -28,7 +28,7 @@ import numpy as np
 from qembed.errors import InputError
 from qembed.models.encoder import Encoder, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-from qembed.tasks.similarity import check_threshold
+from qembed.pairs.scoring import check_threshold
 
 logger = logging.getLogger(__name__)
 

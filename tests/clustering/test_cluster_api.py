@@ -9,7 +9,7 @@ from sklearn.metrics import v_measure_score
 import qembed
 from .conftest import CHINESE, MULTILINGUAL, TOPICS, blobs, flatten
 from qembed.errors import InputError
-from qembed.tasks.cluster import ClusterResult, auto_k
+from qembed.clustering.pipeline import ClusterResult, auto_k
 
 TOPIC_WORDS = {
     "cooking": {"bread", "oven", "recipe", "onions", "dough", "bake"},

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from qembed.errors import InputError
-from qembed.tasks.dedup import UnionFind, find_duplicates, neighbour_edges
+from qembed.pairs.dedup import UnionFind, find_duplicates, neighbour_edges
 
 from .conftest import DEDUP_TEXTS
 

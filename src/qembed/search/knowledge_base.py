@@ -40,8 +40,8 @@ from qembed.store.base import (
     check_metadata_value,
     check_texts,
 )
-from qembed.tasks.chunking import Chunker, check_chunking
-from qembed.tasks.lexical import BM25Index
+from qembed.search.chunking import Chunker, check_chunking
+from qembed.search.lexical import BM25Index
 
 logger = logging.getLogger(__name__)
 

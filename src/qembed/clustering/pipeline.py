@@ -38,7 +38,7 @@ import numpy as np
 from qembed.errors import InputError
 from qembed.models.encoder import Encoder, normalize, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-from qembed.tasks.topics import OUTLIER_LABEL, Tokenizer, cluster_keywords, detect_language, make_label
+from qembed.clustering.keywords import OUTLIER_LABEL, Tokenizer, cluster_keywords, detect_language, make_label
 
 logger = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ class ClusterResult:
         return path
 
     def write_report(self, path: str | Path, **kwargs: Any) -> Path:
-        """Write the self-contained HTML report (see :func:`qembed.tasks.report.write_report`)."""
-        from qembed.tasks.report import write_report
+        """Write the self-contained HTML report (see :func:`qembed.clustering.report.write_report`)."""
+        from qembed.clustering.report import write_report
 
         return write_report(self, path, **kwargs)
 

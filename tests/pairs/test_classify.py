@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from qembed.errors import InputError, NotFoundError
-from qembed.tasks.classify import (
+from qembed.pairs.classify import (
     MANIFEST, TrainedClassifier, ZeroShotClassifier, parse_labels, train_classifier, zero_shot,
 )
 

@@ -6,7 +6,7 @@ import jieba
 import numpy as np
 
 from .conftest import CHINESE, MULTILINGUAL, flatten
-from qembed.tasks.topics import (
+from qembed.clustering.keywords import (
     OUTLIER_LABEL, Tokenizer, class_tfidf, cluster_keywords, detect_language, discover_chinese_words,
     make_label, tokenize,
 )
