@@ -68,6 +68,7 @@ def evaluate(name: str, train_scores: np.ndarray, train_labels: list[int], dev_s
 
 
 def main(argv: list[str] | None = None) -> int:
+    from qembed.io import is_http_url
     from qembed.models import load_encoder
     from qembed.pairs.scoring import read_pairs, score_pairs
     from qembed.testing import shared_dir
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     majority = 1 if sum(dv_labels) * 2 > n_dev else 0
     majority_acc = sum(1 for y in dv_labels if y == majority) / n_dev
 
-    kwargs = {} if args.model.startswith(("http://", "https://")) else {"device": args.device, "dtype": args.dtype}
+    kwargs = {} if is_http_url(args.model) else {"device": args.device, "dtype": args.dtype}
     encoder = load_encoder(args.model, **kwargs)
     instruction = args.instruction
     from qembed.models.prompts import SYMMETRIC_INSTRUCTION

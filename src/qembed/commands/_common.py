@@ -62,11 +62,12 @@ def open_encoder(
 ):
     """Load the encoder named on the command line (or by ``QEMBED_MODEL``)."""
     from qembed.config import Settings
+    from qembed.io import is_http_url
     from qembed.models import load_encoder
 
     settings = Settings()
     target = model or settings.model
-    if target.startswith(("http://", "https://")):
+    if is_http_url(target):
         return load_encoder(target, api_key=api_key, **kwargs)
     return load_encoder(
         target,

@@ -73,6 +73,7 @@ def serve(
     import uvicorn
 
     from qembed.config import Settings
+    from qembed.io import is_http_url
     from qembed.models.resolve import resolve_model_path
     from pydantic import ValidationError
 
@@ -101,7 +102,7 @@ def serve(
             continue
         if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
             raise typer.BadParameter(f"{value} is out of range", param_hint=f"--{name.replace('_', '-')}")
-    if settings.served_model_name is None and not settings.model.startswith(("http://", "https://")):
+    if settings.served_model_name is None and not is_http_url(settings.model):
         path = Path(settings.model).expanduser()
         if path.exists():
             settings.served_model_name = path.name
@@ -110,7 +111,7 @@ def serve(
 
     in_process = not uses_engine_process(settings)
     if background_load:
-        if not settings.model.startswith(("http://", "https://")):
+        if not is_http_url(settings.model):
             resolve_model_path(settings.model)  # fail now on a missing folder, not in the background
         app = create_app(settings)
     elif in_process:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qembed.io import is_http_url
 from qembed.models.encoder import Encoder
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION, SYMMETRIC_INSTRUCTION
 from qembed.models.resolve import DEFAULT_MODEL
@@ -28,7 +29,7 @@ def load_encoder(
     :class:`~qembed.models.remote.RemoteEncoder`. Extra keyword arguments go to the backend.
     """
     target = model_or_url if model_or_url is not None else (model or DEFAULT_MODEL)
-    if isinstance(target, str) and target.startswith(("http://", "https://")):
+    if is_http_url(target):
         from qembed.models.remote import RemoteEncoder
 
         return RemoteEncoder(target, model=model, api_key=api_key,

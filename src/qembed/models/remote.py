@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qembed.errors import InputError, RemoteError
+from qembed.io import is_http_url
 from qembed.models.encoder import check_dimensions, check_finite, truncate_dimensions, validate_texts
 from qembed.models.prompts import qwen_prefix
 
@@ -58,7 +59,7 @@ class RemoteEncoder:
         send_dimensions: bool = True,
         client: httpx.Client | None = None,
     ) -> None:
-        if not base_url.startswith(("http://", "https://")):
+        if not is_http_url(base_url):
             raise InputError(f"base_url must start with http:// or https://, got {base_url!r}")
         if batch_size < 1:
             raise InputError("batch_size must be at least 1")

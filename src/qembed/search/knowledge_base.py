@@ -28,6 +28,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qembed.errors import InputError
+from qembed.io import is_milvus_server, is_milvus_uri
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
 from qembed.store import open_store
 from qembed.store.base import (
@@ -411,10 +412,10 @@ class KnowledgeBase:
 
     def _bm25_folder(self) -> Path | None:
         loc = self.store.location
-        if loc is None or loc.startswith(("http://", "https://", "milvus://", "tcp://")):
+        if loc is None or is_milvus_server(loc):
             return None
         path = Path(loc)
-        return path / "bm25" if path.is_dir() and not loc.endswith(".db") else path.with_name(path.name + ".bm25")
+        return path / "bm25" if path.is_dir() and not is_milvus_uri(loc) else path.with_name(path.name + ".bm25")
 
     def _save_bm25(self, index: BM25Index) -> None:
         folder = self._bm25_folder()

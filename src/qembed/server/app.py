@@ -29,6 +29,7 @@ from fastapi.responses import JSONResponse, Response
 from qembed import __version__
 from qembed.config import Settings
 from qembed.errors import InputError, QembedError
+from qembed.io import is_http_url
 from qembed.models.encoder import Encoder, check_dimensions, truncate_dimensions
 from qembed.models.inputs import InputPreparer
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
@@ -91,7 +92,7 @@ def default_served_name(settings: Settings, encoder: Encoder | None = None) -> s
     if encoder is not None:
         return encoder.name
     model = settings.model.rstrip("/")
-    if model.startswith(("http://", "https://")):
+    if is_http_url(model):
         return model
     path = Path(model).expanduser()
     return path.name if path.exists() else model
@@ -102,7 +103,7 @@ def load_from_settings(settings: Settings) -> Encoder:
     endpoint (proxy)."""
     from qembed.models import load_encoder
 
-    if settings.model.startswith(("http://", "https://")):
+    if is_http_url(settings.model):
         return load_encoder(settings.model, api_key=settings.upstream_api_key,
                             model=settings.upstream_model)
     return load_encoder(
@@ -124,7 +125,7 @@ def engine_spec(settings: Settings) -> EngineSpec:
 
 def uses_engine_process(settings: Settings) -> bool:
     """Whether ``settings`` put the model in an engine process (local models, ``engine=process``)."""
-    return settings.engine == "process" and not settings.model.startswith(("http://", "https://"))
+    return settings.engine == "process" and not is_http_url(settings.model)
 
 
 def _serve(app: FastAPI, batched: BatchedEncoder, dim: int, max_input_tokens: Any) -> None:

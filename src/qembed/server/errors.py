@@ -20,7 +20,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from qembed.errors import QembedError
+from qembed.errors import (  # noqa: F401  (the server's error kinds live in qembed.errors)
+    AuthenticationError,
+    ModelNotServedError,
+    NotReadyError,
+    QembedError,
+    QueueFullError,
+    ServerClosingError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,41 +47,6 @@ _TYPE_BY_STATUS = {
 #: Longest echo of a client's value in an error message, in characters.
 _MAX_ECHO = 120
 _LOC_PART = re.compile(r"[a-z_][a-z0-9_]*|[0-9]+")
-
-
-class AuthenticationError(QembedError):
-    """Missing or wrong API key (``--api-key`` is set)."""
-
-    status_code = 401
-    error_type = "authentication_error"
-
-
-class ModelNotServedError(QembedError):
-    """The request names a model this server does not serve."""
-
-    status_code = 404
-    error_type = "invalid_request_error"
-
-
-class QueueFullError(QembedError):
-    """The batching queue holds ``max_queued_requests`` requests already."""
-
-    status_code = 429
-    error_type = "rate_limit_error"
-
-
-class NotReadyError(QembedError):
-    """The model is still loading (or failed to load)."""
-
-    status_code = 503
-    error_type = "service_unavailable_error"
-
-
-class ServerClosingError(QembedError):
-    """The server is shutting down and accepts no new work."""
-
-    status_code = 503
-    error_type = "service_unavailable_error"
 
 
 def check_api_key(authorization: str | None, key: str) -> None:

@@ -15,17 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from qembed.errors import InputError, NotFoundError
+from qembed.io import is_milvus_uri
 from qembed.store.base import Filter, Hit, Record, VectorStore
 
 __all__ = ["Filter", "Hit", "Record", "VectorStore", "open_store", "is_milvus_uri", "FaissStore"]
-
-
-def is_milvus_uri(uri: str | os.PathLike[str] | None) -> bool:
-    """Whether ``uri`` names a Milvus backend (a ``.db`` file or an http(s)/milvus URL)."""
-    if uri is None:
-        return False
-    s = str(uri)
-    return s.startswith(("http://", "https://", "milvus://", "tcp://")) or s.endswith(".db")
 
 
 def open_store(

@@ -49,7 +49,14 @@ from typing import Any, Iterator, Mapping, Sequence
 import faiss
 import numpy as np
 
-from qembed.errors import InputError, NotFoundError, QembedError
+from qembed.errors import (  # noqa: F401  (CorruptIndexError, IndexLockedError, IndexExistsError: re-exported)
+    CorruptIndexError,
+    IndexExistsError,
+    IndexLockedError,
+    InputError,
+    NotFoundError,
+    QembedError,
+)
 from qembed.store.base import (
     Filter,
     Hit,
@@ -87,34 +94,6 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS fields (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS dead (iid INTEGER PRIMARY KEY);
 """
-
-
-class CorruptIndexError(QembedError):
-    """An index folder exists but cannot be read (missing or damaged files).
-
-    Not the client's fault and not a bug: the server answers 503 (``index_corrupt``) until an
-    operator restores the folder.
-    """
-
-    status_code = 503
-    error_type = "service_unavailable_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="index_corrupt")
-
-
-class IndexLockedError(QembedError):
-    """Another process holds the index folder's writer lock (nothing was written; retry)."""
-
-    status_code = 409
-    error_type = "conflict_error"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, code="index_locked")
-
-
-class IndexExistsError(InputError):
-    """:meth:`FaissStore.create` on a folder that already holds something."""
 
 
 def is_faiss_folder(path: str | os.PathLike[str]) -> bool:

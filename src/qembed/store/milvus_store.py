@@ -20,6 +20,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 
 from qembed.errors import InputError, NotFoundError, QembedError, RemoteError
+from qembed.io import is_milvus_server
 from qembed.store.base import (
     Filter,
     Hit,
@@ -78,7 +79,7 @@ class MilvusStore:
     ) -> "MilvusStore":
         """Open ``collection`` at ``uri`` (Milvus Lite ``.db`` file or server URL), creating it if allowed."""
         pymilvus = _milvus()
-        lite = not uri.startswith(("http://", "https://", "milvus://", "tcp://"))
+        lite = not is_milvus_server(uri)
         if lite:
             path = Path(uri)
             if not path.exists() and (not create or dim is None):
