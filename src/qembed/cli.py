@@ -7,14 +7,16 @@ that adds its commands to the app or to one of the command groups below.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
-from typing import Optional
 
 import typer
 
 from qembed import __version__
-from qembed.commands._common import setup_logging
+from qembed.commands._common import install_command_class, setup_logging
 from qembed.errors import QembedError
+
+logger = logging.getLogger("qembed")
 
 app = typer.Typer(
     name="qembed",
@@ -47,7 +49,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging on stderr."),
-    version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+    version: bool | None = typer.Option(None, "--version", callback=_version, is_eager=True,
                                            help="Print the version and exit."),
 ) -> None:
     setup_logging(verbose)
@@ -58,21 +60,50 @@ for _name in COMMAND_MODULES:
 for _group, _sub in groups.items():
     if _sub.registered_commands or _sub.registered_groups:
         app.add_typer(_sub, name=_group)
+install_command_class(app)  # old option spellings (hidden aliases) on every command
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors print ``error: …`` on stderr and exit 2, without a traceback."""
+    """Entry point and the one error path of the CLI.
+
+    ``error: <message>`` on stderr, never a traceback: exit 2 for bad input or usage (Click's own
+    usage errors too), 1 for runtime failures, each :class:`~qembed.errors.QembedError` kind by its
+    ``exit_code``; 130 on Ctrl-C.
+    """
     try:
-        app(args=argv, prog_name="qembed", standalone_mode=True)
-    except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+        result = app(args=argv, prog_name="qembed", standalone_mode=False)
+    except typer.TyperException as exc:  # Click's usage errors (bad option, missing value …)
+        return _usage_error(exc)
     except QembedError as exc:
         typer.echo(f"error: {exc.message}", err=True)
-        return 2
-    except KeyboardInterrupt:
+        return int(getattr(exc, "exit_code", 2))
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         return 130
-    return 0
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    except MemoryError:
+        typer.echo("error: out of memory", err=True)
+        return 1
+    except Exception as exc:  # a runtime failure without a qembed error kind
+        logger.debug("unexpected failure", exc_info=True)
+        typer.echo(f"error: {type(exc).__name__}: {exc}" + ("" if logger.isEnabledFor(logging.DEBUG)
+                   else " (run with --verbose for the traceback)"), err=True)
+        return 1
+    if result == 130:  # Ctrl-C inside Click's own handling
+        typer.echo("interrupted", err=True)
+    return int(result) if isinstance(result, int) else 0
+
+
+def _usage_error(exc: typer.TyperException) -> int:
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `qembed` or a group without a command: its help
+        typer.echo(exc.format_message())
+        return int(getattr(exc, "exit_code", 2))
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message()
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None and getattr(ctx, "command_path", None) else ""
+    typer.echo(f"error: {message}{hint}", err=True)
+    return int(getattr(exc, "exit_code", 2))
 
 
 if __name__ == "__main__":

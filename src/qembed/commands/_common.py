@@ -1,18 +1,82 @@
-"""Options and helpers every CLI command shares: model loading, --json output, error reporting."""
+"""Options and helpers every CLI command shares: the qembed vocabulary, model loading, ``--json``,
+progress and errors.
+
+The same words mean the same thing on the command line, in the REST bodies and in Python:
+
+=============================================  ===================================  =========================  ==================================
+thing                                          CLI                                  REST body field            Python parameter
+=============================================  ===================================  =========================  ==================================
+main input file (texts, pairs, documents,      ``--input / -i PATH``                —                          ``path`` / ``input``
+training data)
+further files, named by role                   ``--dev``, ``--corpus``,             —                          same names
+                                               ``--queries``, ``--qrels``,
+                                               ``--labels-file``
+texts given directly                           positional ``TEXT...``               ``input`` / ``texts``      ``texts``
+output file or folder                          ``--output / -o PATH``               —                          ``output``
+columns of a table file                        ``--text-column``, ``--id-column``,  —                          ``text_column``, …
+                                               ``--label-column``,
+                                               ``--text1-column``,
+                                               ``--text2-column``
+model                                          ``--model / -m`` (folder, Hub id     ``model``                  ``model``
+                                               or http(s) URL)
+device, precision, runtime                     ``--device``, ``--dtype``            —                          ``device``, ``dtype``, ``backend``
+                                               (auto/bfloat16/float16/float32),
+                                               ``--backend`` (torch/openvino/onnx)
+instruction                                    ``--instruction TEXT``,              ``instruction`` (null or   ``instruction=None`` (default),
+                                               ``--no-instruction``                 omitted: the default;      ``instruction=""`` (none)
+                                                                                    ``""``: none)
+how many results come back                     ``--top-k N``; ``--top-n N`` for     ``top_k`` / ``top_n``      ``top_k`` / ``top_n``
+                                               rerank
+how many clusters                              ``--clusters N`` or ``auto``         ``clusters``               ``clusters``
+cosine threshold                               ``--min-similarity X``               ``min_similarity``         ``min_similarity``
+probability threshold                          ``--min-probability X``              ``min_probability``        ``min_probability``
+embedding size (Matryoshka)                    ``--dimensions N``                   ``dimensions``             ``dimensions``
+machine-readable output                        ``--json``                           (always JSON)              return values
+progress                                       ``--progress/--no-progress``         —                          ``progress: bool | None``
+=============================================  ===================================  =========================  ==================================
+
+- ``--json`` prints the body the REST endpoint of the same operation answers (see
+  :mod:`qembed.envelope`): the items under ``data``, beside ``object`` (what kind of result),
+  ``model`` and, where tokens were counted, ``usage``; fields of one operation sit beside ``data``
+  (dedup's group count is ``n_groups``). Rerank follows the Cohere/Jina rerank API (items under
+  ``results``) on REST and CLI alike.
+- Progress bars go to stderr; by default they show when stderr is a terminal and the work takes
+  more than one batch.
+- Errors: ``error: <what was wrong>`` on stderr; exit code 2 for bad input or usage (Click's own
+  usage errors included), 1 for runtime failures (a model that cannot load, a remote endpoint that
+  fails, a damaged index), 130 on Ctrl-C.
+- Old spellings (``--pairs``, ``--data``, ``--train``, ``--k``, ``--threshold``, ``--precision``,
+  ``--csv``, ``--sentence1-column``, ``--no-instructions`` …) still work for one release: they are
+  hidden, map onto the new names and print a ``warning:`` on stderr once.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from typing import Any, Optional
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import typer
+from typer.core import TyperCommand
 
+from qembed.errors import InputError, QembedError
 
 logger = logging.getLogger("qembed")
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Values ``--backend`` takes (``None``: torch).
+BACKENDS = ("torch", "openvino", "onnx")
+#: Values ``--dtype`` takes, and the old training spellings it still accepts.
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
+                 "float": "float32"}
+
+# ----------------------------------------------------------------------------- shared options
 ModelOpt = typer.Option(
     None, "--model", "-m",
     help="Model folder, Hub id (default Qwen/Qwen3-Embedding-0.6B, or $QEMBED_MODEL), "
@@ -20,11 +84,201 @@ ModelOpt = typer.Option(
 )
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout (logs go to stderr).")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
-DtypeOpt = typer.Option(None, "--dtype", help="auto, bfloat16, float32 or float16.")
+DtypeOpt = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32.")
+BackendOpt = typer.Option(None, "--backend", help="Runtime of a local model: torch (default), openvino "
+                                                 "or onnx.")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="QEMBED_API_KEY",
                          help="Key for a remote endpoint given as --model URL.")
+ProgressOpt = typer.Option(None, "--progress/--no-progress",
+                           help="Progress bar on stderr (default: on when stderr is a terminal and the "
+                                "work takes more than one batch).")
+NoInstructionOpt = typer.Option(False, "--no-instruction", help="Embed the texts as they are (no instruction).")
+DimensionsOpt = typer.Option(None, "--dimensions", "-d", help="Matryoshka size (32 up to the model's size).")
 
 
+def instruction_option(default: str = "the model's default") -> Any:
+    """``--instruction TEXT``; ``default`` says what applies without it."""
+    return typer.Option(None, "--instruction", help=f"Instruction the texts get (default: {default}; "
+                                                    "--no-instruction for none).")
+
+
+def input_option(help: str, *, required: bool = False) -> Any:
+    """``--input / -i PATH``: the command's main input file (repeatable where the type is a list)."""
+    return typer.Option(... if required else None, "--input", "-i", help=help)
+
+
+def output_option(help: str, *, default: Any = None, required: bool = False) -> Any:
+    """``--output / -o PATH``."""
+    return typer.Option(... if required else default, "--output", "-o", help=help)
+
+
+def text_column_option(default: str | None = None, help: str = "Column/field holding the text "
+                                                                  "(default 'text').") -> Any:
+    return typer.Option(default, "--text-column", help=help)
+
+
+def top_k_option(default: int | None, help: str) -> Any:
+    return typer.Option(default, "--top-k", "-k", help=help)
+
+
+def min_similarity_option(default: float | None, help: str) -> Any:
+    return typer.Option(default, "--min-similarity", help=help)
+
+
+def min_probability_option(default: float | None, help: str) -> Any:
+    return typer.Option(default, "--min-probability", help=help)
+
+
+def clusters_option(help: str = "kmeans: number of clusters (≥ 2) or 'auto' (best silhouette; the "
+                                "default).") -> Any:
+    return typer.Option(None, "--clusters", help=help)
+
+
+# ----------------------------------------------------------------------------- old spellings
+#: Marks an old option that took a value and is now ignored (the value is dropped too).
+IGNORED = object()
+_warned: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    """Print ``warning: message`` on stderr, once per process."""
+    if message not in _warned:
+        _warned.add(message)
+        typer.echo(f"warning: {message}", err=True)
+
+
+def deprecated_options(mapping: Mapping[str, Any], *, notes: Mapping[str, str] | None = None) -> Callable[[F], F]:
+    """Declare the old spellings a command still accepts: ``{"--pairs": "--input", "--k": IGNORED}``.
+
+    The command's parser (:class:`QembedCommand`) rewrites them before parsing and warns once.
+    ``notes`` adds a sentence to the warning of an old name.
+    """
+    def mark(fn: F) -> F:
+        fn.__qembed_deprecated__ = dict(mapping)  # type: ignore[attr-defined]
+        fn.__qembed_deprecated_notes__ = dict(notes or {})  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def rewrite_deprecated(args: Sequence[str], mapping: Mapping[str, Any],
+                       notes: Mapping[str, str] | None = None) -> list[str]:
+    """``args`` with old option names replaced by the new ones (``--old=v`` and ``-ov`` too)."""
+    out: list[str] = []
+    it = iter(args)
+    for token in it:
+        if token == "--":
+            out.append(token)
+            out.extend(it)
+            break
+        name, sep, value = token.partition("=") if token.startswith("--") else (token, "", "")
+        attached = None
+        if name not in mapping and len(token) > 2 and token[0] == "-" != token[1] and token[:2] in mapping:
+            name, attached = token[:2], token[2:]  # -t0.9
+        if name not in mapping:
+            out.append(token)
+            continue
+        new = mapping[name]
+        note = (notes or {}).get(name)
+        if new is IGNORED:
+            warn_once(f"{name} is deprecated and ignored" + (f": {note}" if note else ""))
+            if not sep and attached is None:
+                next(it, None)  # drop its value
+            continue
+        warn_once(f"{name} is deprecated; use {new}" + (f" ({note})" if note else ""))
+        if sep:
+            out.append(f"{new}={value}")
+        elif attached is not None:
+            out.extend([new, attached])
+        else:
+            out.append(new)
+    return out
+
+
+class QembedCommand(TyperCommand):
+    """A Typer command that accepts the old option spellings of :func:`deprecated_options`."""
+
+    deprecated: ClassVar[dict[str, Any]] = {}
+    deprecated_notes: ClassVar[dict[str, str]] = {}
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if self.deprecated:
+            args = rewrite_deprecated(args, self.deprecated, self.deprecated_notes)
+        return super().parse_args(ctx, args)
+
+
+def command_class(callback: Callable[..., Any]) -> type[QembedCommand]:
+    """The command class for ``callback``, carrying the old spellings it declared."""
+    return type("QembedCommand", (QembedCommand,), {
+        "deprecated": dict(getattr(callback, "__qembed_deprecated__", {})),
+        "deprecated_notes": dict(getattr(callback, "__qembed_deprecated_notes__", {})),
+    })
+
+
+def install_command_class(app: typer.Typer) -> None:
+    """Give every command of ``app`` (and of its groups) :class:`QembedCommand`."""
+    for info in app.registered_commands:
+        if info.cls is None and info.callback is not None:
+            info.cls = command_class(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            install_command_class(group.typer_instance)
+
+
+def positional_input(value: Any, input: Any, *, option: str = "--input") -> Any:
+    """Merge a hidden, deprecated positional FILE argument into ``--input`` (warns once)."""
+    if value in (None, [], ()):
+        return input
+    if input not in (None, [], ()):
+        fail(f"give the input file once, with {option}")
+    warn_once(f"the input file as an argument is deprecated; use {option} FILE")
+    return value
+
+
+# ----------------------------------------------------------------------------- values
+def resolve_instruction(instruction: str | None, no_instruction: bool, default: str) -> str:
+    """The instruction to apply: ``instruction``, ``default`` when none is given, ``""`` for none."""
+    if no_instruction and instruction:
+        fail("give --instruction or --no-instruction, not both")
+    if no_instruction:
+        return ""
+    return default if instruction is None else instruction
+
+
+def normalize_dtype(value: str | None) -> str | None:
+    """``--dtype`` as one of :data:`DTYPES` (old training spellings such as ``bf16`` accepted)."""
+    if value is None:
+        return None
+    key = value.strip().lower()
+    key = DTYPE_ALIASES.get(key, key)
+    if key not in DTYPES:
+        fail(f"--dtype must be one of {', '.join(DTYPES)}, got {value!r}")
+    return key
+
+
+def check_backend(backend: str | None) -> str | None:
+    if backend is None:
+        return None
+    key = backend.strip().lower()
+    if key not in BACKENDS:
+        fail(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return key
+
+
+def want_progress(progress: bool | None, n_items: int, encoder: Any = None, *, batch: int | None = None) -> bool:
+    """The progress rule: ``--progress``/``--no-progress`` win; otherwise on only when stderr is a
+    terminal and ``n_items`` take more than one batch (``batch``, else the encoder's batch size)."""
+    if progress is not None:
+        return bool(progress)
+    if batch is None:
+        batch = getattr(encoder, "max_batch_size", None) or getattr(encoder, "batch_size", None) or 32
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return bool(tty and n_items > int(batch))
+
+
+# ----------------------------------------------------------------------------- logging
 class _StderrHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of each record (test runners swap it)."""
 
@@ -52,12 +306,14 @@ def setup_logging(verbose: bool = False) -> None:
     logging.getLogger("qembed").setLevel(level)
 
 
+# ----------------------------------------------------------------------------- models
 def open_encoder(
-    model: Optional[str] = None,
+    model: str | None = None,
     *,
-    device: Optional[str] = None,
-    dtype: Optional[str] = None,
-    api_key: Optional[str] = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    backend: str | None = None,
+    api_key: str | None = None,
     **kwargs: Any,
 ):
     """Load the encoder named on the command line (or by ``QEMBED_MODEL``)."""
@@ -65,10 +321,16 @@ def open_encoder(
     from qembed.io import is_http_url
     from qembed.models import load_encoder
 
+    backend = check_backend(backend)
+    dtype = normalize_dtype(dtype)
     settings = Settings()
     target = model or settings.model
     if is_http_url(target):
+        if backend is not None:
+            fail("--backend applies to a local model, not to an endpoint URL")
         return load_encoder(target, api_key=api_key, **kwargs)
+    if backend is not None:  # only when asked: torch needs no backend argument
+        kwargs["backend"] = backend
     return load_encoder(
         target,
         device=device or settings.device,
@@ -79,6 +341,7 @@ def open_encoder(
     )
 
 
+# ----------------------------------------------------------------------------- output
 def _default(obj: Any) -> Any:
     if isinstance(obj, np.ndarray):
         return obj.tolist()
@@ -88,6 +351,8 @@ def _default(obj: Any) -> Any:
         return int(obj)
     if isinstance(obj, set):
         return sorted(obj)
+    if isinstance(obj, Path):
+        return str(obj)
     return str(obj)
 
 
@@ -98,7 +363,19 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def fail(message: str, code: int = 2) -> "typer.Exit":
-    """Print ``error: message`` to stderr and exit with ``code``."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Stop the command with ``error: message`` on stderr and exit ``code`` (2 bad input, 1 runtime).
+
+    Raises the error kind the one error path in :func:`qembed.cli.main` reports.
+    """
+    exc: QembedError = InputError(message) if code == 2 else QembedError(message)
+    if getattr(exc, "exit_code", None) != code:
+        exc.exit_code = code  # type: ignore[attr-defined]
+    raise exc
+
+
+def check_suffix(path: Path | None, allowed: Iterable[str], option: str = "--output") -> None:
+    """Fail unless ``path`` (when given) ends in one of ``allowed``."""
+    allowed = tuple(allowed)
+    if path is not None and path.suffix.lower() not in allowed:
+        fail(f"{option} must end in {', '.join(allowed)}, got {path.name}")

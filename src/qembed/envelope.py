@@ -1,0 +1,83 @@
+"""The one JSON envelope of qembed's answers, shared by the REST endpoints and ``qembed … --json``.
+
+Every answer puts its items under ``data`` beside ``object`` (what kind of result), ``model`` and,
+where tokens were counted, ``usage``; fields that belong to one operation sit beside ``data``.
+The builders below are the only place these bodies are made, so ``qembed search --json`` and
+``POST /v1/search`` (and so on for similarity, classify, dedup and cluster) cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+
+def envelope(object: str, data: Iterable[Any], *, model: str | None, usage: Mapping[str, int] | None = None,
+             **fields: Any) -> dict[str, Any]:
+    """``{"object", "model", **fields, "data"[, "usage"]}``; ``fields`` never replace those four."""
+    clash = {"object", "model", "data", "usage"} & set(fields)
+    if clash:
+        raise ValueError(f"operation fields may not be named {sorted(clash)}")
+    body: dict[str, Any] = {"object": object, "model": model, **fields, "data": list(data)}
+    if usage is not None:
+        body["usage"] = dict(usage)
+    return body
+
+
+def embeddings_body(vectors: Any, *, model: str | None, usage: Mapping[str, int] | None = None,
+                    **fields: Any) -> dict[str, Any]:
+    """``/v1/embeddings``: ``data`` = ``{"object": "embedding", "index", "embedding"}`` per input."""
+    data = [{"object": "embedding", "index": i, "embedding": [float(x) for x in v]} for i, v in enumerate(vectors)]
+    return envelope("list", data, model=model, usage=usage, **fields)
+
+
+def search_body(hits: Sequence[Any], *, model: str | None, mode: str, **fields: Any) -> dict[str, Any]:
+    """``/v1/search``: ``data`` = the hits, best first (``id``, ``score``, ``text``, ``metadata``)."""
+    return envelope("list", [h.to_dict() if hasattr(h, "to_dict") else dict(h) for h in hits],
+                    model=model, mode=mode, **fields)
+
+
+def similarity_body(scores: Iterable[float], *, model: str | None, min_similarity: float | None,
+                    **fields: Any) -> dict[str, Any]:
+    """``/v1/similarity``: ``data`` = ``{"index", "score"[, "same"]}`` per pair (``same`` with a threshold)."""
+    data = []
+    for i, s in enumerate(scores):
+        item: dict[str, Any] = {"index": i, "score": float(s)}
+        if min_similarity is not None:
+            item["same"] = bool(s >= min_similarity)
+        data.append(item)
+    return envelope("list", data, model=model, min_similarity=min_similarity, **fields)
+
+
+def classify_body(predictions: Iterable[Mapping[str, Any]], *, model: str | None, labels: Sequence[str],
+                  **fields: Any) -> dict[str, Any]:
+    """``/v1/classify``: ``data`` = ``{"index", "label", "score", …}`` per text."""
+    return envelope("list", [{"index": i, **p} for i, p in enumerate(predictions)], model=model,
+                    labels=list(labels), **fields)
+
+
+def dedup_body(result: Any, *, model: str | None, texts: Sequence[str] | None = None,
+               **fields: Any) -> dict[str, Any]:
+    """``/v1/dedup``: ``data`` = the groups of near-duplicates (representative first), ``keep`` = the
+    indices a deduplicated list keeps, ``n_groups`` = how many groups; ``texts`` adds member texts."""
+    min_similarity = getattr(result, "min_similarity", None)
+    if min_similarity is None:
+        min_similarity = getattr(result, "threshold", None)
+    extra: dict[str, Any] = {k: v for k, v in (getattr(result, "stats", None) or {}).items()
+                             if k not in ("groups", "object", "model", "data", "usage", "keep")}
+    extra.update(min_similarity=min_similarity, n_groups=len(result.groups))  # the list is data
+    extra.update(fields)
+    body = envelope("dedup.result", [g.to_dict(texts) for g in result.groups], model=model, **extra)
+    body["keep"] = list(result.keep)
+    return body
+
+
+def cluster_body(result: Any, *, model: str | None, **fields: Any) -> dict[str, Any]:
+    """``/v1/cluster``: ``data`` = one row per input (``index``, ``text``, ``cluster``, ``label``,
+    ``distance``), ``clusters`` = the clusters (``cluster``, ``label``, ``keywords``, ``size``,
+    ``examples``), with ``method``, ``params``, ``n_clusters`` and ``n_outliers``."""
+    doc = dict(result.to_dict())
+    rows = doc.pop("texts", [])
+    for key in ("object", "model", "data", "usage"):
+        doc.pop(key, None)
+    return envelope("cluster.result", rows, model=model, **doc, **fields)
