@@ -8,7 +8,7 @@ MODEL  ?= Qwen/Qwen3-Embedding-0.6B
 HOST   ?= 0.0.0.0
 PORT   ?= 30000
 
-.PHONY: serve test install install-test bench clean chromium
+.PHONY: serve test install install-test bench clean chromium docs docs-serve
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,9 +40,17 @@ serve: install
 
 test: install-test chromium
 	$(BIN)/python -m pytest
+	$(MAKE) docs
+
+# The documentation site (mkdocs.yml, docs/): built strictly, so a broken link or reference fails.
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir site
+
+docs-serve: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve
 
 bench: install-test
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build dist site src/*.egg-info .pytest_cache
