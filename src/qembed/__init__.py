@@ -25,6 +25,9 @@ _LAZY = {
     "score_pairs": "qembed.pairs.scoring",
     "zero_shot": "qembed.pairs.classify",
     "find_duplicates": "qembed.pairs.dedup",
+    "load_reranker": "qembed.rerank",
+    "Reranker": "qembed.rerank.local",
+    "RemoteReranker": "qembed.rerank.remote",
 }
 
 
