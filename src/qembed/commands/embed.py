@@ -1,53 +1,79 @@
+# ruff: noqa: B008  (Typer declares options as argument defaults)
 """``qembed embed`` and ``qembed info``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Optional
 
 import numpy as np
 import typer
 
 from qembed.commands._common import (
-    ApiKeyOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, emit_json, fail, logger, open_encoder,
+    ApiKeyOpt,
+    BackendOpt,
+    DeviceOpt,
+    DimensionsOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    NoInstructionOpt,
+    ProgressOpt,
+    check_suffix,
+    emit_json,
+    fail,
+    input_option,
+    instruction_option,
+    logger,
+    open_encoder,
+    output_option,
+    resolve_instruction,
+    text_column_option,
+    want_progress,
 )
+from qembed.envelope import embeddings_body
 from qembed.io import read_texts
 
 
 def embed(
-    texts: Optional[List[str]] = typer.Argument(None, help="Texts to embed (or use --input)."),
-    model: Optional[str] = ModelOpt,
-    instruction: Optional[str] = typer.Option(
-        None, "--instruction", "-i", help="Query instruction, e.g. 'Given a web search query, "
-        "retrieve relevant passages that answer the query'. Documents take none."),
-    dimensions: Optional[int] = typer.Option(None, "--dimensions", "-d", help="Matryoshka size (32..dim)."),
-    input: Optional[Path] = typer.Option(None, "--input", help="File of texts: .txt (a line each), "
-                                         ".jsonl (field 'text'), .csv/.tsv (--text-column)."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write vectors to .npy or .jsonl."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column/field holding the text."),
-    max_input_tokens: Optional[int] = typer.Option(None, "--max-input-tokens"),
+    texts: list[str] | None = typer.Argument(None, help="Texts to embed (or use --input)."),
+    input: Path | None = input_option("File of texts: .txt (a line each), .jsonl (field 'text'), "
+                                         ".csv/.tsv (--text-column)."),
+    output: Path | None = output_option("Write vectors to .npy or .jsonl."),
+    text_column: str | None = text_column_option(),
+    model: str | None = ModelOpt,
+    instruction: str | None = instruction_option(
+        "none, as documents take; queries take e.g. 'Given a web search query, retrieve relevant passages "
+        "that answer the query'"),
+    no_instruction: bool = NoInstructionOpt,
+    dimensions: int | None = DimensionsOpt,
+    max_input_tokens: int | None = typer.Option(None, "--max-input-tokens", help="Longest input in tokens."),
     no_truncate: bool = typer.Option(False, "--no-truncate", help="Reject inputs over the limit."),
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Embed texts given as arguments or read from a file."""
+    """Embed texts given as arguments or read from a file.
+
+    With --json the answer is the body of POST /v1/embeddings (vectors under data).
+    """
     if bool(texts) == bool(input):
         fail("give texts as arguments or --input FILE (one of the two)")
-    if output is not None and output.suffix.lower() not in {".npy", ".jsonl"}:
-        fail(f"--output must end in .npy or .jsonl, got {output.name}")
+    check_suffix(output, (".npy", ".jsonl"))
+    instr = resolve_instruction(instruction, no_instruction, "")
     items = list(texts) if texts else read_texts(input, text_column=text_column)
     kwargs = {}
     if max_input_tokens is not None:
         kwargs["max_input_tokens"] = max_input_tokens
     if no_truncate:
         kwargs["truncate"] = False
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key, **kwargs)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key, **kwargs)
     logger.info("embedding %d text(s) with %s", len(items), encoder.name)
-    vectors = encoder.encode(items, instruction=instruction, dimensions=dimensions,
-                             show_progress_bar=len(items) > 1 and output is not None)
+    vectors = encoder.encode(items, instruction=instr or None, dimensions=dimensions,
+                             show_progress_bar=want_progress(progress, len(items), encoder))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix.lower() == ".npy":
@@ -57,19 +83,15 @@ def embed(
                 for i, (t, v) in enumerate(zip(items, vectors)):
                     f.write(json.dumps({"index": i, "text": t, "embedding": v.tolist()}, ensure_ascii=False) + "\n")
         logger.info("wrote %d vectors of size %d to %s", len(items), vectors.shape[1], output)
-        summary = {"model": encoder.name, "count": len(items), "dim": int(vectors.shape[1]),
-                   "output": str(output)}
+        summary = {"object": "embedding.file", "model": encoder.name, "count": len(items),
+                   "dimensions": int(vectors.shape[1]), "output": str(output)}
         if as_json:
             emit_json(summary)
         else:
             typer.echo(f"{len(items)} vectors of size {vectors.shape[1]} -> {output}")
         return
     if as_json:
-        emit_json({
-            "model": encoder.name,
-            "dim": int(vectors.shape[1]),
-            "data": [{"index": i, "text": t, "embedding": v} for i, (t, v) in enumerate(zip(items, vectors))],
-        })
+        emit_json(embeddings_body(vectors, model=encoder.name))
         return
     for t, v in zip(items, vectors):
         head = ", ".join(f"{x:+.4f}" for x in v[:6])
@@ -77,14 +99,15 @@ def embed(
 
 
 def info(
-    model: Optional[str] = ModelOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    model: str | None = ModelOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Show a model's dimension, input limit, device, dtype, pooling and instruction support."""
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     data = encoder.info() if hasattr(encoder, "info") else {
         "name": encoder.name, "dim": encoder.dim, "max_input_tokens": encoder.max_input_tokens,
         "supports_instructions": encoder.supports_instructions, "remote": True,

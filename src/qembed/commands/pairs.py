@@ -1,69 +1,65 @@
-"""``qembed similarity``, ``qembed classify zero-shot|train|predict`` and ``qembed dedup``."""
+# ruff: noqa: B008  (Typer declares options as argument defaults)
+"""``qembed similarity``, ``qembed classify zero-shot|train|predict`` and ``qembed dedup``.
+
+With ``--json`` each prints the body of its REST endpoint (``/v1/similarity``, ``/v1/classify``,
+``/v1/dedup``), built by :mod:`qembed.envelope`; ``--output`` writes the items to a file instead.
+"""
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 import typer
 
 from qembed.commands._common import (
-    ApiKeyOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, emit_json, fail, logger, open_encoder,
+    IGNORED,
+    ApiKeyOpt,
+    BackendOpt,
+    DeviceOpt,
+    DimensionsOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    NoInstructionOpt,
+    ProgressOpt,
+    check_suffix,
+    deprecated_options,
+    emit_json,
+    fail,
+    input_option,
+    instruction_option,
+    logger,
+    min_similarity_option,
+    open_encoder,
+    output_option,
+    positional_input,
+    resolve_instruction,
+    text_column_option,
+    top_k_option,
+    want_progress,
 )
+from qembed.envelope import classify_body, dedup_body, similarity_body
 from qembed.errors import InputError
+from qembed.io import write_records
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 
 #: Verdict threshold when none is given or calibrated (cosine); calibrate for real decisions.
 DEFAULT_VERDICT_THRESHOLD = 0.8
 RECORD_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
-
-InstructionOpt = typer.Option(
-    None, "--instruction", "-i",
-    help=f"Instruction both sides get (instruction models only). Default: '{SYMMETRIC_INSTRUCTION}'.",
-)
-NoInstructionOpt = typer.Option(False, "--no-instruction", help="Embed the texts as they are.")
-DimensionsOpt = typer.Option(None, "--dimensions", "-d", help="Matryoshka size (32..dim).")
+ROW_SUFFIXES = (".jsonl", ".csv", ".tsv")
+_SYMMETRIC = f"'{SYMMETRIC_INSTRUCTION}'"
+_NO_INSTRUCTIONS = {"--no-instructions": "--no-instruction"}
 
 
-def _instruction(instruction: Optional[str], no_instruction: bool, default: Optional[str] = SYMMETRIC_INSTRUCTION) -> Optional[str]:
-    if no_instruction and instruction:
-        fail("give --instruction or --no-instruction, not both")
-    if no_instruction:
-        return None
-    return instruction if instruction is not None else default
-
-
-def _write_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Write dicts as JSON lines (.jsonl/.json) or a table (.csv/.tsv), atomically."""
-    suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        with tmp.open("w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    elif suffix in (".csv", ".tsv"):
-        columns: list[str] = []
-        for row in rows:
-            for key in row:
-                if key not in columns:
-                    columns.append(key)
-        with tmp.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns, delimiter="\t" if suffix == ".tsv" else ",")
-            writer.writeheader()
-            for row in rows:
-                writer.writerow({k: (json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v)
-                                 for k, v in row.items()})
-    else:
-        raise InputError(f"{path}: output must end in .jsonl, .csv or .tsv")
-    tmp.replace(path)
-
-
-def _check_output(path: Optional[Path], allowed: Sequence[str], option: str = "--output") -> None:
-    if path is not None and path.suffix.lower() not in allowed:
-        fail(f"{option} must end in {', '.join(allowed)}, got {path.name}")
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as JSON lines or a table whose columns are every key seen (in order of appearance)."""
+    columns: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in columns:
+                columns.append(key)
+    write_records(path, rows, columns=columns)
 
 
 def _fmt(value: Any) -> str:
@@ -73,32 +69,34 @@ def _fmt(value: Any) -> str:
 # --------------------------------------------------------------------------- similarity
 
 
+@deprecated_options({"--pairs": "--input", "-p": "--input", "--threshold": "--min-similarity",
+                     "-t": "--min-similarity", "--sentence1-column": "--text1-column",
+                     "--sentence2-column": "--text2-column", **_NO_INSTRUCTIONS})
 def similarity(
-    texts: Optional[List[str]] = typer.Argument(None, help="Two texts to compare (or use --pairs)."),
-    pairs: Optional[Path] = typer.Option(
-        None, "--pairs", "-p", help="Pairs file: JSON lines with sentence1, sentence2 and optional label "
-        "(AFQMC), or .csv/.tsv with a header naming those columns."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                          help="Write each pair with its score to .jsonl/.csv/.tsv."),
+    texts: list[str] | None = typer.Argument(None, help="Two texts to compare (or use --input)."),
+    input: Path | None = input_option("Pairs file: JSON lines with sentence1, sentence2 and an optional "
+                                      "label (AFQMC), or .csv/.tsv with a header naming those columns."),
+    output: Path | None = output_option("Write each pair with its score to .jsonl/.csv/.tsv."),
     calibrate: bool = typer.Option(False, "--calibrate", help="Find the accuracy- and F1-maximising "
                                    "thresholds on the labelled pairs and report the metrics."),
-    threshold: Optional[float] = typer.Option(None, "--threshold", "-t", help="Cosine at or above "
-                                              f"which a pair is 'same' (default {DEFAULT_VERDICT_THRESHOLD}, "
-                                              "uncalibrated)."),
-    threshold_file: Optional[Path] = typer.Option(None, "--threshold-file",
-                                                  help="Use a threshold saved by --save-threshold."),
-    save_threshold: Optional[Path] = typer.Option(None, "--save-threshold",
-                                                  help="With --calibrate: save the threshold as JSON."),
-    instruction: Optional[str] = InstructionOpt,
+    min_similarity: float | None = min_similarity_option(
+        None, f"Cosine at or above which a pair is 'same' (default {DEFAULT_VERDICT_THRESHOLD}, uncalibrated)."),
+    threshold_file: Path | None = typer.Option(None, "--threshold-file",
+                                               help="Use the threshold saved by --save-threshold."),
+    save_threshold: Path | None = typer.Option(None, "--save-threshold",
+                                               help="With --calibrate: save the threshold as JSON."),
+    instruction: str | None = instruction_option(_SYMMETRIC),
     no_instruction: bool = NoInstructionOpt,
-    dimensions: Optional[int] = DimensionsOpt,
-    sentence1_column: str = typer.Option("sentence1", "--sentence1-column", help="First-text column."),
-    sentence2_column: str = typer.Option("sentence2", "--sentence2-column", help="Second-text column."),
+    dimensions: int | None = DimensionsOpt,
+    text1_column: str = typer.Option("sentence1", "--text1-column", help="Column of the first text."),
+    text2_column: str = typer.Option("sentence2", "--text2-column", help="Column of the second text."),
     label_column: str = typer.Option("label", "--label-column", help="Label column (0/1)."),
-    model: Optional[str] = ModelOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    model: str | None = ModelOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Cosine similarity of two texts, or of every pair in a file, with a same/different verdict.
@@ -109,37 +107,41 @@ def similarity(
     from qembed.eval.pairs import calibrate as run_calibration
     from qembed.eval.pairs import metrics_at
     from qembed.pairs.scoring import (
-        check_threshold, load_threshold, read_pairs, save_threshold as write_threshold, score_pairs,
+        check_threshold,
+        load_threshold,
+        read_pairs,
+        score_pairs,
     )
+    from qembed.pairs.scoring import save_threshold as write_threshold
 
-    if pairs is None and len(texts or []) != 2:
-        fail("give two texts to compare, or --pairs FILE")
-    if pairs is not None and texts:
-        fail("give two texts or --pairs FILE, not both")
-    if calibrate and pairs is None:
-        fail("--calibrate needs labelled pairs: --pairs FILE")
+    if input is None and len(texts or []) != 2:
+        fail("give two texts to compare, or --input FILE")
+    if input is not None and texts:
+        fail("give two texts or --input FILE, not both")
+    if calibrate and input is None:
+        fail("--calibrate needs labelled pairs: --input FILE")
     if save_threshold is not None and not calibrate:
         fail("--save-threshold needs --calibrate")
-    if threshold is not None and threshold_file is not None:
-        fail("give --threshold or --threshold-file, not both")
-    _check_output(output, (".jsonl", ".csv", ".tsv"))
+    if min_similarity is not None and threshold_file is not None:
+        fail("give --min-similarity or --threshold-file, not both")
+    check_suffix(output, ROW_SUFFIXES)
     saved: dict[str, Any] | None = None
-    if threshold is not None:
-        threshold = check_threshold(threshold)
+    if min_similarity is not None:
+        min_similarity = check_threshold(min_similarity, param="--min-similarity")
     if threshold_file is not None:
         saved = load_threshold(threshold_file)
-        threshold = saved["threshold"]
+        min_similarity = saved["threshold"]
         if instruction is None and not no_instruction and "instruction" in saved:
             instruction, no_instruction = saved["instruction"], saved["instruction"] is None
         if dimensions is None:
             dimensions = saved.get("dimensions")
-    instr = _instruction(instruction, no_instruction)
-    data = read_pairs(pairs, left_column=sentence1_column, right_column=sentence2_column,
-                      label_column=label_column, require_labels=calibrate) if pairs is not None else None
+    instr = resolve_instruction(instruction, no_instruction, SYMMETRIC_INSTRUCTION)
+    data = read_pairs(input, left_column=text1_column, right_column=text2_column, label_column=label_column,
+                      require_labels=calibrate) if input is not None else None
     if calibrate and data is not None and data.labels is not None and len(set(data.labels)) < 2:
-        raise InputError(f"{pairs}: calibration needs both same (1) and different (0) pairs; "
+        raise InputError(f"{input}: calibration needs both same (1) and different (0) pairs; "
                          f"all {len(data)} labels are {data.labels[0]}")
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     if saved is not None and saved.get("model") not in (None, encoder.name):
         logger.warning("the threshold in %s was calibrated for %s, not %s", threshold_file,
                        saved.get("model"), encoder.name)
@@ -147,71 +149,63 @@ def similarity(
     if data is None:
         assert texts is not None
         score = float(score_pairs(encoder, [texts[0]], [texts[1]], instruction=instr, dimensions=dimensions)[0])
-        t = DEFAULT_VERDICT_THRESHOLD if threshold is None else threshold
-        same = score >= t
+        t = DEFAULT_VERDICT_THRESHOLD if min_similarity is None else min_similarity
         if as_json:
-            emit_json({"model": encoder.name, "score": score, "threshold": t, "same": same,
-                       "calibrated": threshold is not None, "instruction": instr})
+            emit_json(similarity_body([score], model=encoder.name, min_similarity=t,
+                                      calibrated=min_similarity is not None, instruction=instr))
         else:
-            verdict = "same" if same else "different"
-            note = "" if threshold is not None else " (default threshold; calibrate with --pairs --calibrate)"
-            typer.echo(f"{score:.4f}  {verdict}  (threshold {t:.4f}){note}")
+            verdict = "same" if score >= t else "different"
+            note = "" if min_similarity is not None else " (default threshold; calibrate with --input --calibrate)"
+            typer.echo(f"{score:.4f}  {verdict}  (min similarity {t:.4f}){note}")
         return
 
     logger.info("scoring %d pairs with %s", len(data), encoder.name)
     scores = score_pairs(encoder, data.left, data.right, instruction=instr, dimensions=dimensions,
-                         show_progress_bar=True)
-    result: dict[str, Any] = {"model": encoder.name, "instruction": instr, "n": len(data)}
-    if calibrate:
-        assert data.labels is not None
-        result.update(run_calibration(scores, data.labels))
-    if threshold is not None and data.labels is not None:
-        fixed = metrics_at(scores, data.labels, threshold)
-        if calibrate:
-            result["at_given_threshold"] = fixed
-        else:
-            result.update(fixed)
-    elif threshold is not None:
-        result["threshold"] = threshold
-    decision = result.get("threshold") if calibrate or threshold is not None else None
+                         show_progress_bar=want_progress(progress, 2 * len(data), encoder))
+    extra: dict[str, Any] = {"instruction": instr, "n": len(data)}
+    calibration = run_calibration(scores, data.labels) if calibrate else None
+    decision = calibration["threshold"] if calibration is not None else min_similarity
+    if calibration is not None:
+        extra["calibration"] = calibration
+    if decision is not None and data.labels is not None:
+        extra["metrics"] = metrics_at(scores, data.labels, decision)
     if save_threshold is not None:
-        metrics = {k: result[k] for k in ("accuracy", "f1", "precision", "recall", "average_precision",
-                                          "f1_threshold", "n", "positives")}
-        write_threshold(save_threshold, model=encoder.name, threshold=result["threshold"],
-                        instruction=instr, metrics=metrics, dimensions=dimensions,
-                        extra={"calibrated_on": str(pairs)})
-        result["saved_threshold"] = str(save_threshold)
-        logger.info("saved threshold %.4f to %s", result["threshold"], save_threshold)
+        assert calibration is not None
+        metrics = {k: calibration[k] for k in ("accuracy", "f1", "precision", "recall", "average_precision",
+                                               "f1_threshold", "n", "positives")}
+        write_threshold(save_threshold, model=encoder.name, threshold=calibration["threshold"],
+                        instruction=instr or None, metrics=metrics, dimensions=dimensions,
+                        extra={"calibrated_on": str(input)})
+        extra["saved_threshold"] = str(save_threshold)
+        logger.info("saved threshold %.4f to %s", calibration["threshold"], save_threshold)
+    body = similarity_body(scores, model=encoder.name, min_similarity=decision, **extra)
     if output is not None:
         rows = []
-        for i, rec in enumerate(data.records):
+        for rec, item in zip(data.records, body["data"]):
             row = dict(rec)
-            row["score"] = round(float(scores[i]), 6)
-            if decision is not None:
-                row["same"] = int(scores[i] >= decision)
+            row["score"] = round(item["score"], 6)
+            if "same" in item:
+                row["same"] = int(item["same"])
             rows.append(row)
         _write_rows(output, rows)
-        result["output"] = str(output)
         logger.info("wrote %d scored pairs to %s", len(rows), output)
+        body = {k: v for k, v in body.items() if k != "data"}
+        body["output"] = str(output)
     if as_json:
-        if output is None and not calibrate:
-            result["scores"] = [float(s) for s in scores]
-        emit_json(result)
+        emit_json(body)
         return
-    if calibrate:
-        typer.echo(f"pairs: {result['n']} ({result['positives']} same)   model: {encoder.name}")
-        typer.echo(f"accuracy           {result['accuracy']:.4f}  at threshold {result['threshold']:.4f}")
-        typer.echo(f"F1                 {result['f1']:.4f}  at threshold {result['f1_threshold']:.4f} "
-                   f"(precision {result['precision']:.4f}, recall {result['recall']:.4f})")
-        typer.echo(f"average precision  {_fmt(result['average_precision'])}")
-        if "at_given_threshold" in result:
-            g = result["at_given_threshold"]
-            typer.echo(f"at the given threshold {g['threshold']:.4f}: accuracy {g['accuracy']:.4f}, "
-                       f"F1 {g['f1']:.4f}")
-    elif data.labels is not None and threshold is not None:
-        typer.echo(f"pairs: {result['n']}  threshold {threshold:.4f}: accuracy {result['accuracy']:.4f}, "
-                   f"F1 {result['f1']:.4f}, precision {result['precision']:.4f}, recall {result['recall']:.4f}, "
-                   f"average precision {_fmt(result['average_precision'])}")
+    if calibration is not None:
+        c = calibration
+        typer.echo(f"pairs: {c['n']} ({c['positives']} same)   model: {encoder.name}")
+        typer.echo(f"accuracy           {c['accuracy']:.4f}  at min similarity {c['threshold']:.4f}")
+        typer.echo(f"F1                 {c['f1']:.4f}  at min similarity {c['f1_threshold']:.4f} "
+                   f"(precision {c['precision']:.4f}, recall {c['recall']:.4f})")
+        typer.echo(f"average precision  {_fmt(c['average_precision'])}")
+    elif "metrics" in extra:
+        m = extra["metrics"]
+        typer.echo(f"pairs: {len(data)}  min similarity {decision:.4f}: accuracy {m['accuracy']:.4f}, "
+                   f"F1 {m['f1']:.4f}, precision {m['precision']:.4f}, recall {m['recall']:.4f}, "
+                   f"average precision {_fmt(m['average_precision'])}")
     elif output is None:
         for a, b, s in zip(data.left, data.right, scores):
             verdict = "" if decision is None else ("  same" if s >= decision else "  different")
@@ -226,7 +220,7 @@ classify_app = typer.Typer(help="Classify texts: zero-shot against label names, 
                            no_args_is_help=True)
 
 
-def _texts_from(texts: Optional[List[str]], input: Optional[Path], text_column: Optional[str],
+def _texts_from(texts: list[str] | None, input: Path | None, text_column: str | None,
                 *, allow_file_argument: bool = False) -> tuple[list[str], list[dict[str, Any]] | None]:
     """Texts from arguments or a file; returns ``(texts, records or None)``."""
     from qembed.io import TEXT_SUFFIXES, read_records, read_texts, require_columns
@@ -251,7 +245,7 @@ def _texts_from(texts: Optional[List[str]], input: Optional[Path], text_column: 
     return read_texts(input, text_column=text_column), None
 
 
-def _read_label_specs(labels: Optional[List[str]], labels_file: Optional[Path]) -> list[str]:
+def _read_label_specs(labels: list[str] | None, labels_file: Path | None) -> list[str]:
     specs = list(labels or [])
     if labels_file is not None:
         from qembed.io import read_texts
@@ -262,27 +256,30 @@ def _read_label_specs(labels: Optional[List[str]], labels_file: Optional[Path]) 
     return specs
 
 
+@deprecated_options(_NO_INSTRUCTIONS)
 def zero_shot_command(
-    texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify (or --input FILE)."),
-    label: Optional[List[str]] = typer.Option(None, "--label", "-l", help="A label: 'name' or "
-                                              "'name: description'. Repeat for each label."),
-    labels_file: Optional[Path] = typer.Option(None, "--labels-file", help="Labels, one per line."),
-    input: Optional[Path] = typer.Option(None, "--input", help="File of texts (.txt, .jsonl, .csv, .tsv)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text."),
-    label_column: Optional[str] = typer.Option(None, "--label-column", help="With a labelled --input: "
-                                               "report accuracy and macro-F1 against this column."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions (.jsonl/.csv/.tsv)."),
-    top_k: int = typer.Option(3, "--top-k", help="Labels listed per text."),
+    texts: list[str] | None = typer.Argument(None, help="Texts to classify (or --input FILE)."),
+    label: list[str] | None = typer.Option(None, "--label", "-l", help="A label: 'name' or "
+                                           "'name: description'. Repeat for each label."),
+    labels_file: Path | None = typer.Option(None, "--labels-file", help="Labels, one per line."),
+    input: Path | None = input_option("File of texts (.txt, .jsonl, .csv, .tsv)."),
+    text_column: str | None = text_column_option(),
+    label_column: str | None = typer.Option(None, "--label-column", help="With a labelled --input: "
+                                            "report accuracy and macro-F1 against this column."),
+    output: Path | None = output_option("Write predictions (.jsonl/.csv/.tsv)."),
+    top_k: int = top_k_option(3, "Labels listed per text."),
     temperature: float = typer.Option(0.05, "--temperature", help="Softmax temperature for probabilities."),
-    instruction: Optional[str] = InstructionOpt,
+    instruction: str | None = instruction_option(_SYMMETRIC),
     no_instruction: bool = NoInstructionOpt,
-    label_instruction: Optional[str] = typer.Option(None, "--label-instruction",
-                                                    help="Instruction for the label texts (default: --instruction)."),
-    dimensions: Optional[int] = DimensionsOpt,
-    model: Optional[str] = ModelOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    label_instruction: str | None = typer.Option(None, "--label-instruction",
+                                                 help="Instruction for the label texts (default: --instruction)."),
+    dimensions: int | None = DimensionsOpt,
+    model: str | None = ModelOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Send each text to the nearest label (names or 'name: description'), no training needed."""
@@ -290,17 +287,17 @@ def zero_shot_command(
 
     specs = _read_label_specs(label, labels_file)
     items, records = _texts_from(texts, input, text_column)
-    _check_output(output, (".jsonl", ".csv", ".tsv"))
+    check_suffix(output, ROW_SUFFIXES)
     if label_column is not None and records is None:
         fail("--label-column needs a labelled --input file (.jsonl/.csv/.tsv)")
     if top_k < 1:
         fail(f"--top-k must be at least 1, got {top_k}")
-    instr = _instruction(instruction, no_instruction)
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
+    instr = resolve_instruction(instruction, no_instruction, SYMMETRIC_INSTRUCTION)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     clf = ZeroShotClassifier(encoder, specs, instruction=instr, label_instruction=label_instruction,
                              temperature=temperature, dimensions=dimensions)
-    preds = clf.predict(items, top_k=top_k, show_progress_bar=len(items) > 64)
-    summary: dict[str, Any] = {"model": encoder.name, "labels": clf.names, "n": len(items)}
+    preds = clf.predict(items, top_k=top_k, show_progress_bar=want_progress(progress, len(items), encoder))
+    extra: dict[str, Any] = {"n": len(items)}
     if label_column is not None:
         from qembed.io import require_columns
 
@@ -311,16 +308,16 @@ def zero_shot_command(
         if unknown:
             raise InputError(f"{input}: labels {unknown} in column {label_column!r} are not among the "
                              f"given labels {clf.names}")
-        summary["metrics"] = classification_metrics(gold, [p["label"] for p in preds], clf.names)
+        extra["metrics"] = classification_metrics(gold, [p["label"] for p in preds], clf.names)
+    body = classify_body(preds, model=encoder.name, labels=clf.names, **extra)
     if output is not None:
         rows = [{"index": i, "text": t, "label": p["label"], "score": round(p["score"], 6),
                  "labels": p["labels"]} for i, (t, p) in enumerate(zip(items, preds))]
         _write_rows(output, rows)
-        summary["output"] = str(output)
+        body = {k: v for k, v in body.items() if k != "data"}
+        body["output"] = str(output)
     if as_json:
-        if output is None:
-            summary["data"] = [{"index": i, "text": t, **p} for i, (t, p) in enumerate(zip(items, preds))]
-        emit_json(summary)
+        emit_json(body)
         return
     if output is None:
         for t, p in zip(items, preds):
@@ -328,28 +325,31 @@ def zero_shot_command(
             typer.echo(f"{p['label']}\t{p['score']:.4f}\t{t}" + (f"\t(next: {others})" if others else ""))
     else:
         typer.echo(f"{len(items)} predictions -> {output}")
-    if "metrics" in summary:
-        m = summary["metrics"]
+    if "metrics" in extra:
+        m = extra["metrics"]
         typer.echo(f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} texts")
 
 
+@deprecated_options({"--data": "--input", **_NO_INSTRUCTIONS})
 def train_command(
-    data: Path = typer.Option(..., "--data", help="Labelled texts: .csv/.tsv/.jsonl with text and label columns."),
-    text_column: str = typer.Option("text", "--text-column", help="Column holding the text."),
+    input: Path = input_option("Labelled texts: .csv/.tsv/.jsonl with text and label columns.", required=True),
+    text_column: str = text_column_option("text", "Column holding the text."),
     label_column: str = typer.Option("label", "--label-column", help="Column holding the label."),
     test_size: float = typer.Option(0.2, "--test-size", help="Fraction held out (stratified) to measure "
                                     "accuracy and macro-F1; 0 to skip."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the split."),
     c: float = typer.Option(1.0, "--C", help="Inverse L2 regularisation strength of the logistic regression."),
     refit: bool = typer.Option(False, "--refit", help="After measuring, refit on all the data."),
-    output: Path = typer.Option(..., "--output", "-o", help="Folder to save the classifier in."),
-    instruction: Optional[str] = InstructionOpt,
+    output: Path = output_option("Folder to save the classifier in.", required=True),
+    instruction: str | None = instruction_option(_SYMMETRIC),
     no_instruction: bool = NoInstructionOpt,
-    dimensions: Optional[int] = DimensionsOpt,
-    model: Optional[str] = ModelOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    dimensions: int | None = DimensionsOpt,
+    model: str | None = ModelOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Fit a logistic-regression head on embeddings of labelled texts; report held-out accuracy and macro-F1."""
@@ -358,27 +358,27 @@ def train_command(
 
     if output.exists() and not output.is_dir():
         fail(f"--output {output} exists and is not a folder")
-    rows = read_records(data)
-    require_columns(rows, [text_column, label_column], str(data))
+    rows = read_records(input)
+    require_columns(rows, [text_column, label_column], str(input))
     texts, labels = [], []
     for i, row in enumerate(rows, 1):
         t, lab = row[text_column], row[label_column]
         if not isinstance(t, str) or not t.strip():
-            raise InputError(f"{data}: record {i}: column {text_column!r} must be a non-empty text")
+            raise InputError(f"{input}: record {i}: column {text_column!r} must be a non-empty text")
         if lab is None or not str(lab).strip():
-            raise InputError(f"{data}: record {i}: column {label_column!r} is empty")
+            raise InputError(f"{input}: record {i}: column {label_column!r} is empty")
         texts.append(t)
         labels.append(str(lab).strip())
-    instr = _instruction(instruction, no_instruction)
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
+    instr = resolve_instruction(instruction, no_instruction, SYMMETRIC_INSTRUCTION)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     clf = train_classifier(encoder, texts, labels, instruction=instr, dimensions=dimensions,
                            test_size=test_size, seed=seed, c=c, refit=refit, model=model or None,
-                           show_progress_bar=len(texts) > 64)
-    clf.info["trained_on"] = str(data)
+                           show_progress_bar=want_progress(progress, len(texts), encoder))
+    clf.info["trained_on"] = str(input)
     clf.save(output)
     test = clf.metrics.get("test")
     if as_json:
-        emit_json({"classifier": str(output), "model": clf.model, "labels": clf.labels,
+        emit_json({"object": "classifier", "model": clf.model, "output": str(output), "labels": clf.labels,
                    "accuracy": test["accuracy"] if test else None,
                    "macro_f1": test["macro_f1"] if test else None, "metrics": clf.metrics})
         return
@@ -389,17 +389,19 @@ def train_command(
 
 
 def predict_command(
-    texts: Optional[List[str]] = typer.Argument(None, help="Texts to classify, or one file of texts."),
+    texts: list[str] | None = typer.Argument(None, help="Texts to classify, or one file of texts."),
     classifier: Path = typer.Option(..., "--classifier", "-c", help="Folder written by `classify train`."),
-    input: Optional[Path] = typer.Option(None, "--input", help="File of texts (.txt, .jsonl, .csv, .tsv)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write predictions (.jsonl/.csv/.tsv)."),
-    top_k: int = typer.Option(3, "--top-k", help="Labels listed per text."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Encoder to use instead of the one the "
-                                        "classifier names (must give vectors of the same size)."),
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    input: Path | None = input_option("File of texts (.txt, .jsonl, .csv, .tsv)."),
+    text_column: str | None = text_column_option(),
+    output: Path | None = output_option("Write predictions (.jsonl/.csv/.tsv)."),
+    top_k: int = top_k_option(3, "Labels listed per text."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Encoder to use instead of the one the "
+                                     "classifier names (must give vectors of the same size)."),
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Classify texts with a classifier trained by `qembed classify train`."""
@@ -407,22 +409,20 @@ def predict_command(
 
     clf = TrainedClassifier.load(classifier)
     items, _ = _texts_from(texts, input, text_column, allow_file_argument=True)
-    _check_output(output, (".jsonl", ".csv", ".tsv"))
+    check_suffix(output, ROW_SUFFIXES)
     if top_k < 1:
         fail(f"--top-k must be at least 1, got {top_k}")
-    encoder = open_encoder(model or clf.model, device=device, dtype=dtype, api_key=api_key)
-    preds = clf.predict(encoder, items, top_k=top_k, show_progress_bar=len(items) > 64)
+    encoder = open_encoder(model or clf.model, device=device, dtype=dtype, backend=backend, api_key=api_key)
+    preds = clf.predict(encoder, items, top_k=top_k, show_progress_bar=want_progress(progress, len(items), encoder))
+    body = classify_body(preds, model=encoder.name, labels=clf.labels, classifier=str(classifier), n=len(items))
     if output is not None:
         _write_rows(output, [{"index": i, "text": t, "label": p["label"],
                               "probability": round(p["probability"], 6), "labels": p["labels"]}
                              for i, (t, p) in enumerate(zip(items, preds))])
+        body = {k: v for k, v in body.items() if k != "data"}
+        body["output"] = str(output)
     if as_json:
-        doc: dict[str, Any] = {"classifier": str(classifier), "model": encoder.name, "n": len(items)}
-        if output is not None:
-            doc["output"] = str(output)
-        else:
-            doc["data"] = [{"index": i, "text": t, **p} for i, (t, p) in enumerate(zip(items, preds))]
-        emit_json(doc)
+        emit_json(body)
         return
     if output is not None:
         typer.echo(f"{len(items)} predictions -> {output}")
@@ -439,41 +439,46 @@ classify_app.command("predict")(predict_command)
 # --------------------------------------------------------------------------- dedup
 
 
+@deprecated_options({"--threshold": "--min-similarity", "-t": "--min-similarity", "--k": IGNORED,
+                     **_NO_INSTRUCTIONS},
+                    notes={"--k": "dedup finds every pair at or above --min-similarity exactly"})
 def dedup(
-    file: Path = typer.Argument(..., help="Texts: .txt (a line each), .jsonl, .csv or .tsv (--text-column)."),
-    threshold: float = typer.Option(0.9, "--threshold", "-t", help="Cosine at or above which two texts "
-                                    "are near-duplicates, in [-1, 1]."),
-    k: int = typer.Option(10, "--k", help="Nearest neighbours examined per text."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Deduplicated file: .txt (texts) or "
-                                          ".jsonl/.csv/.tsv (the kept records)."),
-    groups: Optional[Path] = typer.Option(None, "--groups", "-g", help="Groups of near-duplicates as JSON "
-                                          "lines, representative first."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column holding the text."),
-    instruction: Optional[str] = InstructionOpt,
+    file: Path | None = typer.Argument(None, hidden=True),
+    input: Path | None = input_option("Texts: .txt (a line each), .jsonl, .csv or .tsv (--text-column)."),
+    min_similarity: float = min_similarity_option(0.9, "Cosine at or above which two texts are "
+                                                       "near-duplicates, in [-1, 1]."),
+    output: Path | None = output_option("Deduplicated file: .txt (texts) or .jsonl/.csv/.tsv (the kept records)."),
+    groups: Path | None = typer.Option(None, "--groups", "-g", help="Groups of near-duplicates as JSON "
+                                       "lines, representative first."),
+    text_column: str | None = text_column_option(),
+    instruction: str | None = instruction_option(_SYMMETRIC),
     no_instruction: bool = NoInstructionOpt,
-    dimensions: Optional[int] = DimensionsOpt,
-    model: Optional[str] = ModelOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    dimensions: int | None = DimensionsOpt,
+    model: str | None = ModelOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Find groups of near-duplicate texts (representative = earliest) and write a deduplicated file."""
     from qembed.pairs.dedup import find_duplicates
     from qembed.pairs.scoring import check_threshold
 
-    check_threshold(threshold)
-    if k < 1:
-        fail(f"--k must be a positive integer, got {k}")
-    _check_output(output, (".txt", ".jsonl", ".csv", ".tsv"))
-    _check_output(groups, (".jsonl",), "--groups")
-    items, records = _texts_from(None, file, text_column)
-    instr = _instruction(instruction, no_instruction)
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
-    result = find_duplicates(encoder, items, threshold=threshold, k=k, instruction=instr,
-                             dimensions=dimensions, show_progress_bar=len(items) > 256)
+    input = positional_input(file, input)
+    if input is None:
+        fail("give the texts: --input FILE")
+    check_threshold(min_similarity, param="--min-similarity")
+    check_suffix(output, (".txt", *ROW_SUFFIXES))
+    check_suffix(groups, (".jsonl",), "--groups")
+    items, records = _texts_from(None, input, text_column)
+    instr = resolve_instruction(instruction, no_instruction, SYMMETRIC_INSTRUCTION)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
+    result = find_duplicates(encoder, items, min_similarity=min_similarity, instruction=instr,
+                             dimensions=dimensions, progress=want_progress(progress, len(items), encoder))
     if groups is not None:
-        _write_rows(groups, [{"group": g_i, **g.to_dict(items)} for g_i, g in enumerate(result.groups)])
+        write_records(groups, [{"group": g_i, **g.to_dict(items)} for g_i, g in enumerate(result.groups)])
     if output is not None:
         if output.suffix.lower() == ".txt":
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -483,12 +488,10 @@ def dedup(
         else:
             kept = [records[i] if records is not None else {"text": items[i]} for i in result.keep]
             _write_rows(output, kept)
-    doc = {"model": encoder.name, "threshold": result.threshold, "k": result.k, **result.stats,
-           "output": str(output) if output else None, "groups_file": str(groups) if groups else None}
     if as_json:
-        doc["groups"] = [g.to_dict(items) for g in result.groups]
-        doc["keep"] = result.keep
-        emit_json(doc)
+        emit_json(dedup_body(result, model=encoder.name, texts=items,
+                             output=str(output) if output else None,
+                             groups_file=str(groups) if groups else None))
         return
     typer.echo(f"{result.n} texts: {len(result.groups)} group(s) of near-duplicates, "
                f"keeping {len(result.keep)} ({result.removed} removed; {result.stats['exact_duplicates']} exact)")
