@@ -1,39 +1,58 @@
-"""``qembed cluster`` and ``qembed eval clustering``."""
+# ruff: noqa: B008  (Typer declares options as argument defaults)
+"""``qembed cluster`` and ``qembed eval clustering``.
+
+``qembed cluster --json`` prints the body of ``POST /v1/cluster`` (one row per text under
+``data``, the clusters under ``clusters``), built by :mod:`qembed.envelope`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
 from qembed.commands._common import (
-    ApiKeyOpt, DeviceOpt, DtypeOpt, JsonOpt, ModelOpt, emit_json, fail, logger, open_encoder,
+    ApiKeyOpt,
+    BackendOpt,
+    DeviceOpt,
+    DimensionsOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelOpt,
+    NoInstructionOpt,
+    ProgressOpt,
+    check_suffix,
+    clusters_option,
+    deprecated_options,
+    emit_json,
+    fail,
+    input_option,
+    instruction_option,
+    logger,
+    open_encoder,
+    output_option,
+    positional_input,
+    resolve_instruction,
+    text_column_option,
+    want_progress,
 )
+from qembed.envelope import cluster_body
 from qembed.errors import InputError
 from qembed.io import TEXT_SUFFIXES, read_records, read_texts, require_columns
+from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 
 MethodOpt = typer.Option("kmeans", "--method", help="kmeans or hdbscan.")
-KOpt = typer.Option(None, "--k", help="kmeans: number of clusters (≥ 2) or 'auto' (best silhouette; "
-                    "the default).")
+NInitOpt = typer.Option(10, "--n-init", help="kmeans: initialisations tried; the one with the lowest "
+                                            "inertia is kept.")
 MinSizeOpt = typer.Option(None, "--min-cluster-size", help="hdbscan: smallest cluster "
                           "(default: 1% of the texts, 3..500).")
 SeedOpt = typer.Option(0, "--seed", help="Random seed; the same seed gives the same result.")
-InstructionOpt = typer.Option(
-    None, "--instruction", "-i",
-    help="Instruction both sides get (default: 'Retrieve semantically similar text'; '' for none).")
-DimensionsOpt = typer.Option(None, "--dimensions", "-d", help="Matryoshka size (32..dim).")
+_SYMMETRIC = f"'{SYMMETRIC_INSTRUCTION}'"
+_OLD = {"--k": "--clusters", "--no-instructions": "--no-instruction"}
 
 
-def _instruction(value: Optional[str]) -> Optional[str]:
-    from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-
-    if value is None:
-        return SYMMETRIC_INSTRUCTION
-    return value or None
-
-
-def _read_input(path: Path, text_column: Optional[str]) -> list[str]:
+def _read_input(path: Path, text_column: str | None) -> list[str]:
     """Texts of FILE; blank lines/values are skipped and counted in a warning."""
     texts = read_texts(path, text_column=text_column, skip_empty=True)
     suffix = path.suffix.lower()
@@ -46,81 +65,91 @@ def _read_input(path: Path, text_column: Optional[str]) -> list[str]:
     return texts
 
 
-def _parse_k(k: Optional[str]):
-    if k is None:
+def _parse_clusters(value: str | None) -> int | str | None:
+    if value is None:
         return None
-    if k.strip().lower() == "auto":
+    if value.strip().lower() == "auto":
         return "auto"
     try:
-        return int(k)
+        return int(value)
     except ValueError:
-        raise InputError(f"--k must be an integer or 'auto', got {k!r}") from None
+        raise InputError(f"--clusters must be an integer or 'auto', got {value!r}") from None
 
 
+@deprecated_options({**_OLD, "--csv": "--output"})
 def cluster_command(
-    file: Path = typer.Argument(..., help="Texts: .txt (a line each), .jsonl/.json (field 'text'), "
-                                          ".csv/.tsv (--text-column)."),
-    model: Optional[str] = ModelOpt,
+    file: Path | None = typer.Argument(None, hidden=True),
+    input: Path | None = input_option("Texts: .txt (a line each), .jsonl/.json (field 'text'), "
+                                      ".csv/.tsv (--text-column)."),
+    output: Path | None = output_option("Write index,text,cluster,label,distance rows to this .csv "
+                                        "(or .tsv)."),
+    model: str | None = ModelOpt,
     method: str = MethodOpt,
-    k: Optional[str] = KOpt,
-    min_cluster_size: Optional[int] = MinSizeOpt,
+    clusters: str | None = clusters_option(),
+    n_init: int = NInitOpt,
+    min_cluster_size: int | None = MinSizeOpt,
     reassign_outliers: bool = typer.Option(False, "--reassign-outliers",
                                            help="hdbscan: move outliers to the nearest cluster."),
     seed: int = SeedOpt,
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Column/field holding the text."),
-    csv_out: Optional[Path] = typer.Option(None, "--csv", help="Write index,text,cluster,label,distance "
-                                           "rows to this .csv (or .tsv)."),
-    report: Optional[Path] = typer.Option(None, "--report", help="Write a self-contained HTML report "
-                                          "(2-D map + cluster table)."),
+    text_column: str | None = text_column_option(),
+    report: Path | None = typer.Option(None, "--report", help="Write a self-contained HTML report "
+                                       "(2-D map + cluster table)."),
     projection: str = typer.Option("pca", "--map", help="Report map projection: pca, umap or auto "
                                    "(umap when installed)."),
     top_keywords: int = typer.Option(10, "--top-keywords", help="Keywords per cluster."),
     examples: int = typer.Option(3, "--examples", help="Representative texts per cluster."),
-    user_dict: Optional[Path] = typer.Option(None, "--user-dict", help="Extra Chinese words for jieba, "
-                                             "one per line."),
-    instruction: Optional[str] = InstructionOpt,
-    dimensions: Optional[int] = DimensionsOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    user_dict: Path | None = typer.Option(None, "--user-dict", help="Extra Chinese words for jieba, "
+                                          "one per line."),
+    instruction: str | None = instruction_option(_SYMMETRIC),
+    no_instruction: bool = NoInstructionOpt,
+    dimensions: int | None = DimensionsOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Cluster the texts of FILE and name every cluster by its keywords (c-TF-IDF)."""
+    """Cluster the texts of --input and name every cluster by its keywords (c-TF-IDF)."""
     from qembed.clustering.pipeline import _check_k, _check_method, cluster
+    from qembed.clustering.report import write_report
 
+    input = positional_input(file, input)
+    if input is None:
+        fail("give the texts: --input FILE")
     method = _check_method(method)
-    k_value = _parse_k(k)
-    texts = _read_input(file, text_column)
+    k_value = _parse_clusters(clusters)
+    texts = _read_input(input, text_column)
     if len(texts) < 2:
-        fail(f"clustering needs at least 2 texts, {file} has {len(texts)}")
+        fail(f"clustering needs at least 2 texts, {input} has {len(texts)}")
     _check_k(k_value, len(texts), method)  # fail before loading the model
-    if report is not None and report.suffix.lower() not in (".html", ".htm"):
-        fail(f"--report must end in .html, got {report.name}")
-    if csv_out is not None and csv_out.suffix.lower() not in (".csv", ".tsv"):
-        fail(f"--csv must end in .csv or .tsv, got {csv_out.name}")
+    if n_init < 1:
+        fail(f"--n-init must be at least 1, got {n_init}")
+    check_suffix(report, (".html", ".htm"), "--report")
+    check_suffix(output, (".csv", ".tsv"))
     words: list[str] = []
     if user_dict is not None:
         if not user_dict.is_file():
             fail(f"--user-dict file not found: {user_dict}")
         words = [w.split()[0] for w in user_dict.read_text(encoding="utf-8").splitlines() if w.strip()]
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
-    result = cluster(texts, encoder, method=method, k=k_value, min_cluster_size=min_cluster_size, seed=seed,
-                     reassign_outliers=reassign_outliers, instruction=_instruction(instruction),
-                     dimensions=dimensions, top_keywords=top_keywords, n_examples=examples, words=words,
-                     show_progress_bar=len(texts) > 64)
-    if csv_out is not None:
-        result.to_csv(csv_out)
-        logger.info("wrote %d rows to %s", len(texts), csv_out)
+    instr = resolve_instruction(instruction, no_instruction, SYMMETRIC_INSTRUCTION)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
+    result = cluster(encoder, texts, method=method, clusters=k_value, n_init=n_init,
+                     min_cluster_size=min_cluster_size, seed=seed, reassign_outliers=reassign_outliers,
+                     instruction=instr, dimensions=dimensions, top_keywords=top_keywords, n_examples=examples,
+                     words=words, progress=want_progress(progress, len(texts), encoder))
+    if output is not None:
+        result.to_csv(output)
+        logger.info("wrote %d rows to %s", len(texts), output)
     if report is not None:
-        result.write_report(report, projection=projection, seed=seed, title=f"Clusters of {file.name}")
+        write_report(result, report, projection=projection, seed=seed, title=f"Clusters of {input.name}")
     if as_json:
-        data = result.to_dict()
-        data["model"] = encoder.name
-        if csv_out is not None:
-            data["csv"] = str(csv_out)
+        extra: dict[str, Any] = {}
+        if output is not None:
+            extra["output"] = str(output)
         if report is not None:
-            data["report"] = str(report)
-        emit_json(data)
+            extra["report"] = str(report)
+        emit_json(cluster_body(result, model=encoder.name, **extra))
         return
     n_out = sum(1 for t in result.texts if t.cluster == -1)
     typer.echo(f"{len(texts)} texts -> {result.n_clusters} clusters"
@@ -130,54 +159,61 @@ def cluster_command(
         typer.echo(f"  keywords: {', '.join(c.keywords)}")
         for e in c.examples:
             typer.echo(f"  - {e}")
-    if csv_out is not None:
-        typer.echo(f"\nrows -> {csv_out}")
+    if output is not None:
+        typer.echo(f"\nrows -> {output}")
     if report is not None:
         typer.echo(f"report -> {report}")
 
 
+@deprecated_options({**_OLD, "--data": "--input"})
 def eval_clustering_command(
-    data: Path = typer.Option(..., "--data", help="Labelled texts: .jsonl/.json/.csv/.tsv with fields "
-                                                  "'text' and 'label'."),
-    model: Optional[str] = ModelOpt,
+    input: Path = input_option("Labelled texts: .jsonl/.json/.csv/.tsv with fields 'text' and 'label'.",
+                               required=True),
+    model: str | None = ModelOpt,
     method: str = MethodOpt,
-    k: Optional[str] = typer.Option(None, "--k", help="kmeans: k (default: the number of gold labels) "
-                                    "or 'auto'."),
-    min_cluster_size: Optional[int] = MinSizeOpt,
+    clusters: str | None = clusters_option("kmeans: number of clusters (default: the number of gold "
+                                           "labels) or 'auto'."),
+    n_init: int = NInitOpt,
+    min_cluster_size: int | None = MinSizeOpt,
     seed: int = SeedOpt,
-    text_column: str = typer.Option("text", "--text-column"),
-    label_column: str = typer.Option("label", "--label-column"),
-    instruction: Optional[str] = InstructionOpt,
-    dimensions: Optional[int] = DimensionsOpt,
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    api_key: Optional[str] = ApiKeyOpt,
+    text_column: str = text_column_option("text", "Column/field holding the text."),
+    label_column: str = typer.Option("label", "--label-column", help="Column/field holding the gold label."),
+    instruction: str | None = instruction_option(_SYMMETRIC),
+    no_instruction: bool = NoInstructionOpt,
+    dimensions: int | None = DimensionsOpt,
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
+    api_key: str | None = ApiKeyOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Cluster labelled texts and report V-measure, ARI and NMI, beside a TF-IDF K-Means baseline."""
-    from qembed.eval.clustering import evaluate_clustering
     from qembed.clustering.pipeline import _check_method
+    from qembed.eval.clustering import evaluate_clustering
 
     method = _check_method(method)
-    k_value = _parse_k(k)
-    rows = read_records(data)
-    require_columns(rows, [text_column, label_column], str(data))
+    k_value = _parse_clusters(clusters)
+    if n_init < 1:
+        fail(f"--n-init must be at least 1, got {n_init}")
+    rows = read_records(input)
+    require_columns(rows, [text_column, label_column], str(input))
     texts, gold = [], []
     for i, row in enumerate(rows, 1):
         text = row[text_column]
         if not isinstance(text, str):
-            fail(f"{data}: record {i}: {text_column!r} is not a string")
+            fail(f"{input}: record {i}: {text_column!r} is not a string")
         if not text.strip():
-            logger.warning("%s: record %d has an empty text; skipped", data, i)
+            logger.warning("%s: record %d has an empty text; skipped", input, i)
             continue
         texts.append(text)
         gold.append(str(row[label_column]))
-    encoder = open_encoder(model, device=device, dtype=dtype, api_key=api_key)
-    out = evaluate_clustering(texts, gold, encoder, method=method, k=k_value, min_cluster_size=min_cluster_size,
-                              seed=seed, instruction=_instruction(instruction), dimensions=dimensions,
-                              show_progress_bar=len(texts) > 64)
-    out["model"] = encoder.name
-    out["data"] = str(data)
+    instr = resolve_instruction(instruction, no_instruction, SYMMETRIC_INSTRUCTION)
+    encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
+    out = evaluate_clustering(encoder, texts, gold, method=method, clusters=k_value, n_init=n_init,
+                              min_cluster_size=min_cluster_size, seed=seed, instruction=instr,
+                              dimensions=dimensions, progress=want_progress(progress, len(texts), encoder))
+    out = {"object": "eval.clustering", "model": encoder.name, "input": str(input), **out}
     if as_json:
         emit_json(out)
         return
