@@ -7,6 +7,8 @@ A page holds a marker comment where generated Markdown goes:
   every other ``QEMBED_*`` variable the package reads;
 - ``<!-- qembed:cli -->``: the command reference of the Typer app ``qembed.cli:app``, as Typer's own
   ``typer qembed.cli utils docs`` writes it;
+- ``<!-- qembed:errors -->``: every exception kind of :mod:`qembed.errors` with its HTTP status and
+  CLI exit code;
 - ``<!-- qembed:rest -->``: the endpoints and schemas of the server's OpenAPI document (built with
   :func:`qembed.server.app.create_app`, no model loaded), which is also published as
   ``openapi.json`` beside the page.
@@ -32,6 +34,7 @@ MARKERS = {
     "<!-- qembed:settings -->": lambda: settings_markdown(),
     "<!-- qembed:cli -->": lambda: cli_markdown(),
     "<!-- qembed:rest -->": lambda: rest_markdown(),
+    "<!-- qembed:errors -->": lambda: errors_markdown(),
 }
 
 #: ``QEMBED_*`` variables read outside ``Settings``: what each does. The build fails when the
@@ -72,8 +75,11 @@ def _cell(text: Any) -> str:
 
 
 def _text(text: str) -> str:
-    """Docstring-style ``literals`` as Markdown `literals`."""
-    return (text or "").replace("``", "`").strip()
+    """Docstring-style ``literals`` and :role:`~targets` as Markdown `literals`."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`",
+                  lambda m: f"`{m.group(1).rsplit('.', 1)[-1] if m.group(0).count('~') else m.group(1)}`",
+                  text or "")
+    return text.replace("``", "`").strip()
 
 
 def _code(value: Any) -> str:
@@ -201,6 +207,22 @@ def _variables_read() -> dict[str, list[str]]:
         for name in sorted(set(re.findall(r"""["'](QEMBED_[A-Z0-9_]+)["']""", text))):
             found.setdefault(name, []).append(module)
     return found
+
+
+# ------------------------------------------------------------------------------------- errors
+
+def errors_markdown() -> str:
+    import inspect
+
+    import qembed.errors as errors
+
+    rows = ["| exception | HTTP status | exit code | when |", "|---|---|---|---|"]
+    for name, cls in inspect.getmembers(errors, inspect.isclass):
+        if not issubclass(cls, errors.QembedError) or cls.__module__ != errors.__name__:
+            continue
+        doc = _text(inspect.getdoc(cls) or "").split("\n\n")[0]
+        rows.append(f"| `{name}` | {cls.status_code} | {cls.exit_code} | {_cell(doc)} |")
+    return "\n".join(rows) + "\n"
 
 
 # ---------------------------------------------------------------------------------------- CLI
