@@ -1,18 +1,47 @@
+# ruff: noqa: B008  (Typer declares options as argument defaults)
 """``qembed data lengths``, ``qembed finetune classifier|embedding`` and ``qembed classify-pairs``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from qembed.commands._common import DeviceOpt, JsonOpt, emit_json, fail, logger
+from qembed.commands._common import (
+    DeviceOpt,
+    JsonOpt,
+    NoInstructionOpt,
+    ProgressOpt,
+    deprecated_options,
+    emit_json,
+    fail,
+    input_option,
+    instruction_option,
+    logger,
+    min_probability_option,
+    normalize_dtype,
+    output_option,
+    positional_input,
+    resolve_instruction,
+    text_column_option,
+    want_progress,
+)
 from qembed.errors import InputError
 
-PrecisionOpt = typer.Option("auto", "--precision",
-                            help="auto (bf16 on CUDA, fp32 elsewhere), bf16 or fp32.")
+TrainDtypeOpt = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 elsewhere), bfloat16 "
+                                                    "or float32.")
+_OLD_DTYPE = {"--precision": "--dtype"}
+_DTYPE_NOTE = {"--precision": "bf16 and fp32 are still accepted"}
+
+
+def _precision(dtype: str) -> str:
+    """``--dtype`` as the training recipes' precision (auto, bf16 or fp32)."""
+    value = normalize_dtype(dtype)
+    mapping = {"auto": "auto", "bfloat16": "bf16", "float32": "fp32"}
+    if value not in mapping:
+        fail(f"--dtype for training and pair classification must be auto, bfloat16 or float32, got {dtype!r}")
+    return mapping[value]
 
 
 def _int_list(value: str, what: str) -> list[int]:
@@ -31,22 +60,26 @@ def _names(value: str) -> list[str]:
 
 # ---------------------------------------------------------------------------- data lengths
 def data_lengths(
-    file: Path = typer.Argument(..., help="Pairs (.jsonl/.json/.csv/.tsv with sentence1, sentence2; or "
-                                          "header-less s1<TAB>s2<TAB>score) or texts (.txt, or --text-column)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model folder or Hub id whose tokenizer "
-                                        "counts (default Qwen/Qwen3-Embedding-0.6B or $QEMBED_MODEL). "
-                                        "Only the tokenizer is loaded."),
+    file: Path | None = typer.Argument(None, hidden=True),
+    input: Path | None = input_option("Pairs (.jsonl/.json/.csv/.tsv with sentence1, sentence2; or "
+                                      "header-less s1<TAB>s2<TAB>score) or texts (.txt, or --text-column)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Model folder or Hub id whose tokenizer "
+                                     "counts (default Qwen/Qwen3-Embedding-0.6B or $QEMBED_MODEL). "
+                                     "Only the tokenizer is loaded."),
     max_lengths: str = typer.Option("32,64,128,256", "--max-lengths", help="Candidate max lengths to report."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Read single texts from this column."),
+    text_column: str | None = text_column_option(help="Read single texts from this column."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Token-length distribution of texts and pairs, to choose --max-length before training."""
     from qembed.train.lengths import length_report, render_histogram
     from qembed.train.tokens import load_tokenizer
 
+    input = positional_input(file, input)
+    if input is None:
+        fail("give the data: --input FILE")
     candidates = _int_list(max_lengths, "--max-lengths")
     tokenizer = load_tokenizer(model)
-    report = length_report(file, tokenizer, max_lengths=candidates, text_column=text_column)
+    report = length_report(input, tokenizer, max_lengths=candidates, text_column=text_column)
     if as_json:
         emit_json(report)
         return
@@ -64,33 +97,35 @@ def data_lengths(
 
 
 # ---------------------------------------------------------------------------- classifier
+@deprecated_options({"--train": "--input", **_OLD_DTYPE}, notes=_DTYPE_NOTE)
 def finetune_classifier(
-    train: Path = typer.Option(..., "--train", help="Labelled pairs: sentence1, sentence2, label (0/1)."),
+    input: Path = input_option("Labelled training pairs: sentence1, sentence2, label (0/1).", required=True),
     dev: Path = typer.Option(..., "--dev", help="Labelled dev pairs, evaluated after every epoch."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model folder or Hub id "
-                                        "(default Qwen/Qwen3-Embedding-0.6B or $QEMBED_MODEL)."),
-    output: Path = typer.Option(Path("afqmc-lora"), "--output", "-o", help="Folder for the adapter and metrics."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Base model folder or Hub id "
+                                     "(default Qwen/Qwen3-Embedding-0.6B or $QEMBED_MODEL)."),
+    output: Path = output_option("Folder for the adapter and metrics.", default=Path("afqmc-lora")),
     max_length: int = typer.Option(64, "--max-length", help="Tokens per pair (see `qembed data lengths`)."),
     batch_size: int = typer.Option(128, "--batch-size", help="Effective batch size (pairs per optimizer step)."),
-    epochs: int = typer.Option(15, "--epochs"),
+    epochs: int = typer.Option(15, "--epochs", help="Passes over the training pairs."),
     lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate (linear decay, 6% warm-up)."),
-    lora_r: int = typer.Option(8, "--lora-r"),
-    lora_alpha: int = typer.Option(32, "--lora-alpha"),
-    lora_dropout: float = typer.Option(0.1, "--lora-dropout"),
+    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
+    lora_alpha: int = typer.Option(32, "--lora-alpha", help="LoRA scaling."),
+    lora_dropout: float = typer.Option(0.1, "--lora-dropout", help="Dropout on the LoRA path."),
     target_modules: str = typer.Option("q_proj,k_proj,v_proj", "--target-modules",
                                        help="Comma-separated names of the layers LoRA adapts."),
     grad_accum: int = typer.Option(1, "--grad-accum", help="Split each batch into N micro-batches (less memory)."),
     gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing",
                                                 help="Recompute activations in the backward pass (less memory)."),
-    patience: Optional[int] = typer.Option(None, "--early-stopping-patience",
-                                           help="Stop after N epochs without a better dev F1."),
+    patience: int | None = typer.Option(None, "--early-stopping-patience",
+                                        help="Stop after N epochs without a better dev F1."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run saved in --output."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a classifier already in --output."),
-    seed: int = typer.Option(42, "--seed"),
-    limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N training pairs."),
-    limit_dev: Optional[int] = typer.Option(None, "--limit-dev", help="Use only the first N dev pairs."),
-    device: Optional[str] = DeviceOpt,
-    precision: str = PrecisionOpt,
+    seed: int = typer.Option(42, "--seed", help="Random seed."),
+    limit_train: int | None = typer.Option(None, "--limit-train", help="Use only the first N training pairs."),
+    limit_dev: int | None = typer.Option(None, "--limit-dev", help="Use only the first N dev pairs."),
+    device: str | None = DeviceOpt,
+    dtype: str = TrainDtypeOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Train the LoRA pair classifier (both sentences in one sequence, 2-label head)."""
@@ -101,16 +136,17 @@ def finetune_classifier(
         model=model, max_length=max_length, batch_size=batch_size, epochs=epochs, lr=lr, lora_r=lora_r,
         lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=_names(target_modules),
         grad_accum=grad_accum, gradient_checkpointing=gradient_checkpointing,
-        early_stopping_patience=patience, seed=seed, device=device, precision=precision,
+        early_stopping_patience=patience, seed=seed, device=device, precision=_precision(dtype),
     )
     cfg.validate()
-    train_data = load_pairs(train, labels="binary", limit=limit_train)
+    train_data = load_pairs(input, labels="binary", limit=limit_train)
     dev_data = load_pairs(dev, labels="binary", limit=limit_dev)
     logger.info("training on %d pairs, evaluating on %d", len(train_data), len(dev_data))
     doc = train_classifier(train_data, dev_data, output, cfg, resume=resume, overwrite=overwrite,
+                           show_progress_bar=want_progress(progress, len(train_data), batch=batch_size),
                            on_trainable=lambda line: typer.echo(line, err=as_json))
     if as_json:
-        emit_json({**doc, "output": str(output)})
+        emit_json({"object": "classifier", **doc, "output": str(output)})
         return
     typer.echo(f"{'epoch':>5} {'train loss':>10} {'dev loss':>9} {'accuracy':>9} {'F1':>7}")
     for row in doc["epochs"]:
@@ -121,16 +157,19 @@ def finetune_classifier(
                f"(dev majority class: {100 * doc['dev_majority_accuracy']:.2f}%) -> {output}")
 
 
+@deprecated_options({"--threshold": "--min-probability", **_OLD_DTYPE}, notes=_DTYPE_NOTE)
 def classify_pairs(
-    file: Path = typer.Argument(..., help="Pairs to score (sentence1, sentence2[, label])."),
+    file: Path | None = typer.Argument(None, hidden=True),
+    input: Path | None = input_option("Pairs to score (sentence1, sentence2[, label])."),
     adapter: Path = typer.Option(..., "--adapter", help="Folder written by `qembed finetune classifier`."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Base model, if it moved since training."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write one JSON line per pair here."),
-    threshold: float = typer.Option(0.5, "--threshold", help="Predict 'same' when P(same) >= this."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Score only the first N pairs."),
-    device: Optional[str] = DeviceOpt,
-    precision: str = PrecisionOpt,
+    model: str | None = typer.Option(None, "--model", "-m", help="Base model, if it moved since training."),
+    output: Path | None = output_option("Write one JSON line per pair here."),
+    min_probability: float = min_probability_option(0.5, "Predict 'same' when P(same) is at least this."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Pairs per forward pass."),
+    limit: int | None = typer.Option(None, "--limit", help="Score only the first N pairs."),
+    device: str | None = DeviceOpt,
+    dtype: str = TrainDtypeOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Score sentence pairs with a trained pair classifier: P(same), and accuracy/F1 when labelled."""
@@ -139,28 +178,32 @@ def classify_pairs(
     from qembed.train.data import load_pairs
     from qembed.train.pair_classifier import PairClassifier
 
-    if not 0.0 <= threshold <= 1.0:
-        fail(f"--threshold must be between 0 and 1, got {threshold}")
+    input = positional_input(file, input)
+    if input is None:
+        fail("give the pairs: --input FILE")
+    if not 0.0 <= min_probability <= 1.0:
+        fail(f"--min-probability must be between 0 and 1, got {min_probability}")
     if batch_size < 1:
         fail("--batch-size must be at least 1")
-    data = load_pairs(file, labels="optional", limit=limit)
+    data = load_pairs(input, labels="optional", limit=limit)
     labels = None
     if data.labels is not None:
         if not data.binary:
-            raise InputError(f"{file}: labels must be 0 or 1")
+            raise InputError(f"{input}: labels must be 0 or 1")
         labels = data.int_labels()
-    clf = PairClassifier.load(adapter, model=model, device=device, precision=precision)
-    proba = clf.predict_proba(data.first, data.second, batch_size=batch_size, show_progress_bar=len(data) > 256)
-    pred = (proba >= threshold).astype(int)
+    clf = PairClassifier.load(adapter, model=model, device=device, precision=_precision(dtype))
+    proba = clf.predict_proba(data.first, data.second, batch_size=batch_size,
+                              show_progress_bar=want_progress(progress, len(data), batch=batch_size))
+    pred = (proba >= min_probability).astype(int)
     rows = []
     for i in range(len(data)):
-        row = {"sentence1": data.first[i], "sentence2": data.second[i], "probability": float(proba[i]),
+        row = {"index": i, "sentence1": data.first[i], "sentence2": data.second[i], "probability": float(proba[i]),
                "prediction": int(pred[i])}
         if labels is not None:
             row["label"] = labels[i]
         rows.append(row)
-    summary: dict = {"adapter": str(adapter), "base_model": clf.manifest.get("base_model"), "pairs": len(rows),
-                     "threshold": threshold, "predicted_same": int(pred.sum())}
+    summary: dict = {"adapter": str(adapter), "n": len(rows), "min_probability": min_probability,
+                     "predicted_same": int(pred.sum())}
     if labels is not None:
         from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 
@@ -175,7 +218,10 @@ def classify_pairs(
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
         summary["output"] = str(output)
     if as_json:
-        emit_json(summary if output is not None else {**summary, "results": rows})
+        from qembed.envelope import envelope
+
+        emit_json(envelope("list", [] if output is not None else rows,
+                           model=clf.manifest.get("base_model"), **summary))
         return
     if output is None:
         for row in rows[:50]:
@@ -192,34 +238,37 @@ def classify_pairs(
 
 
 # ---------------------------------------------------------------------------- embedding
+@deprecated_options({"--train": "--input", "--no-instructions": "--no-instruction", **_OLD_DTYPE},
+                    notes=_DTYPE_NOTE)
 def finetune_embedding(
-    train: Path = typer.Option(..., "--train", help="Labelled pairs: 0/1 (AFQMC) or graded scores (STS-B 0-5)."),
-    dev: Optional[Path] = typer.Option(None, "--dev", help="Labelled pairs measured before and after."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Embedding model folder or Hub id "
-                                        "(default Qwen/Qwen3-Embedding-0.6B or $QEMBED_MODEL)."),
-    output: Path = typer.Option(Path("tuned-embedding"), "--output", "-o", help="Folder for the tuned model."),
+    input: Path = input_option("Labelled training pairs: 0/1 (AFQMC) or graded scores (STS-B 0-5).",
+                               required=True),
+    dev: Path | None = typer.Option(None, "--dev", help="Labelled pairs measured before and after."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Embedding model folder or Hub id "
+                                     "(default Qwen/Qwen3-Embedding-0.6B or $QEMBED_MODEL)."),
+    output: Path = output_option("Folder for the tuned model.", default=Path("tuned-embedding")),
     loss: str = typer.Option("cosent", "--loss", help="cosent, contrastive or mnrl."),
     lora: bool = typer.Option(True, "--lora/--full", help="LoRA adapter (default) or all weights."),
     merge: bool = typer.Option(False, "--merge", help="Fold LoRA into the weights: a complete model folder "
-                               "for `qembed serve --model-path` and qembed.load_encoder."),
-    epochs: int = typer.Option(1, "--epochs"),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (default 1e-4 LoRA, 2e-5 full)."),
+                               "for `qembed serve --model` and qembed.load_encoder."),
+    epochs: int = typer.Option(1, "--epochs", help="Passes over the training pairs."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Pairs per optimizer step."),
+    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 1e-4 LoRA, 2e-5 full)."),
     max_length: int = typer.Option(128, "--max-length", help="Tokens per text during training."),
-    lora_r: int = typer.Option(8, "--lora-r"),
-    lora_alpha: int = typer.Option(32, "--lora-alpha"),
-    lora_dropout: float = typer.Option(0.1, "--lora-dropout"),
-    target_modules: Optional[str] = typer.Option(None, "--target-modules", help="Default: attention "
-                                                 "projections (q/k/v/o_proj, or query/key/value)."),
-    instruction: Optional[str] = typer.Option(None, "--instruction", help="Instruction both sides get on "
-                                              "instruction models (default: 'Retrieve semantically similar "
-                                              "text'; '' for none)."),
-    limit_train: Optional[int] = typer.Option(None, "--limit-train"),
-    limit_dev: Optional[int] = typer.Option(None, "--limit-dev"),
+    lora_r: int = typer.Option(8, "--lora-r", help="LoRA rank."),
+    lora_alpha: int = typer.Option(32, "--lora-alpha", help="LoRA scaling."),
+    lora_dropout: float = typer.Option(0.1, "--lora-dropout", help="Dropout on the LoRA path."),
+    target_modules: str | None = typer.Option(None, "--target-modules", help="Default: attention "
+                                              "projections (q/k/v/o_proj, or query/key/value)."),
+    instruction: str | None = instruction_option("'Retrieve semantically similar text' on instruction models"),
+    no_instruction: bool = NoInstructionOpt,
+    limit_train: int | None = typer.Option(None, "--limit-train", help="Use only the first N training pairs."),
+    limit_dev: int | None = typer.Option(None, "--limit-dev", help="Use only the first N dev pairs."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model already in --output."),
-    seed: int = typer.Option(42, "--seed"),
-    device: Optional[str] = DeviceOpt,
-    precision: str = PrecisionOpt,
+    seed: int = typer.Option(42, "--seed", help="Random seed."),
+    device: str | None = DeviceOpt,
+    dtype: str = TrainDtypeOpt,
+    progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
 ) -> None:
     """Tune an embedding model on labelled pairs (sentence-transformers), keeping it an embedding model."""
@@ -231,16 +280,17 @@ def finetune_embedding(
         model=model, loss=loss, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
         target_modules=_names(target_modules) if target_modules else None, epochs=epochs,
         batch_size=batch_size, lr=lr, max_length=max_length,
-        instruction=SYMMETRIC_INSTRUCTION if instruction is None else instruction,
-        seed=seed, device=device, precision=precision,
+        instruction=resolve_instruction(instruction, no_instruction, SYMMETRIC_INSTRUCTION),
+        seed=seed, device=device, precision=_precision(dtype),
     )
     cfg.validate()
-    train_data = load_pairs(train, labels="score", limit=limit_train)
+    train_data = load_pairs(input, labels="score", limit=limit_train)
     dev_data = load_pairs(dev, labels="score", limit=limit_dev) if dev is not None else None
     doc = tune_embeddings(train_data, output, cfg, dev=dev_data, merge=merge, overwrite=overwrite,
+                          show_progress_bar=want_progress(progress, len(train_data), batch=batch_size),
                           on_trainable=lambda line: typer.echo(line, err=as_json))
     if as_json:
-        emit_json({**doc, "output": str(output)})
+        emit_json({"object": "embedding.model", **doc, "output": str(output)})
         return
     if doc["before"] and doc["after"]:
         typer.echo(f"{'dev':>10} {'before':>9} {'after':>9}")
