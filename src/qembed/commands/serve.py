@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 
 from qembed.commands._common import DeviceOpt, DtypeOpt, JsonOpt, emit_json
+from qembed.errors import InputError
 
 logger = logging.getLogger("qembed.serve")
 
@@ -91,17 +92,10 @@ def serve(
     }
     try:
         settings = Settings(**{k: v for k, v in updates.items() if v is not None})
-    except ValidationError as exc:
+    except ValidationError as exc:  # the Field constraints of qembed.config name the setting
         first = exc.errors()[0]
-        name = str(first["loc"][0]) if first.get("loc") else "settings"
-        raise typer.BadParameter(first["msg"], param_hint=f"--{name.replace('_', '-')}") from None
-    for name in ("port", "max_batch_tokens", "max_batch_size", "max_client_batch_size",
-                 "max_queued_requests", "max_request_bytes"):
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if value < (0 if name == "port" else 1) or (name == "port" and value > 65535):
-            raise typer.BadParameter(f"{value} is out of range", param_hint=f"--{name.replace('_', '-')}")
+        name = ".".join(str(part) for part in first.get("loc", ())) or "settings"
+        raise InputError(f"{name}: {first['msg']}") from None
     if settings.served_model_name is None and not is_http_url(settings.model):
         path = Path(settings.model).expanduser()
         if path.exists():
