@@ -56,7 +56,8 @@ from qembed.server.schemas import (
 logger = logging.getLogger(__name__)
 
 #: Task route modules mounted by :func:`create_app` (each exports ``router``, maybe ``setup``).
-ROUTE_MODULES = ("qembed.server.routes.pairs", "qembed.server.routes.cluster", "qembed.server.routes.search")
+ROUTE_MODULES = ("qembed.server.routes.pairs", "qembed.server.routes.cluster", "qembed.server.routes.search",
+                 "qembed.server.routes.rerank")
 
 #: Responses larger than this many floats are serialised on a worker thread, off the event loop.
 _LARGE_RESPONSE = 64 * 1024
@@ -326,6 +327,9 @@ def create_app(
                              daemon=True).start()
         yield
         state.closing = True
+        reranker = getattr(app.state, "reranker", None)
+        if reranker is not None:  # a second engine (qembed serve --reranker)
+            await run_in_threadpool(reranker.close)
         if state.encoder is not None:
             logger.info("finishing queued requests")
             await run_in_threadpool(state.encoder.close)

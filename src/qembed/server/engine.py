@@ -89,6 +89,9 @@ class EngineSpec:
     #: OpenMP's wait policy in the engine (``OMP_WAIT_POLICY``): ``PASSIVE`` threads sleep as soon
     #: as a parallel region ends instead of spinning, leaving the cores to the front between ops.
     omp_wait_policy: str | None = None
+    #: what the process loads: ``"encoder"`` (a LocalEncoder) or ``"reranker"`` (a
+    #: :class:`~qembed.rerank.local.Reranker`, whose passes return one score per input)
+    kind: str = "encoder"
 
 
 @contextlib.contextmanager
@@ -169,14 +172,23 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
 
         if spec.get("threads"):
             torch.set_num_threads(int(spec["threads"]))
-        from qembed.models.local import LocalEncoder
+        if spec.get("kind") == "reranker":
+            from qembed.rerank.local import Reranker
 
-        encoder = LocalEncoder(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
+            encoder = Reranker(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
                                max_input_tokens=spec.get("max_input_tokens"),
-                               truncate=spec.get("truncate", True),
                                max_batch_tokens=spec.get("max_batch_tokens"),
                                max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
                                compile=spec.get("compile"))
+        else:
+            from qembed.models.local import LocalEncoder
+
+            encoder = LocalEncoder(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
+                                   max_input_tokens=spec.get("max_input_tokens"),
+                                   truncate=spec.get("truncate", True),
+                                   max_batch_tokens=spec.get("max_batch_tokens"),
+                                   max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
+                                   compile=spec.get("compile"))
     except BaseException as exc:  # noqa: BLE001 - reported to the front, which decides
         message = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
         conn.send_bytes(b"F" + json.dumps({"message": message}).encode("utf-8"))
