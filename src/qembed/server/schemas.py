@@ -8,9 +8,17 @@ no unpaired surrogate such as ``"\\ud800"``), an integer field a JSON integer, a
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, List, Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+)
 
 from qembed.errors import InputError
 
@@ -59,23 +67,23 @@ class EmbeddingRequest(BaseModel):
 
     input: Any = Field(..., description="A string, a list of strings, a list of token ids, or a list "
                                         "of token-id lists.", json_schema_extra=_INPUT_SCHEMA)
-    model: Optional[Text] = Field(None, description="The served model name (see GET /v1/models).")
+    model: Text | None = Field(None, description="The served model name (see GET /v1/models).")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`float` (JSON numbers) or `base64` (little-endian float32 bytes).")
-    dimensions: Optional[StrictInt] = Field(
+    dimensions: StrictInt | None = Field(
         None, description="Matryoshka size: the first N values, re-normalised (32 up to the model size).")
-    user: Optional[Text] = Field(None, description="End-user id (accepted and logged at debug level).")
-    instruction: Optional[Text] = Field(
+    user: Text | None = Field(None, description="End-user id (accepted and logged at debug level).")
+    instruction: Text | None = Field(
         None, description="qembed extension: query instruction applied to every text input "
                           "(`Instruct: {instruction}\\nQuery:{text}` for Qwen3-Embedding).")
-    input_type: Optional[Literal["query", "document"]] = Field(
+    input_type: Literal["query", "document"] | None = Field(
         None, description="qembed extension: `query` applies the default retrieval instruction, "
                           "`document` none. `instruction` takes precedence.")
 
 
 class EmbeddingData(BaseModel):
     object: Literal["embedding"] = "embedding"
-    embedding: Union[List[float], str]
+    embedding: list[float] | str
     index: int
 
 
@@ -86,7 +94,7 @@ class Usage(BaseModel):
 
 class EmbeddingResponse(BaseModel):
     object: Literal["list"] = "list"
-    data: List[EmbeddingData]
+    data: list[EmbeddingData]
     model: str
     usage: Usage
 
@@ -97,14 +105,14 @@ class TokenizeRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     prompt: Text = Field(..., description="The text to tokenise.")
-    model: Optional[Text] = None
+    model: Text | None = None
     add_special_tokens: StrictBool = Field(True, description="Include the end token the model appends.")
 
 
 class TokenizeResponse(BaseModel):
-    tokens: List[int]
+    tokens: list[int]
     count: int
-    max_model_len: Optional[int]
+    max_model_len: int | None
 
 
 class ModelCard(BaseModel):
@@ -112,21 +120,21 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "qembed"
-    root: Optional[str] = None
-    max_model_len: Optional[int] = None
-    dim: Optional[int] = None
+    root: str | None = None
+    max_model_len: int | None = None
+    dim: int | None = None
 
 
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
-    data: List[ModelCard]
+    data: list[ModelCard]
 
 
 class ErrorDetail(BaseModel):
     message: str
     type: str
-    param: Optional[str] = None
-    code: Optional[Union[str, int]] = None
+    param: str | None = None
+    code: str | int | None = None
 
 
 class ErrorResponse(BaseModel):

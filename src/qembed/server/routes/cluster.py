@@ -3,20 +3,22 @@
 The texts are embedded through the server's batching queue (``request.app.state.encoder``) and
 clustered by :func:`qembed.clustering.pipeline.cluster`, all in a worker thread. A request holds at
 most :data:`MAX_CLUSTER_TEXTS` texts (and the server's request-size limit applies); bad input
-answers 400 with an OpenAI-shaped error. The answer is ``ClusterResult.to_dict()`` plus
-``object`` and ``model``: ``texts`` (one row per input in order: ``index``, ``text``, ``cluster``,
-``label``, ``distance``) and ``clusters`` (``cluster``, ``label``, ``keywords``, ``size``,
-``examples``).
+answers 400 with an OpenAI-shaped error. The answer (:func:`qembed.envelope.cluster_body`, the
+same body ``qembed cluster --json`` prints) holds ``object``, ``model``, ``method``, ``params``,
+``n_clusters``, ``n_outliers``, ``data`` (one row per input in order: ``index``, ``text``,
+``cluster``, ``label``, ``distance``) and ``clusters`` (``cluster``, ``label``, ``keywords``,
+``size``, ``examples``).
 """
 
 from __future__ import annotations
 
-from typing import Any, List, Literal, Optional, Union
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from qembed.envelope import cluster_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.server.routes import task_encoder
@@ -36,24 +38,28 @@ class ClusterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"input": ["花呗还款总是失败", "每次还花呗都提示系统错误", "建议优化花呗支付通道",
                    "My payment failed again", "Mi pago falló otra vez", "Where is my package?"],
-         "method": "kmeans", "k": 2}]})
+         "method": "kmeans", "clusters": 2}]})
 
-    input: List[Text] = Field(..., description=f"Texts to cluster (2..{MAX_CLUSTER_TEXTS}).")
+    input: list[Text] = Field(..., description=f"Texts to cluster (2..{MAX_CLUSTER_TEXTS}).")
     method: Text = Field("kmeans", description="kmeans or hdbscan.")
-    k: Union[StrictInt, Literal["auto"], None] = Field(
+    clusters: StrictInt | Literal["auto"] | None = Field(
         None, description="kmeans: number of clusters (≥ 2) or 'auto' (best silhouette; the default).")
-    min_cluster_size: Optional[StrictInt] = Field(None, description="hdbscan: smallest cluster.")
-    min_samples: Optional[StrictInt] = Field(None, description="hdbscan: neighbourhood size for density.")
+    k: StrictInt | Literal["auto"] | None = Field(None, deprecated=True,
+                                                       description="Older name of `clusters`.")
+    n_init: StrictInt = Field(10, ge=1, le=100, description="kmeans: initialisations tried; the one with "
+                                                           "the lowest inertia is kept.")
+    min_cluster_size: StrictInt | None = Field(None, description="hdbscan: smallest cluster.")
+    min_samples: StrictInt | None = Field(None, description="hdbscan: neighbourhood size for density.")
     reassign_outliers: StrictBool = Field(False, description="hdbscan: move outliers to the nearest cluster.")
     seed: StrictInt = Field(0, ge=0, le=2**32 - 1,
                             description="Random seed (0 to 2^32 - 1); the same seed gives the same result.")
     top_keywords: StrictInt = Field(10, description="Keywords per cluster.")
     examples: StrictInt = Field(3, description="Representative texts per cluster.")
-    words: Optional[List[Text]] = Field(None, description="Extra Chinese words for jieba.")
-    instruction: Optional[Text] = Field(None, description="Instruction for the texts (default "
+    words: list[Text] | None = Field(None, description="Extra Chinese words for jieba.")
+    instruction: Text | None = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    dimensions: Optional[StrictInt] = Field(None, description="Matryoshka size.")
-    model: Optional[Text] = Field(None, description="The served model name (optional).")
+    dimensions: StrictInt | None = Field(None, description="Matryoshka size.")
+    model: Text | None = Field(None, description="The served model name (optional).")
 
 
 @router.post("/v1/cluster", summary="Cluster texts into named topics")
@@ -71,7 +77,7 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
         raise InputError(f"words has {len(body.words)} entries, more than the limit of {MAX_WORDS}",
                          param="words")
     encoder, dimensions = task_encoder(request, body.model, body.dimensions)
-    instruction = SYMMETRIC_INSTRUCTION if body.instruction is None else (body.instruction or None)
+    instruction = body.instruction  # None: the symmetric default, "": none
     try:
         result = await run_in_threadpool(_run, body, encoder, instruction, dimensions)
     except InputError as exc:
@@ -79,15 +85,22 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
             exc.param = "input"
             exc.message = exc.message.replace("texts[", "input[").replace("texts is", "input is")
         raise
-    data = result.to_dict()
-    return {"object": "cluster.result", "model": request.app.state.server.served_name, **data}
+    return cluster_body(result, model=request.app.state.server.served_name)
+
+
+def _clusters(body: ClusterRequest) -> int | str | None:
+    """``clusters``, or its older name ``k`` (not both)."""
+    if body.clusters is not None and body.k is not None:
+        raise InputError("give clusters or its older name k, not both", param="clusters")
+    return body.clusters if body.clusters is not None else body.k
 
 
 def _run(body: ClusterRequest, encoder: Any, instruction: str | None, dimensions: int | None):
     from qembed.clustering.pipeline import cluster
 
     return cluster(
-        body.input, encoder, method=body.method, k=body.k, min_cluster_size=body.min_cluster_size,
+        encoder, body.input, method=body.method, clusters=_clusters(body), n_init=body.n_init,
+        min_cluster_size=body.min_cluster_size,
         min_samples=body.min_samples, seed=body.seed, reassign_outliers=body.reassign_outliers,
         instruction=instruction, dimensions=dimensions, top_keywords=body.top_keywords,
         n_examples=body.examples, words=body.words or (),

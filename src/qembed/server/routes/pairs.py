@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, List, Optional, Union
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from qembed.envelope import classify_body, dedup_body, similarity_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.server.routes import task_encoder
@@ -28,21 +29,25 @@ router = APIRouter(tags=["Tasks"])
 MAX_LABELS = 256
 #: Label sets whose embeddings are kept (least recently used dropped first).
 LABEL_CACHE_SIZE = 32
+#: ``min_similarity`` of /v1/dedup when none is given.
+DEFAULT_MIN_SIMILARITY = 0.9
 
-Number = Union[StrictFloat, StrictInt]
+Number = StrictFloat | StrictInt
 
 
 class SimilarityRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
-        {"pairs": [["借呗能分期吗?", "我可以分几个月还借呗?"], ["花呗逾期会怎样?", "今天天气怎么样"]], "threshold": 0.8}]})
+        {"pairs": [["借呗能分期吗?", "我可以分几个月还借呗?"], ["花呗逾期会怎样?", "今天天气怎么样"]],
+         "min_similarity": 0.8}]})
 
-    pairs: List[List[Text]] = Field(..., description="Text pairs, each a list of two strings.")
-    threshold: Optional[Number] = Field(None, description="Cosine in [-1, 1] at or above which a pair is "
-                                                          "'same'; with it each result has `same`.")
-    instruction: Optional[Text] = Field(None, description="Instruction both sides get (default "
+    pairs: list[list[Text]] = Field(..., description="Text pairs, each a list of two strings.")
+    min_similarity: Number | None = Field(
+        None, description="Cosine in [-1, 1] at or above which a pair is 'same'; with it each result has `same`.")
+    threshold: Number | None = Field(None, deprecated=True, description="Older name of `min_similarity`.")
+    instruction: Text | None = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    dimensions: Optional[StrictInt] = Field(None, description="Matryoshka size.")
-    model: Optional[Text] = Field(None, description="The served model name (optional).")
+    dimensions: StrictInt | None = Field(None, description="Matryoshka size.")
+    model: Text | None = Field(None, description="The served model name (optional).")
 
 
 class ClassifyRequest(BaseModel):
@@ -51,39 +56,48 @@ class ClassifyRequest(BaseModel):
          "labels": ["billing: invoices, charges, refunds", "shipping: delivery and tracking",
                     "login: passwords and sign-in"]}]})
 
-    input: Union[Text, List[Text]] = Field(..., description="A text or a list of texts.")
-    labels: List[Text] = Field(..., description="Label names or 'name: description' (a name may "
+    input: Text | list[Text] = Field(..., description="A text or a list of texts.")
+    labels: list[Text] = Field(..., description="Label names or 'name: description' (a name may "
                                                      "repeat with other descriptions).")
-    top_k: Optional[StrictInt] = Field(None, description="Labels listed per text (default all).")
+    top_k: StrictInt | None = Field(None, description="Labels listed per text (default all).")
     temperature: Number = Field(0.05, description="Softmax temperature of `probability`.")
-    instruction: Optional[Text] = Field(None, description="Instruction for the texts (default "
+    instruction: Text | None = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    label_instruction: Optional[Text] = Field(None, description="Instruction for the labels "
+    label_instruction: Text | None = Field(None, description="Instruction for the labels "
                                                    "(default: `instruction`).")
-    dimensions: Optional[StrictInt] = None
-    model: Optional[Text] = None
+    dimensions: StrictInt | None = None
+    model: Text | None = None
 
 
 class DedupRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"input": ["How do I reset my password?", "how do i reset my password", "Where is my parcel?"],
-         "threshold": 0.9}]})
+         "min_similarity": 0.9}]})
 
-    input: List[Text] = Field(..., description="Texts to deduplicate.")
-    threshold: Number = Field(0.9, description="Cosine in [-1, 1] at or above which two texts are "
-                                               "near-duplicates.")
-    k: StrictInt = Field(10, description="Nearest neighbours examined per text.")
+    input: list[Text] = Field(..., description="Texts to deduplicate.")
+    min_similarity: Number | None = Field(None, description="Cosine in [-1, 1] at or above which two texts "
+                                                               "are near-duplicates (default 0.9).")
+    threshold: Number | None = Field(None, deprecated=True, description="Older name of `min_similarity`.")
+    k: StrictInt | None = Field(None, deprecated=True, description="Ignored: every pair at or above "
+                                                                      "`min_similarity` is found.")
     return_texts: StrictBool = Field(False, description="Include each member's text in the groups.")
-    instruction: Optional[Text] = Field(None, description="Instruction both sides get (default "
+    instruction: Text | None = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    dimensions: Optional[StrictInt] = None
-    model: Optional[Text] = None
+    dimensions: StrictInt | None = None
+    model: Text | None = None
 
 
-def _instruction(value: str | None) -> str | None:
-    if value is None:
-        return SYMMETRIC_INSTRUCTION
-    return value or None
+def _min_similarity(body: Any, default: float | None) -> float | None:
+    """``min_similarity``, or its older name ``threshold`` (not both)."""
+    if body.min_similarity is not None and body.threshold is not None:
+        raise InputError("give min_similarity or its older name threshold, not both", param="min_similarity")
+    value = body.min_similarity if body.min_similarity is not None else body.threshold
+    return default if value is None else value
+
+
+def _instruction(value: str | None) -> str:
+    """The request's instruction: ``None`` = the symmetric default, ``""`` = none."""
+    return SYMMETRIC_INSTRUCTION if value is None else value
 
 
 def _check_size(n: int, limit: int, what: str, param: str) -> None:
@@ -96,7 +110,7 @@ def _check_size(n: int, limit: int, what: str, param: str) -> None:
 
 @router.post("/v1/similarity", summary="Cosine similarity of text pairs")
 async def similarity(body: SimilarityRequest, request: Request) -> dict[str, Any]:
-    """Score each pair; with ``threshold`` also a same/different verdict per pair."""
+    """Score each pair; with ``min_similarity`` also a same/different verdict per pair."""
     from qembed.pairs.scoring import check_threshold, score_pairs
 
     encoder, dimensions = task_encoder(request, body.model, body.dimensions)
@@ -107,18 +121,14 @@ async def similarity(body: SimilarityRequest, request: Request) -> dict[str, Any
         for j, text in enumerate(pair):
             if not text.strip():
                 raise InputError(f"pairs[{i}][{j}] is empty", param="pairs")
-    threshold = None if body.threshold is None else check_threshold(body.threshold)
+    min_similarity = _min_similarity(body, None)
+    if min_similarity is not None:
+        min_similarity = check_threshold(min_similarity, param="min_similarity")
     scores = await run_in_threadpool(
         score_pairs, encoder, [p[0] for p in body.pairs], [p[1] for p in body.pairs],
         instruction=_instruction(body.instruction), dimensions=dimensions)
-    data = []
-    for i, s in enumerate(scores.tolist()):
-        item: dict[str, Any] = {"index": i, "score": s}
-        if threshold is not None:
-            item["same"] = s >= threshold
-        data.append(item)
-    return {"object": "list", "model": request.app.state.server.served_name, "threshold": threshold,
-            "data": data}
+    return similarity_body(scores.tolist(), model=request.app.state.server.served_name,
+                           min_similarity=min_similarity)
 
 
 _cache_lock = threading.Lock()
@@ -161,8 +171,7 @@ async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
             raise InputError(f"input[{i}] is empty", param="input")
     clf = await run_in_threadpool(_zero_shot, request.app, encoder, body, dimensions)
     preds = await run_in_threadpool(clf.predict, texts, top_k=body.top_k, temperature=float(body.temperature))
-    return {"object": "list", "model": request.app.state.server.served_name, "labels": clf.names,
-            "data": [{"index": i, **p} for i, p in enumerate(preds)]}
+    return classify_body(preds, model=request.app.state.server.served_name, labels=clf.names)
 
 
 @router.post("/v1/dedup", summary="Groups of near-duplicate texts")
@@ -173,15 +182,11 @@ async def dedup(body: DedupRequest, request: Request) -> dict[str, Any]:
 
     encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     _check_size(len(body.input), request.app.state.settings.max_client_batch_size, "text", "input")
-    threshold = check_threshold(body.threshold)
-    if body.k < 1 or body.k > 1000:
-        raise InputError(f"k must be between 1 and 1000, got {body.k}", param="k")
+    min_similarity = check_threshold(_min_similarity(body, DEFAULT_MIN_SIMILARITY), param="min_similarity")
     for i, text in enumerate(body.input):
         if not text.strip():
             raise InputError(f"input[{i}] is empty", param="input")
-    result = await run_in_threadpool(find_duplicates, encoder, body.input, threshold=threshold, k=body.k,
+    result = await run_in_threadpool(find_duplicates, encoder, body.input, min_similarity=min_similarity,
                                      instruction=_instruction(body.instruction), dimensions=dimensions)
-    texts = body.input if body.return_texts else None
-    return {"object": "dedup", "model": request.app.state.server.served_name, "threshold": threshold,
-            "k": body.k, "groups": [g.to_dict(texts) for g in result.groups], "keep": result.keep,
-            "stats": result.stats}
+    return dedup_body(result, model=request.app.state.server.served_name,
+                      texts=body.input if body.return_texts else None)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Dict, List, Optional, Union
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
 from qembed.config import Settings
+from qembed.envelope import search_body
 from qembed.errors import InputError, NotFoundError
 from qembed.server.schemas import Text
 
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["Search"])
 
-Scalar = Union[Text, StrictBool, StrictInt, StrictFloat]
+Scalar = Text | StrictBool | StrictInt | StrictFloat
 
 
 class SearchRequest(BaseModel):
@@ -38,26 +39,26 @@ class SearchRequest(BaseModel):
     query: Text = Field(..., description="The question; it gets the retrieval instruction.")
     top_k: StrictInt = Field(10, description="Results to return (1..1000).")
     mode: Text = Field("dense", description="dense, bm25 or hybrid (reciprocal rank fusion).")
-    filter: Optional[Dict[str, Union[Scalar, List[Scalar]]]] = Field(
+    filter: dict[str, Scalar | list[Scalar]] | None = Field(
         None, description="Metadata filter {field: value or [values]}, applied before the top-k is cut.")
     unique_documents: StrictBool = Field(False, description="Keep only the best chunk of each document.")
-    model: Optional[Text] = Field(None, description="The served model name (optional).")
+    model: Text | None = Field(None, description="The served model name (optional).")
 
 
 class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: Text = Field(..., description="The document's text (long texts are chunked).")
-    id: Optional[Text] = Field(None, description="Document id (default: a hash of the text).")
-    title: Optional[Text] = Field(None, description="Title, embedded before the text.")
-    metadata: Dict[str, Any] = Field(default_factory=dict, description="Fields to filter on.")
+    id: Text | None = Field(None, description="Document id (default: a hash of the text).")
+    title: Text | None = Field(None, description="Title, embedded before the text.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Fields to filter on.")
 
 
 class DocumentsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"documents": [{"id": "faq-17", "text": "订单超过48小时未发货怎么办", "metadata": {"topic": "shipping"}}]}]})
 
-    documents: List[Union[Text, DocumentIn]] = Field(..., description="Texts or document objects.")
+    documents: list[Text | DocumentIn] = Field(..., description="Texts or document objects.")
 
 
 def setup(app: FastAPI, settings: Settings) -> None:
@@ -86,8 +87,7 @@ async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     kb = _kb(request)
     hits = await run_in_threadpool(kb.search, body.query, body.top_k, mode=body.mode, filter=body.filter,
                                    unique_documents=body.unique_documents)
-    return {"object": "list", "model": request.app.state.server.served_name, "mode": body.mode,
-            "data": [h.to_dict() for h in hits]}
+    return search_body(hits, model=request.app.state.server.served_name, mode=body.mode)
 
 
 @router.post("/v1/documents", summary="Add or replace documents")
