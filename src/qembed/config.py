@@ -1,49 +1,78 @@
-"""Configuration in one place: defaults, ``QEMBED_*`` environment variables, then CLI flags."""
+"""Configuration in one place: defaults < ``QEMBED_*`` environment variables < explicit values.
+
+:class:`Settings` holds every knob of the encoder and the server. ``Settings()`` reads the
+environment (``QEMBED_PORT=8080`` sets ``port``); keyword arguments override it
+(``Settings(port=9000)``). Every numeric or enumerated value is checked by its pydantic ``Field``
+constraint, so a bad value (``QEMBED_PORT=70000``, ``engine="gpu"``) raises a
+``pydantic.ValidationError`` that names the setting, whether it came from the environment or a
+flag. Only the command line (``qembed.commands``), the server's entry point and ``cli.py`` read
+the environment; library functions take their values as parameters.
+
+This module also holds two conventions every task function follows:
+:func:`resolve_instruction` (``None`` = the task's default instruction, ``""`` = none) and
+:func:`want_progress` (``progress=None``: a bar when stderr is a terminal and the work has more
+than one batch).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import sys
+import warnings
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qembed.models.resolve import DEFAULT_MODEL
 
+#: ``--dtype`` values (the short spellings are accepted too).
+Dtype = Literal["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32", "half", "float"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace",
+                   "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"]
+
 
 class Settings(BaseSettings):
     """Every knob of the encoder and the server. ``QEMBED_MODEL=…`` sets ``model`` and so on."""
 
-    model_config = SettingsConfigDict(env_prefix="QEMBED_", extra="ignore", protected_namespaces=())
+    model_config = SettingsConfigDict(env_prefix="QEMBED_", extra="ignore", protected_namespaces=(),
+                                      validate_assignment=True)
 
     # encoder
-    model: str = Field(DEFAULT_MODEL, description="model folder, Hub id, or http(s) URL of an endpoint")
-    device: str | None = Field(None, description="auto, cpu, cuda, cuda:N, mps")
-    dtype: str | None = Field(None, description="auto, bfloat16, float32, float16")
-    max_input_tokens: int | None = Field(None, description="longest input in tokens")
+    model: str = Field(DEFAULT_MODEL, min_length=1,
+                       description="model folder, Hub id, or http(s) URL of an endpoint")
+    device: str | None = Field(None, pattern=r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$",
+                               description="auto, cpu, cuda, cuda:N, mps or xpu")
+    dtype: Dtype | None = Field(None, description="auto, bfloat16, float16 or float32")
+    max_input_tokens: int | None = Field(None, ge=1, description="longest input in tokens")
     truncate: bool = Field(True, description="truncate long inputs instead of rejecting them")
     max_batch_tokens: int | None = Field(
-        None, description="tokens per forward pass: real tokens for packed Qwen3 passes, inputs x longest "
-                          "for padded ones (default by device: 4096 CPU, 16384 CUDA)")
+        None, ge=1,
+        description="tokens per forward pass: real tokens for packed Qwen3 passes, inputs x longest "
+                    "for padded ones (default by device: 4096 CPU, 16384 CUDA)")
     max_batch_size: int | None = Field(
-        None, description="inputs per forward pass (default: 256 for packed Qwen3 passes; padded ones "
-                          "32 CPU, 256 CUDA)")
+        None, ge=1,
+        description="inputs per forward pass (default: 256 for packed Qwen3 passes; padded ones "
+                    "32 CPU, 256 CUDA)")
     compile: bool | None = Field(
         None, description="fuse the packed Qwen3 passes' element-wise ops with torch.compile "
                           "(default: on for CPU and CUDA)")
 
     # server
-    host: str = "127.0.0.1"
-    port: int = 30000
-    served_model_name: str | None = None
-    api_key: str | None = None
-    max_client_batch_size: int = 2048
-    max_queued_requests: int = 512
-    max_request_bytes: int = 16 * 1024 * 1024
+    host: str = Field("127.0.0.1", min_length=1, description="address the server listens on")
+    port: int = Field(30000, ge=0, le=65535, description="TCP port (0: any free port)")
+    served_model_name: str | None = Field(None, description="model name the API reports and accepts")
+    api_key: str | None = Field(None, description="require 'Authorization: Bearer <key>'")
+    max_client_batch_size: int = Field(2048, ge=1, description="most inputs in one request")
+    max_queued_requests: int = Field(512, ge=1, description="requests waiting for the model before 429")
+    max_request_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest request body in bytes")
     index: str | None = Field(None, description="knowledge base (folder or Milvus URI) for /v1/search")
-    log_level: str = "info"
+    reranker: str | None = Field(
+        None, description="reranker model (folder, Hub id or http(s) URL of a /rerank endpoint) served "
+                          "by /v1/rerank and used by /v1/search with rerank=true")
+    log_level: LogLevel = Field("info", description="critical, error, warning, info, debug or trace")
     upstream_model: str | None = Field(None, description="model name at the upstream endpoint (proxy mode)")
     upstream_api_key: str | None = Field(None, description="API key of the upstream endpoint (proxy mode)")
-    graceful_timeout: float = Field(30.0, description="seconds to finish in-flight requests on SIGTERM")
+    graceful_timeout: float = Field(30.0, ge=0, description="seconds to finish in-flight requests on SIGTERM")
     access_log: bool = Field(False, description="log every HTTP request (uvicorn access log)")
     engine: Literal["process", "thread"] = Field(
         "process", description="where the model runs: an engine process of its own (default), or a "
@@ -60,3 +89,43 @@ class Settings(BaseSettings):
                              "server exits with an error")
     engine_start_timeout: float = Field(
         1800.0, gt=0, description="seconds the engine may take to load the model")
+
+
+def resolve_instruction(instruction: str | None, default: str | None) -> str | None:
+    """The instruction to encode with: ``None`` → ``default`` (the task's), ``""`` → none (``None``)."""
+    if instruction is None:
+        return default
+    return instruction or None
+
+
+def want_progress(progress: bool | None, n: int, batch: int = 64) -> bool:
+    """Whether to show a progress bar: ``progress`` when given; otherwise when stderr is a
+    terminal and the ``n`` items take more than one ``batch``."""
+    if progress is not None:
+        return bool(progress)
+    try:
+        tty = sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    return tty and n > batch
+
+
+def renamed(function: str, given: dict[str, Any], renames: dict[str, str | None]) -> dict[str, Any]:
+    """Map keyword arguments given under older names to their current names.
+
+    ``renames``: ``{old: new}`` (``new`` ``None``: the argument is ignored now). Each old name
+    used warns once (``DeprecationWarning``); any other unknown name raises ``TypeError`` as
+    Python would.
+    """
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if name not in renames:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")
+        new = renames[name]
+        if new is None:
+            warnings.warn(f"{function}(): {name} is ignored", DeprecationWarning, stacklevel=3)
+            continue
+        if name != new:
+            warnings.warn(f"{function}(): {name} is now called {new}", DeprecationWarning, stacklevel=3)
+        out[new] = value
+    return out

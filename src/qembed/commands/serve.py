@@ -46,6 +46,10 @@ def serve(
         None, "--max-request-bytes", help="Largest request body (default 16 MiB)."),
     index: Optional[str] = typer.Option(
         None, "--index", help="Knowledge base (folder or Milvus URI) served by /v1/search."),
+    reranker: Optional[str] = typer.Option(
+        None, "--reranker",
+        help="Reranker (folder, Hub id such as Qwen/Qwen3-Reranker-0.6B, or http(s):// URL of a /rerank "
+             "endpoint): adds POST /v1/rerank and rerank=true on /v1/search; it runs in a second engine."),
     device: Optional[str] = DeviceOpt,
     dtype: Optional[str] = DtypeOpt,
     engine: Optional[str] = typer.Option(
@@ -86,7 +90,8 @@ def serve(
         "api_key": api_key, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
-        "max_request_bytes": max_request_bytes, "index": index, "device": device, "dtype": dtype,
+        "max_request_bytes": max_request_bytes, "index": index, "reranker": reranker, "device": device,
+        "dtype": dtype,
         "access_log": access_log, "log_level": log_level, "engine": engine,
         "engine_threads": engine_threads, "compile": compile_,
     }
@@ -104,6 +109,8 @@ def serve(
         logging.getLogger("qembed").setLevel(logging.DEBUG)
 
     in_process = not uses_engine_process(settings)
+    if settings.reranker and not is_http_url(settings.reranker):
+        resolve_model_path(settings.reranker)  # a missing reranker folder fails before any loading
     if background_load:
         if not is_http_url(settings.model):
             resolve_model_path(settings.model)  # fail now on a missing folder, not in the background
