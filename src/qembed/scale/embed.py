@@ -106,6 +106,8 @@ def _settings(model: str | None, device: str | None, dtype: str | None, max_inpu
         "max_batch_size": settings.max_batch_size,
         "truncate": truncate,
     }
+    if settings.compile is not None:
+        load["compile"] = settings.compile
     if max_input_tokens is not None:
         load["max_input_tokens"] = max_input_tokens
     return target, load

@@ -142,7 +142,7 @@ def _text_stream(filesystem: Any, path: str, *, newline: str | None = None) -> i
     return io.TextIOWrapper(raw, encoding="utf-8", newline=newline)
 
 
-def _records(f: InputFile) -> Iterator[tuple[int, dict[str, Any]]]:
+def iter_records(f: InputFile) -> Iterator[tuple[int, dict[str, Any]]]:
     """(record number from 1, record) of a record file (JSON lines, CSV/TSV, Parquet)."""
     filesystem, path = file_system(f.uri)
     suffix = suffix_of(path)
@@ -226,7 +226,7 @@ def iter_rows(f: InputFile, columns: Columns) -> Iterator[tuple[str, str | None]
             raise InputError(f"{f.uri} is not UTF-8 text: {exc}") from None
         return
     text_key = columns.text or "text"
-    for i, rec in _records(f):
+    for i, rec in iter_records(f):
         if text_key not in rec or rec[text_key] is None:
             have = ", ".join(sorted(map(str, rec))) or "nothing"
             raise InputError(f"{f.uri}: record {i} lacks column {text_key!r} (it has: {have}); "
@@ -254,7 +254,7 @@ def detect_id_column(files: list[InputFile], text_column: str | None) -> str | N
     for f in files:
         if suffix_of(f.path) in TEXT_SUFFIXES:
             return None
-        first = next(_records(f), None)
+        first = next(iter_records(f), None)
         if first is None:
             continue
         rec = first[1]
