@@ -13,25 +13,25 @@ TEXTS = ["a cat on the mat", "a dog in the park", "a red sports car", "a city bu
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**64, True, 1.5])
 def test_seed_outside_0_to_2_pow_32_is_an_input_error(tiny_encoder, seed):
     with pytest.raises(InputError, match="seed must be an integer from 0 to 2\\*\\*32 - 1") as info:
-        cluster(TEXTS, tiny_encoder, k=2, seed=seed)
+        cluster(tiny_encoder, TEXTS, clusters=2, seed=seed)
     assert info.value.param == "seed"
 
 
 def test_largest_seed_works(tiny_encoder):
-    result = cluster(TEXTS, tiny_encoder, k=2, seed=2**32 - 1)
+    result = cluster(tiny_encoder, TEXTS, clusters=2, seed=2**32 - 1)
     assert len(result.labels) == len(TEXTS)
 
 
 @pytest.mark.parametrize("min_samples", [5, 1000])
 def test_hdbscan_min_samples_above_the_number_of_texts_is_an_input_error(tiny_encoder, min_samples):
     with pytest.raises(InputError, match=f"min_samples {min_samples} is larger than the 4 texts"):
-        cluster(TEXTS, tiny_encoder, method="hdbscan", min_cluster_size=2, min_samples=min_samples)
+        cluster(tiny_encoder, TEXTS, method="hdbscan", min_cluster_size=2, min_samples=min_samples)
     with pytest.raises(InputError, match="positive integer"):
-        cluster(TEXTS, tiny_encoder, method="hdbscan", min_cluster_size=2, min_samples=True)
+        cluster(tiny_encoder, TEXTS, method="hdbscan", min_cluster_size=2, min_samples=True)
 
 
 def test_unpaired_surrogate_in_a_text_is_an_input_error(tiny_encoder):
     with pytest.raises(InputError, match="texts\\[1\\] holds an unpaired surrogate \\(U\\+D800\\)"):
-        cluster(["fine", "bro\ud800ken", "also fine"], tiny_encoder, k=2)
+        cluster(tiny_encoder, ["fine", "bro\ud800ken", "also fine"], clusters=2)
     with pytest.raises(InputError, match="surrogate"):
         tiny_encoder.encode(["ok", "\udfff"])

@@ -16,13 +16,13 @@ import pytest
 import qembed
 from .conftest import CHINESE, MULTILINGUAL, blobs, flatten
 from qembed.errors import InputError
-from qembed.clustering.report import PALETTE, render_report
+from qembed.clustering.report import PALETTE, render_report, write_report
 
 
 def _result(extra: list[str] = ()):
     texts = flatten(CHINESE)[0] + flatten(MULTILINGUAL)[0] + list(extra)
     x, _ = blobs([5, 4, 3, 5, 5 + len(extra)], dim=24, spread=0.05)
-    return qembed.cluster(texts, embeddings=x, k=5, seed=0)
+    return qembed.cluster(None, texts, embeddings=x, clusters=5, seed=0)
 
 
 def test_report_is_self_contained_and_escaped():
@@ -52,14 +52,14 @@ def test_report_projection_choices():
 def test_report_umap_map(tmp_path):
     pytest.importorskip("umap", reason="umap-learn is not installed")
     res = _result()
-    path = res.write_report(tmp_path / "r.html", projection="umap")
+    path = write_report(res, tmp_path / "r.html", projection="umap")
     page = path.read_text(encoding="utf-8")
     assert "map UMAP" in page and page.count("<circle") == len(res.texts)
 
 
 def test_large_result_maps_a_sample():
     x, _ = blobs([150, 150], dim=8)
-    res = qembed.cluster([f"t{i} word{i % 7}" for i in range(300)], embeddings=x, k=2)
+    res = qembed.cluster(None, [f"t{i} word{i % 7}" for i in range(300)], embeddings=x, clusters=2)
     page = render_report(res, max_points=120)
     assert page.count("<circle") == 120 and "random sample of 120" in page
 
@@ -133,7 +133,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
     if browser is None:
         pytest.skip("Chromium is not installed (apt-get install -y chromium); the report cannot be rendered")
     res = _result()
-    page = res.write_report(tmp_path / "report.html")
+    page = write_report(res, tmp_path / "report.html")
     shot = tmp_path / "shot.png"
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",

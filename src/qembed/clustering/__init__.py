@@ -1,5 +1,13 @@
-"""Clustering: group texts by meaning, name each group by its keywords, draw the map."""
+"""Clustering: group texts by meaning, name each group by its keywords, draw the map.
 
-from qembed.clustering.pipeline import Cluster, ClusterResult, TextAssignment, cluster
+- :mod:`~qembed.clustering.pipeline`: :func:`cluster` (K-Means or HDBSCAN over embeddings);
+- :mod:`~qembed.clustering.keywords`: c-TF-IDF keywords and labels;
+- :mod:`~qembed.clustering.report`: :func:`write_report`, the self-contained HTML map;
+- :mod:`~qembed.clustering.types`: the result types both build on.
+"""
 
-__all__ = ["Cluster", "ClusterResult", "TextAssignment", "cluster"]
+from qembed.clustering.pipeline import cluster
+from qembed.clustering.report import write_report
+from qembed.clustering.types import Cluster, ClusterResult, TextAssignment
+
+__all__ = ["Cluster", "ClusterResult", "TextAssignment", "cluster", "write_report"]

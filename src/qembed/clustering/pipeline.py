@@ -1,15 +1,16 @@
 """Clustering texts with named topics: K-Means or HDBSCAN over embeddings, c-TF-IDF keywords.
 
-In: texts and an :class:`~qembed.models.encoder.Encoder` (or precomputed unit vectors). Out: a
-:class:`ClusterResult` with one :class:`TextAssignment` per input text (its cluster, label and
+In: an :class:`~qembed.models.encoder.Encoder` and texts (or precomputed unit vectors). Out: a
+:class:`~qembed.clustering.types.ClusterResult` with one :class:`TextAssignment` per input text (its cluster, label and
 cosine distance to the cluster centroid) and one :class:`Cluster` per cluster (label, keywords,
 size, the most representative texts — those closest to the centroid).
 
 Algorithms (scikit-learn does the clustering):
 
-* ``kmeans``: ``k`` clusters; ``k="auto"`` (or ``None``) tries k in a range and keeps the best
-  silhouette (cosine; sampled above :data:`SILHOUETTE_SAMPLE` texts). Up to
-  :data:`FAISS_THRESHOLD` vectors scikit-learn's ``KMeans`` (k-means++, 4 restarts); above it
+* ``kmeans``: ``clusters`` clusters; ``clusters="auto"`` (or ``None``) tries k in a range and
+  keeps the best silhouette (cosine; sampled above :data:`SILHOUETTE_SAMPLE` texts). Every run
+  makes ``n_init`` initialisations (default :data:`DEFAULT_N_INIT` = 10) and keeps the lowest
+  inertia. Up to :data:`FAISS_THRESHOLD` vectors scikit-learn's ``KMeans`` (k-means++); above it
   faiss's spherical k-means (trained on at most 256 points per centroid, then every vector is
   assigned), or ``MiniBatchKMeans`` when faiss is missing. The embeddings are unit vectors, so
   Euclidean K-Means ranks like cosine.
@@ -26,19 +27,19 @@ Clusters are numbered by size, largest first; the same ``seed`` gives the same r
 
 from __future__ import annotations
 
-import csv
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+import warnings
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
+from qembed.config import renamed, resolve_instruction, want_progress
 from qembed.errors import InputError
 from qembed.models.encoder import Encoder, normalize, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.clustering.keywords import OUTLIER_LABEL, Tokenizer, cluster_keywords, detect_language, make_label
+from qembed.clustering.types import Cluster, ClusterResult, TextAssignment
 
 logger = logging.getLogger(__name__)
 
@@ -54,86 +55,10 @@ HDBSCAN_REDUCE_THRESHOLD = 5_000
 DEFAULT_MIN_SAMPLES = 10
 #: Largest k tried by ``k="auto"``.
 MAX_AUTO_K = 30
+#: K-Means initialisations by default (scikit-learn's ``n_init=10``): the best inertia is kept.
+DEFAULT_N_INIT = 10
 
 Method = Literal["kmeans", "hdbscan"]
-
-
-@dataclass
-class TextAssignment:
-    """One input text: its position, cluster id (``-1`` = outlier), label, cosine distance."""
-
-    index: int
-    text: str
-    cluster: int
-    label: str
-    distance: float
-
-
-@dataclass
-class Cluster:
-    """One cluster: id, label, keywords (best first), size, representative texts."""
-
-    cluster: int
-    label: str
-    keywords: list[str]
-    size: int
-    examples: list[str]
-    keyword_scores: list[float] = field(default_factory=list)
-
-
-@dataclass
-class ClusterResult:
-    """The outcome of :func:`cluster`: ``texts`` in input order and ``clusters`` by size."""
-
-    texts: list[TextAssignment]
-    clusters: list[Cluster]
-    method: str
-    params: dict[str, Any]
-    embeddings: np.ndarray | None = field(default=None, repr=False)
-    centroids: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Cluster id of every text, in input order (``-1`` for outliers)."""
-        return np.array([t.cluster for t in self.texts], dtype=np.int64)
-
-    @property
-    def n_clusters(self) -> int:
-        """Number of clusters, outliers not counted."""
-        return sum(1 for c in self.clusters if c.cluster >= 0)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"texts": […], "clusters": […], "method", "params"}``."""
-        return {
-            "method": self.method,
-            "params": self.params,
-            "n_clusters": self.n_clusters,
-            "n_outliers": sum(1 for t in self.texts if t.cluster == -1),
-            "texts": [asdict(t) for t in self.texts],
-            "clusters": [
-                {"cluster": c.cluster, "label": c.label, "keywords": c.keywords, "size": c.size,
-                 "examples": c.examples}
-                for c in self.clusters
-            ],
-        }
-
-    def to_csv(self, path: str | Path) -> Path:
-        """Write one row per text: ``index,text,cluster,label,distance``; returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-        with path.open("w", encoding="utf-8", newline="") as f:
-            writer = csv.writer(f, delimiter=delimiter)
-            writer.writerow(["index", "text", "cluster", "label", "distance"])
-            for t in self.texts:
-                writer.writerow([t.index, t.text, t.cluster, t.label, f"{t.distance:.6f}"])
-        return path
-
-    def write_report(self, path: str | Path, **kwargs: Any) -> Path:
-        """Write the self-contained HTML report (see :func:`qembed.clustering.report.write_report`)."""
-        from qembed.clustering.report import write_report
-
-        return write_report(self, path, **kwargs)
 
 
 # --------------------------------------------------------------------------- validation
@@ -147,24 +72,28 @@ def _check_method(method: str) -> str:
 
 
 def _check_k(k: Any, n: int, method: str) -> int | str | None:
+    """The number of clusters asked for: an integer in [2, n], ``"auto"`` (kmeans) or ``None`` (hdbscan)."""
     if k is None or (isinstance(k, str) and k.strip().lower() == "auto"):
         return "auto" if method == "kmeans" else None
     if method == "hdbscan":
-        raise InputError("k applies to kmeans only; hdbscan finds the number of clusters itself "
-                         "(tune it with min_cluster_size)", param="k")
+        raise InputError("clusters applies to kmeans only; hdbscan finds the number of clusters itself "
+                         "(tune it with min_cluster_size)", param="clusters")
     if isinstance(k, str):
         try:
             k = int(k)
         except ValueError:
-            raise InputError(f"k must be an integer or 'auto', got {k!r}", param="k") from None
+            raise InputError(f"clusters must be an integer or 'auto', got {k!r}", param="clusters") from None
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise InputError(f"k must be an integer or 'auto', got {type(k).__name__}", param="k")
+        raise InputError(f"clusters must be an integer or 'auto', got {type(k).__name__}", param="clusters")
     if k < 2:
-        raise InputError(f"k must be at least 2, got {k}", param="k")
+        raise InputError(f"clusters must be at least 2, got {k}", param="clusters")
     if k > n:
-        raise InputError(f"cannot make {k} clusters from {n} texts: give k at most {n} or more texts",
-                         param="k")
+        raise InputError(f"cannot make {k} clusters from {n} texts: give clusters at most {n} or more texts",
+                         param="clusters")
     return int(k)
+
+
+check_clusters = _check_k
 
 
 def _check_texts(texts: Any) -> list[str]:
@@ -202,11 +131,12 @@ def kmeans_backend(n: int, backend: str = "auto") -> str:
     return "faiss"
 
 
-def kmeans_labels(vectors: np.ndarray, k: int, *, seed: int = 0, n_init: int | None = None,
+def kmeans_labels(vectors: np.ndarray, k: int, *, seed: int = 0, n_init: int = DEFAULT_N_INIT,
                   backend: str = "auto") -> np.ndarray:
     """K-Means cluster ids for ``vectors``; ``backend`` as in :func:`kmeans_backend`.
 
-    ``n_init`` restarts (best inertia kept): 4 for scikit-learn, 3 for faiss and MiniBatchKMeans.
+    ``n_init`` initialisations from seeds derived from ``seed``; the one with the lowest inertia
+    is kept (scikit-learn's ``n_init``, faiss' ``nredo``).
     """
     from sklearn.cluster import KMeans, MiniBatchKMeans
 
@@ -217,16 +147,16 @@ def kmeans_labels(vectors: np.ndarray, k: int, *, seed: int = 0, n_init: int | N
 
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         # faiss trains on at most 256 points per centroid (a seeded sample), then assigns all
-        km = faiss.Kmeans(x.shape[1], k, niter=25, nredo=n_init or 3, seed=int(seed) % (2**31 - 1),
+        km = faiss.Kmeans(x.shape[1], k, niter=25, nredo=n_init, seed=int(seed) % (2**31 - 1),
                           spherical=True, verbose=False, min_points_per_centroid=1)
         km.train(x)
         _, assign = km.index.search(x, 1)
         return assign.ravel().astype(np.int64)
     if how == "minibatch":
-        model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init or 3,
+        model = MiniBatchKMeans(n_clusters=k, random_state=seed, n_init=n_init,
                                 batch_size=min(n, 4096), max_no_improvement=20)
     else:
-        model = KMeans(n_clusters=k, random_state=seed, n_init=n_init or 4)
+        model = KMeans(n_clusters=k, random_state=seed, n_init=n_init)
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -253,13 +183,14 @@ def auto_k(vectors: np.ndarray, *, seed: int = 0, k_range: Sequence[int] | None 
 
     n = len(vectors)
     if n < 3:
-        raise InputError(f"k='auto' needs at least 3 texts, got {n}; give k explicitly", param="k")
+        raise InputError(f"clusters='auto' needs at least 3 texts, got {n}; give the number of clusters",
+                         param="clusters")
     if k_range is None:
         hi = min(n - 1, MAX_AUTO_K, max(10, int(np.sqrt(n))))
         k_range = range(2, hi + 1)
     ks = sorted({int(k) for k in k_range if 2 <= int(k) <= n - 1})
     if not ks:
-        raise InputError(f"no k in the range to try for {n} texts", param="k")
+        raise InputError(f"no number of clusters in the range to try for {n} texts", param="clusters")
     logger.info("k=auto: trying k=%d..%d on %d vectors%s", ks[0], ks[-1], n,
                 f" (silhouette on a sample of {sample_size})" if n > sample_size else "")
     rng = np.random.default_rng(seed)
@@ -273,8 +204,8 @@ def auto_k(vectors: np.ndarray, *, seed: int = 0, k_range: Sequence[int] | None 
         scores[k] = float(silhouette_score(x, y, metric="cosine"))
         logger.debug("k=%d silhouette=%.4f", k, scores[k])
     if not scores:
-        raise InputError("could not choose k: every k gave a single cluster (are the texts identical?)",
-                         param="k")
+        raise InputError("could not choose the number of clusters: every k gave a single cluster "
+                         "(are the texts identical?)", param="clusters")
     best = max(scores, key=lambda k: (scores[k], -k))
     logger.info("k=auto: silhouette picked k=%d (%.3f) among %d..%d", best, scores[best], ks[0], ks[-1])
     return best, scores
@@ -355,16 +286,17 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def cluster(
+    encoder: Encoder | None,
     texts: Sequence[str],
-    encoder: Encoder | None = None,
     *,
     method: Method | str = "kmeans",
-    k: int | str | None = None,
+    clusters: int | str | None = None,
+    n_init: int = DEFAULT_N_INIT,
     min_cluster_size: int | None = None,
     min_samples: int | None = None,
     seed: int = 0,
     reassign_outliers: bool = False,
-    instruction: str | None = SYMMETRIC_INSTRUCTION,
+    instruction: str | None = None,
     dimensions: int | None = None,
     embeddings: np.ndarray | None = None,
     top_keywords: int = 10,
@@ -375,20 +307,36 @@ def cluster(
     reduce_dims: int = 10,
     backend: str = "auto",
     words: Iterable[str] = (),
-    show_progress_bar: bool = False,
+    progress: bool | None = False,
+    **deprecated: Any,
 ) -> ClusterResult:
     """Cluster ``texts`` and name each cluster by its keywords.
 
-    ``encoder`` embeds the texts (with ``instruction``, symmetric by default, and optional MRL
-    ``dimensions``); or pass unit vectors as ``embeddings`` (one row per text) and no encoder.
-    ``method``: ``"kmeans"`` (``k``: an integer ≥ 2 or ``"auto"``/``None`` = best silhouette over
-    ``k_range``) or ``"hdbscan"`` (``min_cluster_size``, ``min_samples``; outliers get cluster -1
+    ``encoder`` embeds the texts (with ``instruction``: ``None`` = the symmetric default, ``""`` =
+    none; and optional MRL ``dimensions``); or pass ``encoder=None`` and unit vectors as
+    ``embeddings`` (one row per text).
+    ``method``: ``"kmeans"`` (``clusters``: an integer ≥ 2 or ``"auto"``/``None`` = best
+    silhouette over ``k_range``; ``n_init`` initialisations, the one with the lowest inertia
+    kept) or ``"hdbscan"`` (``min_cluster_size``, ``min_samples``; outliers get cluster -1
     unless ``reassign_outliers`` moves them to the nearest centroid). ``top_keywords`` keywords
     and ``n_examples`` examples per cluster; the label joins the first ``label_words`` keywords.
     ``backend``: the K-Means implementation (:func:`kmeans_backend`); ``reduce``/``reduce_dims``:
     HDBSCAN's dimension reduction (:func:`hdbscan_labels`). ``words``: extra Chinese words for
-    jieba. Raises :class:`InputError` for bad input.
+    jieba. The same ``seed`` gives the same result. Raises :class:`InputError` for bad input.
+
+    Older spellings still accepted for one release: ``cluster(texts, encoder)``, ``k=``,
+    ``show_progress_bar=``.
     """
+    legacy = renamed("cluster", deprecated, {"k": "clusters", "show_progress_bar": "progress"})
+    clusters = legacy.get("clusters", clusters)
+    progress = legacy.get("progress", progress)
+    if _looks_like_texts(encoder) and (texts is None or hasattr(texts, "encode")):
+        warnings.warn("cluster(texts, encoder) is now cluster(encoder, texts)", DeprecationWarning,
+                      stacklevel=2)
+        encoder, texts = texts, encoder  # type: ignore[assignment]
+    k = clusters
+    if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
+        raise InputError(f"n_init must be a positive integer, got {n_init!r}", param="n_init")
     texts = _check_texts(texts)
     n = len(texts)
     method = _check_method(method)
@@ -420,8 +368,8 @@ def cluster(
         if encoder is None:
             raise InputError("pass an encoder or precomputed embeddings")
         logger.info("embedding %d text(s) with %s", n, getattr(encoder, "name", "encoder"))
-        vectors = encoder.encode(texts, instruction=instruction, dimensions=dimensions,
-                                 show_progress_bar=show_progress_bar)
+        vectors = encoder.encode(texts, instruction=resolve_instruction(instruction, SYMMETRIC_INSTRUCTION),
+                                 dimensions=dimensions, show_progress_bar=want_progress(progress, n))
     else:
         vectors = np.asarray(embeddings, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != n:
@@ -439,9 +387,9 @@ def cluster(
         else:
             k_final = int(k_checked)  # type: ignore[arg-type]
         logger.info("k-means with k=%d on %d vectors", k_final, n)
-        labels = kmeans_labels(vectors, k_final, seed=seed, backend=backend)
+        labels = kmeans_labels(vectors, k_final, seed=seed, n_init=int(n_init), backend=backend)
         params.update(k=k_final, k_requested="auto" if k_checked == "auto" else k_final,
-                      backend=kmeans_backend(n, backend))
+                      n_init=int(n_init), backend=kmeans_backend(n, backend))
         if silhouettes:
             params["silhouette"] = {str(kk): round(v, 4) for kk, v in silhouettes.items()}
     else:
@@ -500,6 +448,10 @@ def cluster(
     params["languages"] = dict(sorted(_count(languages).items()))
     return ClusterResult(texts=rows, clusters=clusters, method=method, params=params,
                          embeddings=vectors, centroids=cents)
+
+
+def _looks_like_texts(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value)
 
 
 def _count(items: Iterable[str]) -> dict[str, int]:

@@ -1,6 +1,6 @@
 """A self-contained HTML report of a clustering: a 2-D map and a table of clusters.
 
-In: a :class:`~qembed.clustering.pipeline.ClusterResult` (with its embeddings). Out: one HTML file
+In: a :class:`~qembed.clustering.types.ClusterResult` (with its embeddings). Out: one HTML file
 that needs no network: the map is inline SVG (one circle per text, coloured by cluster, the text
 shown on hover by a few lines of inline JavaScript and, without JavaScript, by the SVG
 ``<title>`` tooltip), followed by a table of clusters with their label, size, keywords and
@@ -15,14 +15,12 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from qembed.clustering.types import ClusterResult
 from qembed.errors import InputError
-
-if TYPE_CHECKING:
-    from qembed.clustering.pipeline import ClusterResult
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +110,7 @@ def _scale(coords: np.ndarray) -> np.ndarray:
 
 
 def render_report(
-    result: "ClusterResult",
+    result: ClusterResult,
     *,
     title: str = "qembed clusters",
     projection: str = "pca",
@@ -172,7 +170,7 @@ def render_report(
     )
 
 
-def write_report(result: "ClusterResult", path: str | Path, **kwargs: Any) -> Path:
+def write_report(result: ClusterResult, path: str | Path, **kwargs: Any) -> Path:
     """Write :func:`render_report` to ``path`` (UTF-8) and return the path."""
     path = Path(path)
     page = render_report(result, **kwargs)

@@ -10,13 +10,15 @@ Outliers (HDBSCAN's ``-1``) count as one more predicted cluster; their share is 
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
+from qembed.clustering.pipeline import DEFAULT_N_INIT
+from qembed.config import renamed
 from qembed.errors import InputError
 from qembed.models.encoder import Encoder
-from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 
 logger = logging.getLogger(__name__)
 
@@ -58,31 +60,44 @@ def lexical_baseline(texts: Sequence[str], k: int, *, seed: int = 0) -> np.ndarr
     except ValueError:
         return np.zeros(len(texts), dtype=np.int64)
     k = min(k, x.shape[0])
-    return KMeans(n_clusters=k, random_state=seed, n_init=4).fit_predict(x).astype(np.int64)
+    return KMeans(n_clusters=k, random_state=seed, n_init=DEFAULT_N_INIT).fit_predict(x).astype(np.int64)
 
 
 def evaluate_clustering(
+    encoder: Encoder | None,
     texts: Sequence[str],
-    gold: Sequence[Any],
-    encoder: Encoder,
+    labels: Sequence[Any],
     *,
     method: str = "kmeans",
-    k: int | str | None = None,
+    clusters: int | str | None = None,
+    n_init: int = DEFAULT_N_INIT,
     min_cluster_size: int | None = None,
     seed: int = 0,
-    instruction: str | None = SYMMETRIC_INSTRUCTION,
+    instruction: str | None = None,
     dimensions: int | None = None,
     baseline: bool = True,
-    show_progress_bar: bool = False,
+    progress: bool | None = False,
+    **deprecated: Any,
 ) -> dict[str, Any]:
-    """Cluster ``texts`` and score against ``gold``.
+    """Cluster ``texts`` with ``encoder`` and score the clusters against the gold ``labels``.
 
-    For ``kmeans`` the default ``k`` is the number of gold classes (the usual protocol, e.g. MTEB
-    clustering); ``k="auto"`` lets the silhouette choose. Returns ``{"n", "classes", "method",
-    "k", "n_clusters", "outlier_fraction", "scores": {…}, "baseline": {"name", "scores"}}``.
+    For ``kmeans`` the default number of ``clusters`` is the number of gold classes (the usual
+    protocol, e.g. MTEB clustering); ``clusters="auto"`` lets the silhouette choose. Returns
+    ``{"n", "classes", "method", "k", "n_clusters", "outlier_fraction", "scores": {…},
+    "baseline": {"name", "scores"}}``. The older order ``(texts, gold, encoder)`` and ``k=``
+    still work for one release.
     """
     from qembed.clustering.pipeline import cluster
 
+    legacy = renamed("evaluate_clustering", deprecated, {"k": "clusters", "show_progress_bar": "progress"})
+    clusters = legacy.get("clusters", clusters)
+    progress = legacy.get("progress", progress)
+    if isinstance(encoder, (list, tuple)) and hasattr(labels, "encode"):
+        warnings.warn("evaluate_clustering(texts, gold, encoder) is now evaluate_clustering(encoder, texts, "
+                      "labels)", DeprecationWarning, stacklevel=2)
+        encoder, texts, labels = labels, encoder, texts  # type: ignore[assignment]
+    gold = labels
+    k = clusters
     texts = list(texts)
     gold = [str(g) for g in gold]
     if len(texts) != len(gold):
@@ -92,9 +107,9 @@ def evaluate_clustering(
         raise InputError(f"the data has {len(classes)} distinct label(s); clustering needs at least 2")
     if method == "kmeans" and k is None:
         k = len(classes)
-    result = cluster(texts, encoder, method=method, k=k, min_cluster_size=min_cluster_size, seed=seed,
-                     instruction=instruction, dimensions=dimensions, top_keywords=5,
-                     show_progress_bar=show_progress_bar)
+    result = cluster(encoder, texts, method=method, clusters=k, n_init=n_init,
+                     min_cluster_size=min_cluster_size, seed=seed, instruction=instruction,
+                     dimensions=dimensions, top_keywords=5, progress=progress)
     pred = result.labels
     out: dict[str, Any] = {
         "n": len(texts),
