@@ -28,6 +28,8 @@ _LAZY = {
     "load_reranker": "qembed.rerank",
     "Reranker": "qembed.rerank.local",
     "RemoteReranker": "qembed.rerank.remote",
+    "embed_dataset": "qembed.scale.embed",
+    "load_embeddings": "qembed.scale.load",
 }
 
 

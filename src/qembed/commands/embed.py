@@ -55,11 +55,39 @@ def embed(
     api_key: str | None = ApiKeyOpt,
     progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
+    ray: str | None = typer.Option(
+        None, "--ray", metavar="local|auto|ADDRESS", rich_help_panel="Scale-out (Ray Data)",
+        help="Embed --input (a file, folder or glob) on Ray Data into the Parquet folder --output: 'local' "
+             "starts Ray on this machine, 'auto' or an address joins a running cluster."),
+    concurrency: int = typer.Option(1, "--concurrency", rich_help_panel="Scale-out (Ray Data)",
+                                    help="With --ray: encoder actors, each holding the model once."),
+    gpus_per_worker: float = typer.Option(0, "--gpus-per-worker", rich_help_panel="Scale-out (Ray Data)",
+                                          help="With --ray: GPUs per actor (1 on a GPU cluster)."),
+    cpus_per_worker: float | None = typer.Option(
+        None, "--cpus-per-worker", rich_help_panel="Scale-out (Ray Data)",
+        help="With --ray: CPUs per actor (default 1 with GPUs; else the local CPUs shared by the actors)."),
+    resume: bool = typer.Option(False, "--resume", rich_help_panel="Scale-out (Ray Data)",
+                                help="With --ray: continue the run in --output, embedding only missing rows."),
+    id_column: str | None = typer.Option(None, "--id-column", rich_help_panel="Scale-out (Ray Data)",
+                                         help="With --ray: column/field holding the id (default 'id' or '_id')."),
+    shard_rows: int = typer.Option(2048, "--shard-rows", rich_help_panel="Scale-out (Ray Data)",
+                                   help="With --ray: rows per Parquet part (what --resume skips)."),
 ) -> None:
     """Embed texts given as arguments or read from a file.
 
     With --json the answer is the body of POST /v1/embeddings (vectors under data).
     """
+    if ray is not None:
+        from qembed.commands.scale import embed_on_ray
+
+        return embed_on_ray(
+            ray=ray, texts=texts, input=input, output=output, model=model, text_column=text_column,
+            id_column=id_column, instruction=resolve_instruction(instruction, no_instruction, "") or None,
+            dimensions=dimensions, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
+            cpus_per_worker=cpus_per_worker, resume=resume, shard_rows=shard_rows, device=device, dtype=dtype,
+            max_input_tokens=max_input_tokens, truncate=not no_truncate, progress=progress, as_json=as_json)
+    if resume or id_column is not None:
+        fail("--resume and --id-column apply to --ray runs (qembed embed --ray local -i PATH -o DIR)")
     if bool(texts) == bool(input):
         fail("give texts as arguments or --input FILE (one of the two)")
     check_suffix(output, (".npy", ".jsonl"))

@@ -107,11 +107,25 @@ def index_add(
     api_key: str | None = ApiKeyOpt,
     progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
+    from_embeddings: Path | None = typer.Option(
+        None, "--from-embeddings", metavar="DIR",
+        help="Store precomputed vectors (the Parquet folder of qembed embed --ray) instead of embedding."),
+    texts: Path | None = typer.Option(
+        None, "--texts", help="With --from-embeddings: the input the vectors were made from; its texts, ids "
+                              "and other fields are stored with them."),
 ) -> None:
     """Add (or replace) documents in a knowledge base, creating it if needed."""
     from qembed.search.knowledge_base import KnowledgeBase
     from qembed.store import open_store
 
+    if from_embeddings is not None:
+        from qembed.commands.scale import index_add_from_embeddings
+
+        return index_add_from_embeddings(
+            embeddings=from_embeddings, index=index, texts=texts, sources=positional_input(sources, input),
+            model=model, kind=kind, collection=collection, batch_size=batch_size, as_json=as_json)
+    if texts is not None:
+        fail("--texts goes with --from-embeddings DIR")
     files = positional_input(sources, input)
     if not files:
         fail("give the files to add: --input FILE (repeat for several)")

@@ -27,6 +27,7 @@ import glob
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -38,6 +39,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 TABLE_SUFFIXES = (".csv", ".tsv")
 PARQUET_SUFFIXES = (".parquet",)
 SUPPORTED = TEXT_SUFFIXES + JSONL_SUFFIXES + TABLE_SUFFIXES + PARQUET_SUFFIXES
+_URI_COLLAPSED = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
 #: Rows of a Parquet file read per step.
 PARQUET_BATCH = 8192
 
@@ -60,6 +62,7 @@ def file_system(location: str) -> tuple[Any, str]:
     """The pyarrow file system of ``location`` and the path on it."""
     from pyarrow import fs
 
+    location = _URI_COLLAPSED.sub(r"\1://", location)  # "s3:/bucket" after a trip through pathlib
     if "://" in location and not location.startswith("file://"):
         try:
             return fs.FileSystem.from_uri(location)
@@ -88,7 +91,7 @@ def list_inputs(location: str | os.PathLike[str]) -> list[InputFile]:
     """
     from pyarrow import fs
 
-    location = os.fspath(location)
+    location = _URI_COLLAPSED.sub(r"\1://", os.fspath(location))
     filesystem, path = file_system(location)
     scheme = location.split("://", 1)[0] + "://" if "://" in location and not location.startswith("file://") else ""
     infos: list[Any]
