@@ -106,16 +106,11 @@ def main(argv: list[str] | None = None) -> int:
 
     kwargs = {} if is_http_url(args.model) else {"device": args.device, "dtype": args.dtype}
     encoder = load_encoder(args.model, **kwargs)
-    instruction = args.instruction
-    from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-
-    if instruction is None:
-        instruction = SYMMETRIC_INSTRUCTION
-    instruction = instruction or None
+    instruction = args.instruction  # None: the symmetric default, "": none
     score_pairs(encoder, ["热身"], ["热身"], instruction=instruction)  # warm-up
     t0 = time.perf_counter()
-    m_train = score_pairs(encoder, tr_left, tr_right, instruction=instruction, show_progress_bar=True)
-    m_dev = score_pairs(encoder, dv_left, dv_right, instruction=instruction, show_progress_bar=True)
+    m_train = score_pairs(encoder, tr_left, tr_right, instruction=instruction, progress=True)
+    m_dev = score_pairs(encoder, dv_left, dv_right, instruction=instruction, progress=True)
     model_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()

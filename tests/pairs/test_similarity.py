@@ -27,8 +27,9 @@ def test_scores_match_direct_encoding_with_the_symmetric_instruction(tiny_encode
     np.testing.assert_allclose(scores, (a * b).sum(axis=1), atol=1e-5)
     # symmetric: swapping the sides changes nothing
     np.testing.assert_allclose(score_pairs(tiny_encoder, right, left), scores, atol=1e-6)
-    # the instruction matters for an instruction model, and None turns it off
-    plain = score_pairs(tiny_encoder, left, right, instruction=None)
+    # the instruction matters for an instruction model, and "" turns it off (None: the default)
+    plain = score_pairs(tiny_encoder, left, right, instruction="")
+    np.testing.assert_allclose(score_pairs(tiny_encoder, left, right, instruction=None), scores, atol=1e-6)
     np.testing.assert_allclose(plain, (tiny_encoder.encode(left) * tiny_encoder.encode(right)).sum(1), atol=1e-5)
     assert not np.allclose(plain, scores)
     assert similarity(tiny_encoder, left[0], right[0]) == pytest.approx(float(scores[0]), abs=1e-6)

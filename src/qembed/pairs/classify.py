@@ -24,7 +24,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from qembed.config import renamed, resolve_instruction, want_progress
 from qembed.errors import InputError, NotFoundError
+from qembed.eval.classification import classification_metrics  # noqa: F401  (its home is qembed.eval)
 from qembed.models.encoder import Encoder, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 
@@ -82,13 +84,13 @@ class ZeroShotClassifier:
     """Route texts to the nearest of a fixed set of labels.
 
     ``labels``: names or ``name: description`` specs (a name may repeat with other descriptions).
-    ``instruction``: given to the input texts; ``label_instruction`` (default: the same) to the
-    label texts.
+    ``instruction``: given to the input texts (``None``: the symmetric default, ``""``: none);
+    ``label_instruction`` to the label texts (``None``: the same as the texts, ``""``: none).
     """
 
     encoder: Encoder
     labels: Sequence[str]
-    instruction: str | None = SYMMETRIC_INSTRUCTION
+    instruction: str | None = None
     label_instruction: str | None = None
     temperature: float = DEFAULT_TEMPERATURE
     dimensions: int | None = None
@@ -100,16 +102,17 @@ class ZeroShotClassifier:
         if not self.temperature > 0:
             raise InputError(f"temperature must be positive, got {self.temperature}", param="temperature")
         self.names, texts, owner = parse_labels(self.labels)
-        instruction = self.instruction if self.label_instruction is None else self.label_instruction
-        self._label_vectors = self.encoder.encode(texts, instruction=instruction or None,
+        self._instruction = resolve_instruction(self.instruction, SYMMETRIC_INSTRUCTION)
+        self._label_instruction = resolve_instruction(self.label_instruction, self._instruction)
+        self._label_vectors = self.encoder.encode(texts, instruction=self._label_instruction,
                                                   dimensions=self.dimensions)
         self._owner = np.asarray(owner, dtype=np.int64)
 
-    def scores(self, texts: Sequence[str], *, show_progress_bar: bool = False) -> np.ndarray:
+    def scores(self, texts: Sequence[str], *, progress: bool | None = False) -> np.ndarray:
         """Cosine of every text to every label name, ``(n_texts, n_labels)`` (best description)."""
         texts = validate_texts(texts)
-        vectors = self.encoder.encode(texts, instruction=self.instruction or None,
-                                      dimensions=self.dimensions, show_progress_bar=show_progress_bar)
+        vectors = self.encoder.encode(texts, instruction=self._instruction, dimensions=self.dimensions,
+                                      show_progress_bar=want_progress(progress, len(texts)))
         per_spec = vectors @ self._label_vectors.T
         out = np.full((len(texts), len(self.names)), -np.inf, dtype=np.float32)
         for j in range(len(self.names)):
@@ -117,13 +120,14 @@ class ZeroShotClassifier:
         return out
 
     def predict(self, texts: Sequence[str], *, top_k: int | None = None, temperature: float | None = None,
-                show_progress_bar: bool = False) -> list[dict[str, Any]]:
+                progress: bool | None = False, **deprecated: Any) -> list[dict[str, Any]]:
         """Classify texts.
 
         Out: one dict per text: ``label`` (nearest), ``score`` (its cosine), and ``labels`` —
         the ``top_k`` (default all) labels best first, each ``{"label", "score", "probability"}``.
         ``temperature`` overrides the classifier's for this call.
         """
+        progress = renamed("predict", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
         texts = validate_texts(texts)
         k = len(self.names) if top_k is None else int(top_k)
         if k < 1:
@@ -131,7 +135,7 @@ class ZeroShotClassifier:
         temp = self.temperature if temperature is None else float(temperature)
         if not temp > 0:
             raise InputError(f"temperature must be positive, got {temperature}", param="temperature")
-        sims = self.scores(texts, show_progress_bar=show_progress_bar)
+        sims = self.scores(texts, progress=progress)
         probs = _softmax(sims / temp, axis=1)
         results = []
         for row, prow in zip(sims, probs):
@@ -142,10 +146,11 @@ class ZeroShotClassifier:
         return results
 
 
-def zero_shot(encoder: Encoder, texts: Sequence[str], labels: Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:
-    """One-call zero-shot classification; see :class:`ZeroShotClassifier` for ``kwargs``."""
-    top_k = kwargs.pop("top_k", None)
-    return ZeroShotClassifier(encoder, labels, **kwargs).predict(texts, top_k=top_k)
+def zero_shot(encoder: Encoder, texts: Sequence[str], labels: Sequence[str], *, top_k: int | None = None,
+              progress: bool | None = False, **kwargs: Any) -> list[dict[str, Any]]:
+    """One-call zero-shot classification; see :class:`ZeroShotClassifier` for ``kwargs``
+    (``instruction``, ``label_instruction``, ``temperature``, ``dimensions``)."""
+    return ZeroShotClassifier(encoder, labels, **kwargs).predict(texts, top_k=top_k, progress=progress)
 
 
 def _check_training_labels(labels: Sequence[Any]) -> list[str]:
@@ -155,20 +160,6 @@ def _check_training_labels(labels: Sequence[Any]) -> list[str]:
             raise InputError(f"label {i + 1} is empty", param="labels")
         out.append(str(v).strip())
     return out
-
-
-def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-label precision/recall/F1/support (scikit-learn)."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(labels), zero_division=0)
-    return {
-        "accuracy": float(accuracy_score(y_true, y_pred)),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=list(labels), average="macro", zero_division=0)),
-        "per_label": {lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                            "support": int(s[i])} for i, lab in enumerate(labels)},
-        "n": len(y_true),
-    }
 
 
 @dataclass
@@ -214,11 +205,12 @@ class TrainedClassifier:
         return out
 
     def predict(self, encoder: Encoder, texts: Sequence[str], *, top_k: int | None = None,
-                show_progress_bar: bool = False) -> list[dict[str, Any]]:
+                progress: bool | None = False, **deprecated: Any) -> list[dict[str, Any]]:
         """Embed ``texts`` with ``encoder`` (same instruction as in training) and classify them."""
+        progress = renamed("predict", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
         texts = validate_texts(texts)
         vectors = encoder.encode(texts, instruction=self.instruction or None, dimensions=self.dimensions,
-                                 show_progress_bar=show_progress_bar)
+                                 show_progress_bar=want_progress(progress, len(texts)))
         if vectors.shape[1] != self.dim:
             raise InputError(
                 f"the encoder {encoder.name} gives vectors of size {vectors.shape[1]} but this classifier "
@@ -289,20 +281,22 @@ def train_classifier(
     texts: Sequence[str],
     labels: Sequence[Any],
     *,
-    instruction: str | None = SYMMETRIC_INSTRUCTION,
+    instruction: str | None = None,
     dimensions: int | None = None,
     test_size: float = 0.2,
     seed: int = 0,
     c: float = 1.0,
     refit: bool = False,
     model: str | None = None,
-    show_progress_bar: bool = False,
+    progress: bool | None = False,
+    **deprecated: Any,
 ) -> TrainedClassifier:
     """Fit a logistic-regression head on embeddings and measure it on a held-out split.
 
     In: texts and their labels (any strings; at least two classes, each with at least two
-    examples), ``test_size`` (fraction in (0, 1) held out, stratified by label, or 0 to skip the
-    evaluation), ``c`` (inverse L2 strength). With ``refit`` the head is refitted on all data
+    examples), ``instruction`` (``None``: the symmetric default, ``""``: none), ``test_size``
+    (fraction in (0, 1) held out, stratified by label, or 0 to skip the evaluation), ``c``
+    (inverse L2 strength). With ``refit`` the head is refitted on all data
     after the held-out measurement. Out: a :class:`TrainedClassifier` whose ``metrics`` holds
     ``accuracy``, ``macro_f1`` and per-label figures on the held-out split (``metrics["test"]``)
     and on the training split (``metrics["train"]``).
@@ -310,6 +304,8 @@ def train_classifier(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
+    progress = renamed("train_classifier", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
+    instruction = resolve_instruction(instruction, SYMMETRIC_INSTRUCTION)
     texts = validate_texts(texts)
     y_names = _check_training_labels(labels)
     if len(y_names) != len(texts):
@@ -324,8 +320,8 @@ def train_classifier(
         raise InputError(f"C must be positive, got {c}")
     y = np.asarray([names.index(n) for n in y_names])
     logger.info("embedding %d labelled texts (%d labels)", len(texts), len(names))
-    vectors = encoder.encode(texts, instruction=instruction or None, dimensions=dimensions,
-                             show_progress_bar=show_progress_bar)
+    vectors = encoder.encode(texts, instruction=instruction, dimensions=dimensions,
+                             show_progress_bar=want_progress(progress, len(texts)))
 
     def fit(x: np.ndarray, t: np.ndarray):
         return LogisticRegression(C=c, max_iter=2000).fit(x, t)

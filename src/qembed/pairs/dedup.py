@@ -1,25 +1,23 @@
-"""Near-duplicate detection at corpus scale: nearest neighbours, a threshold, and union-find.
+"""Near-duplicate detection at corpus scale: every pair above a cosine, joined into groups.
 
 1. Texts that are identical once whitespace is collapsed are one entry (exact duplicates,
    score 1.0); each distinct text is encoded once, with the symmetric instruction.
-2. The vectors go into a vector store (:func:`qembed.store.open_store` with no location: an
-   in-memory FAISS index, exact inner product until it grows large) and every text asks for its
-   ``k`` nearest neighbours. No n x n similarity matrix is ever built, so memory grows with
-   ``n * k``, not ``n ** 2``.
-3. Every neighbour pair scoring ``>= threshold`` is an edge; union-find joins edges into groups
-   (single linkage: ``a~b`` and ``b~c`` put ``a`` and ``c`` in one group even if ``a`` and ``c``
-   are further apart — keep the threshold high).
+2. FAISS ``range_search`` on an exact inner-product index finds, for every text, *all* texts
+   whose cosine is ``>= min_similarity`` (unit vectors: inner product = cosine). Queries run in
+   blocks of :data:`RANGE_BLOCK` rows, so memory holds one block's hits at a time, never an
+   n x n matrix — and no neighbour count ``k`` can cut a group short.
+3. The pairs are the edges of a sparse graph; ``scipy.sparse.csgraph.connected_components``
+   joins them into groups (single linkage: ``a~b`` and ``b~c`` put ``a`` and ``c`` in one
+   group even if ``a`` and ``c`` are further apart — keep the threshold high).
 4. The representative of a group is its earliest text in input order (what a "keep the first
    occurrence" deduplication keeps); other members follow in input order, each with its cosine
    to the representative.
-
-A text whose ``k`` neighbours all pass the threshold may have more; those are usually reached
-through the group's other members. The count of such texts is logged so ``k`` can be raised.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -32,34 +30,11 @@ from qembed.pairs.scoring import check_threshold
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.9
-DEFAULT_K = 10
-SEARCH_CHUNK = 1024
-
-
-class UnionFind:
-    """Disjoint sets over ``0..n-1`` with path halving and union by size."""
-
-    def __init__(self, n: int) -> None:
-        self.parent = np.arange(n, dtype=np.int64)
-        self.size = np.ones(n, dtype=np.int64)
-
-    def find(self, x: int) -> int:
-        parent = self.parent
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = int(parent[x])
-        return x
-
-    def union(self, a: int, b: int) -> bool:
-        ra, rb = self.find(a), self.find(b)
-        if ra == rb:
-            return False
-        if self.size[ra] < self.size[rb]:
-            ra, rb = rb, ra
-        self.parent[rb] = ra
-        self.size[ra] += self.size[rb]
-        return True
+#: Default cosine at or above which two texts are near-duplicates.
+DEFAULT_MIN_SIMILARITY = 0.9
+DEFAULT_THRESHOLD = DEFAULT_MIN_SIMILARITY  # the older name
+#: Query rows per FAISS range search (bounds the memory one search's hits take).
+RANGE_BLOCK = 4096
 
 
 @dataclass
@@ -91,94 +66,105 @@ class DedupResult:
     n: int
     groups: list[DuplicateGroup]
     keep: list[int]
-    threshold: float
-    k: int
+    min_similarity: float
     stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def removed(self) -> int:
         return self.n - len(self.keep)
 
+    @property
+    def threshold(self) -> float:
+        """The older name of :attr:`min_similarity`."""
+        return self.min_similarity
+
 
 def _key(text: str) -> str:
     return " ".join(text.split())
 
 
-def neighbour_edges(
+def similar_pairs(
     vectors: np.ndarray,
     *,
-    threshold: float,
-    k: int,
+    min_similarity: float,
+    block: int = RANGE_BLOCK,
     show_progress_bar: bool = False,
-) -> tuple[list[tuple[int, int]], int]:
-    """Pairs ``(i, j)`` with ``i < j`` whose cosine is ``>= threshold``, among each row's ``k`` neighbours.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair ``(i, j)``, ``i < j``, whose inner product is ``>= min_similarity``.
 
-    In: unit vectors ``(n, d)``. Out: the edge list and the number of rows whose ``k`` nearest
-    neighbours all passed (their neighbourhood may be larger). Uses an in-memory vector store.
+    In: unit vectors ``(n, d)``. Out: two int64 arrays ``(rows, cols)``. Exact: FAISS
+    ``IndexFlatIP.range_search``, queried in blocks of ``block`` rows.
     """
-    from qembed.store import open_store
+    import faiss
 
-    n, dim = vectors.shape
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    n, dim = x.shape
     if n < 2:
-        return [], 0
-    want = min(k + 1, n)  # +1: a text is its own nearest neighbour
-    store = open_store(None, dim=int(dim))
-    try:
-        store.upsert([str(i) for i in range(n)], vectors)
-        edges: set[tuple[int, int]] = set()
-        saturated = 0
-        bar = None
-        if show_progress_bar:
-            from tqdm.auto import tqdm
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    index = faiss.IndexFlatIP(int(dim))
+    index.add(x)
+    # range_search keeps scores strictly above the radius; the threshold itself counts
+    radius = float(np.nextafter(np.float32(min_similarity), np.float32(-np.inf)))
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    bar = None
+    if show_progress_bar:
+        from tqdm.auto import tqdm
 
-            bar = tqdm(total=n, desc="neighbours", unit="text")
-        for start in range(0, n, SEARCH_CHUNK):
-            block = vectors[start:start + SEARCH_CHUNK]
-            hits = store.search(block, k=want)
-            for offset, row in enumerate(hits):
-                i = start + offset
-                passed = 0
-                for hit in row:
-                    j = int(hit.id)
-                    if j == i:
-                        continue
-                    if hit.score >= threshold:
-                        passed += 1
-                        edges.add((i, j) if i < j else (j, i))
-                if passed >= want - 1 and want - 1 < n - 1:
-                    saturated += 1
-            if bar is not None:
-                bar.update(len(block))
+        bar = tqdm(total=n, desc="range search", unit="text")
+    for start in range(0, n, block):
+        lims, _, ids = index.range_search(x[start:start + block], radius)
+        counts = np.diff(lims).astype(np.int64)
+        src = np.repeat(np.arange(start, start + len(counts), dtype=np.int64), counts)
+        dst = ids.astype(np.int64)
+        keep = src < dst  # each pair once, no self pairs
+        rows.append(src[keep])
+        cols.append(dst[keep])
         if bar is not None:
-            bar.close()
-    finally:
-        store.close()
-    return sorted(edges), saturated
+            bar.update(len(counts))
+    if bar is not None:
+        bar.close()
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def find_duplicates(
     encoder: Encoder,
     texts: Sequence[str],
     *,
-    threshold: float = DEFAULT_THRESHOLD,
-    k: int = DEFAULT_K,
+    min_similarity: float = DEFAULT_MIN_SIMILARITY,
     instruction: str | None = SYMMETRIC_INSTRUCTION,
     dimensions: int | None = None,
-    show_progress_bar: bool = False,
+    progress: bool | None = False,
+    **deprecated: Any,
 ) -> DedupResult:
     """Group near-duplicate texts.
 
-    In: texts (any number; identical ones allowed), a cosine ``threshold`` in [-1, 1], ``k``
-    neighbours per text, the instruction both sides get. Out: a :class:`DedupResult` with the
-    groups of size >= 2 (representative = earliest text, first; groups ordered by their
-    representative) and ``keep``, the sorted indices of a deduplicated corpus (every group's
-    representative plus every text without duplicates).
+    In: texts (any number; identical ones allowed), ``min_similarity`` (the cosine in [-1, 1] at
+    or above which two texts are near-duplicates), the instruction both sides get (``None``: the
+    symmetric default, ``""``: none). Out: a :class:`DedupResult` with the groups of size >= 2
+    (representative = earliest text, first; groups ordered by their representative) and
+    ``keep``, the sorted indices of a deduplicated corpus (every group's representative plus
+    every text without duplicates). Exact: every pair at or above ``min_similarity`` is found.
+
+    ``threshold=`` (the older name of ``min_similarity``) and ``show_progress_bar=`` are still
+    accepted; ``k=`` is ignored (no neighbour count limits the search any more).
     """
+    if "threshold" in deprecated:
+        min_similarity = deprecated.pop("threshold")
+    if "show_progress_bar" in deprecated:
+        progress = deprecated.pop("show_progress_bar")
+    if "k" in deprecated:
+        deprecated.pop("k")
+        warnings.warn("find_duplicates: k is ignored; the range search finds every pair above "
+                      "min_similarity", DeprecationWarning, stacklevel=2)
+    if deprecated:
+        raise TypeError(f"find_duplicates() got unexpected keyword argument(s): {', '.join(deprecated)}")
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     texts = validate_texts(texts)
-    threshold = check_threshold(threshold)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}", param="k")
-    k = int(k)
+    min_similarity = check_threshold(min_similarity, param="min_similarity")
+    show = bool(progress)
     # 1. exact duplicates share one entry
     first_of: dict[str, int] = {}
     entry = np.empty(len(texts), dtype=np.int64)
@@ -193,35 +179,32 @@ def find_duplicates(
         bad = next(i for i, t in enumerate(texts) if not _key(t))
         raise InputError(f"texts[{bad}] is blank", param="input")
     logger.info("%d texts, %d distinct after exact matching; encoding", len(texts), len(reps))
-    vectors = encoder.encode([texts[i] for i in reps], instruction=instruction or None,
-                             dimensions=dimensions, show_progress_bar=show_progress_bar)
-    # 2-3. neighbours above the threshold, joined with union-find
-    edges, saturated = neighbour_edges(vectors, threshold=threshold, k=k,
-                                       show_progress_bar=show_progress_bar)
-    if saturated:
-        logger.info("%d text(s) had all %d neighbours above the threshold; raise k to be thorough",
-                    saturated, k)
-    uf = UnionFind(len(reps))
-    for a, b in edges:
-        uf.union(a, b)
+    instr = SYMMETRIC_INSTRUCTION if instruction is None else (instruction or None)
+    vectors = encoder.encode([texts[i] for i in reps], instruction=instr,
+                             dimensions=dimensions, show_progress_bar=show)
+    # 2-3. all pairs above the threshold, joined as connected components
+    rows, cols = similar_pairs(vectors, min_similarity=min_similarity, show_progress_bar=show)
+    m = len(reps)
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(m, m))
+    _, component = connected_components(graph, directed=False)
     # 4. groups over the original indices, representative = earliest
-    by_root: dict[int, list[int]] = {}
+    by_component: dict[int, list[int]] = {}
     for i in range(len(texts)):
-        by_root.setdefault(uf.find(int(entry[i])), []).append(i)
+        by_component.setdefault(int(component[entry[i]]), []).append(i)
     groups: list[DuplicateGroup] = []
     keep: list[int] = []
-    for members in by_root.values():
+    for members in by_component.values():
         rep = members[0]  # input order is preserved, so the first is the earliest
         keep.append(rep)
         if len(members) > 1:
             rv = vectors[entry[rep]]
-            scores = [float(np.clip(vectors[entry[m]] @ rv, -1.0, 1.0)) for m in members]
+            scores = [float(np.clip(vectors[entry[mm]] @ rv, -1.0, 1.0)) for mm in members]
             scores[0] = 1.0
             groups.append(DuplicateGroup(members=members, scores=scores))
     groups.sort(key=lambda g: g.representative)
     keep.sort()
     stats = {"texts": len(texts), "distinct": len(reps), "exact_duplicates": len(texts) - len(reps),
-             "edges": len(edges), "groups": len(groups), "kept": len(keep),
-             "removed": len(texts) - len(keep), "saturated": saturated}
+             "edges": len(rows), "groups": len(groups), "kept": len(keep),
+             "removed": len(texts) - len(keep)}
     logger.info("%d group(s); keeping %d of %d texts", len(groups), len(keep), len(texts))
-    return DedupResult(n=len(texts), groups=groups, keep=keep, threshold=threshold, k=k, stats=stats)
+    return DedupResult(n=len(texts), groups=groups, keep=keep, min_similarity=min_similarity, stats=stats)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from qembed.config import renamed, resolve_instruction, want_progress
 from qembed.errors import InputError, NotFoundError
 from qembed.eval.pairs import parse_label
 from qembed.models.encoder import Encoder, validate_texts
@@ -29,7 +30,7 @@ THRESHOLD_FILE_VERSION = 1
 CALIBRATION_SLACK = 1e-6
 
 
-def check_threshold(threshold: Any, *, param: str = "threshold", slack: float = 0.0) -> float:
+def check_threshold(threshold: Any, *, param: str = "min_similarity", slack: float = 0.0) -> float:
     """Return ``threshold`` as a float in [-1, 1] (the range of a cosine) or raise InputError.
 
     ``slack`` widens the range for thresholds computed by :func:`qembed.eval.pairs.calibrate`,
@@ -48,15 +49,18 @@ def unique_encode(
     encoder: Encoder,
     texts: Sequence[str],
     *,
-    instruction: str | None = SYMMETRIC_INSTRUCTION,
+    instruction: str | None = None,
     dimensions: int | None = None,
-    show_progress_bar: bool = False,
+    progress: bool | None = False,
+    **deprecated: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode each distinct text once.
 
-    In: texts (repeats allowed). Out: ``(vectors, index)`` where ``vectors`` holds one unit row
-    per distinct text and ``vectors[index[i]]`` is the embedding of ``texts[i]``.
+    In: texts (repeats allowed), ``instruction`` (``None``: the symmetric default, ``""``:
+    none). Out: ``(vectors, index)`` where ``vectors`` holds one unit row per distinct text and
+    ``vectors[index[i]]`` is the embedding of ``texts[i]``.
     """
+    progress = renamed("unique_encode", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
     texts = validate_texts(list(texts))
     position: dict[str, int] = {}
     index = np.empty(len(texts), dtype=np.int64)
@@ -65,8 +69,8 @@ def unique_encode(
     distinct = list(position)
     if len(distinct) < len(texts):
         logger.info("encoding %d distinct texts of %d", len(distinct), len(texts))
-    vectors = encoder.encode(distinct, instruction=instruction, dimensions=dimensions,
-                             show_progress_bar=show_progress_bar)
+    vectors = encoder.encode(distinct, instruction=resolve_instruction(instruction, SYMMETRIC_INSTRUCTION),
+                             dimensions=dimensions, show_progress_bar=want_progress(progress, len(distinct)))
     return vectors, index
 
 
@@ -75,21 +79,24 @@ def score_pairs(
     left: Sequence[str],
     right: Sequence[str],
     *,
-    instruction: str | None = SYMMETRIC_INSTRUCTION,
+    instruction: str | None = None,
     dimensions: int | None = None,
-    show_progress_bar: bool = False,
+    progress: bool | None = False,
+    **deprecated: Any,
 ) -> np.ndarray:
     """Cosine similarity of ``left[i]`` and ``right[i]`` for every i.
 
     In: two equally long lists of non-empty texts. Out: float32 array of n scores in [-1, 1].
-    Both sides get ``instruction`` (None for no instruction); each distinct text is encoded once.
+    Both sides get ``instruction`` (``None``: the symmetric default, ``""``: none); each
+    distinct text is encoded once.
     """
+    progress = renamed("score_pairs", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
     left = validate_texts(left, param="left")
     right = validate_texts(right, param="right")
     if len(left) != len(right):
         raise InputError(f"got {len(left)} left texts but {len(right)} right texts; pairs need both")
     vectors, index = unique_encode(encoder, [*left, *right], instruction=instruction,
-                                   dimensions=dimensions, show_progress_bar=show_progress_bar)
+                                   dimensions=dimensions, progress=progress)
     n = len(left)
     a, b = vectors[index[:n]], vectors[index[n:]]
     return np.clip(np.einsum("ij,ij->i", a, b), -1.0, 1.0).astype(np.float32)
@@ -100,10 +107,10 @@ def similarity(
     a: str,
     b: str,
     *,
-    instruction: str | None = SYMMETRIC_INSTRUCTION,
+    instruction: str | None = None,
     dimensions: int | None = None,
 ) -> float:
-    """Cosine similarity of two texts (both with ``instruction``)."""
+    """Cosine similarity of two texts (both with ``instruction``: ``None`` default, ``""`` none)."""
     return float(score_pairs(encoder, [a], [b], instruction=instruction, dimensions=dimensions)[0])
 
 
