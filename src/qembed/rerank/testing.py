@@ -50,6 +50,8 @@ def build_random_reranker(
     out.mkdir(parents=True, exist_ok=True)
     config_dict = json.loads((src / "config.json").read_text(encoding="utf-8"))
     config_dict.pop("transformers_version", None)
+    config_dict.pop("torch_dtype", None)
+    config_dict["dtype"] = dtype  # the weights are made (and saved) in this precision
     if tiny:
         config_dict.update(TINY)
     config_dict["architectures"] = ["Qwen3ForCausalLM"]
