@@ -10,7 +10,7 @@ import pytest
 from qembed.errors import InputError
 from qembed.train.data import load_pairs
 from qembed.train.lengths import histogram, length_report, summarize
-from qembed.train.tokens import PairTokenizer
+from qembed.pairs.pair_tokens import PairTokenizer
 
 
 @pytest.fixture(scope="module")

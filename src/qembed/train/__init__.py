@@ -23,7 +23,7 @@ _LAZY = {
     "PairData": "qembed.train.data",
     "load_pairs": "qembed.train.data",
     "length_report": "qembed.train.lengths",
-    "PairTokenizer": "qembed.train.tokens",
+    "PairTokenizer": "qembed.pairs.pair_tokens",
 }
 
 

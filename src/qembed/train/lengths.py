@@ -15,7 +15,7 @@ import numpy as np
 from qembed.errors import InputError
 from qembed.io import read_texts
 from qembed.train.data import FIRST_COLUMNS, load_pairs, read_pair_rows
-from qembed.train.tokens import PairTokenizer
+from qembed.pairs.pair_tokens import PairTokenizer
 
 PERCENTILES = (50, 90, 95, 99)
 DEFAULT_MAX_LENGTHS = (32, 64, 128, 256)
@@ -75,7 +75,7 @@ def length_report(
     """Token lengths of the texts and pairs in ``path``.
 
     A pair file (``sentence1``/``sentence2``) yields ``texts`` (every sentence on its own) and
-    ``pairs`` (both together, as :class:`~qembed.train.tokens.PairTokenizer` lays them out); a
+    ``pairs`` (both together, as :class:`~qembed.pairs.pair_tokens.PairTokenizer` lays them out); a
     ``.txt`` file or a record file with ``text_column`` yields ``texts`` only. Each part is a
     :func:`summarize` dict; ``texts`` also carries ``histogram``.
     """
