@@ -197,27 +197,28 @@ def rewrite_deprecated(args: Sequence[str], mapping: Mapping[str, Any],
 class QembedCommand(TyperCommand):
     """A Typer command that accepts the old option spellings of :func:`deprecated_options`."""
 
-    deprecated: ClassVar[dict[str, Any]] = {}
-    deprecated_notes: ClassVar[dict[str, str]] = {}
+    #: Old option name -> new name (or :data:`IGNORED`); not Click's own ``deprecated`` flag.
+    old_options: ClassVar[dict[str, Any]] = {}
+    old_option_notes: ClassVar[dict[str, str]] = {}
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if self.deprecated:
-            args = rewrite_deprecated(args, self.deprecated, self.deprecated_notes)
+        if self.old_options:
+            args = rewrite_deprecated(args, self.old_options, self.old_option_notes)
         return super().parse_args(ctx, args)
 
 
 def command_class(callback: Callable[..., Any]) -> type[QembedCommand]:
     """The command class for ``callback``, carrying the old spellings it declared."""
     return type("QembedCommand", (QembedCommand,), {
-        "deprecated": dict(getattr(callback, "__qembed_deprecated__", {})),
-        "deprecated_notes": dict(getattr(callback, "__qembed_deprecated_notes__", {})),
+        "old_options": dict(getattr(callback, "__qembed_deprecated__", {})),
+        "old_option_notes": dict(getattr(callback, "__qembed_deprecated_notes__", {})),
     })
 
 
 def install_command_class(app: typer.Typer) -> None:
     """Give every command of ``app`` (and of its groups) :class:`QembedCommand`."""
     for info in app.registered_commands:
-        if info.cls is None and info.callback is not None:
+        if info.cls in (None, TyperCommand) and info.callback is not None:
             info.cls = command_class(info.callback)
     for group in app.registered_groups:
         if group.typer_instance is not None:

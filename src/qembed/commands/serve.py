@@ -18,10 +18,11 @@ logger = logging.getLogger("qembed.serve")
 
 
 def serve(
-    model_path: Optional[str] = typer.Option(
-        None, "--model-path", "--model", "-m",
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m", "--model-path",
         help="Model folder or Hub id (default $QEMBED_MODEL or Qwen/Qwen3-Embedding-0.6B); an "
-             "http(s)://…/v1 URL proxies another OpenAI-compatible endpoint."),
+             "http(s)://…/v1 URL proxies another OpenAI-compatible endpoint. --model-path is "
+             "SGLang's name for it."),
     host: Optional[str] = typer.Option(None, "--host", help="Interface to listen on (default 127.0.0.1)."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default 30000)."),
     is_embedding: bool = typer.Option(False, "--is-embedding", help="Accepted for SGLang compatibility; ignored."),
@@ -86,7 +87,7 @@ def serve(
 
     del is_embedding  # SGLang flag: every qembed model is an embedding model
     updates = {
-        "model": model_path, "host": host, "port": port, "served_model_name": served_model_name,
+        "model": model, "host": host, "port": port, "served_model_name": served_model_name,
         "api_key": api_key, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
