@@ -84,7 +84,7 @@ def gpu_recipe(args: argparse.Namespace, out_dir: Path, *, dry_run: bool = False
     import torch
 
     from qembed.testing import build_random_qwen
-    from qembed.train.pair_classifier import ClassifierConfig, train_classifier
+    from qembed.train.pair_classifier import ClassifierConfig, train_pair_classifier
 
     model = build_random_qwen(out_dir / ("qwen3-tiny-random" if dry_run else "qwen3-0.6b-random"),
                               tiny=dry_run, dtype="bfloat16")
@@ -97,7 +97,7 @@ def gpu_recipe(args: argparse.Namespace, out_dir: Path, *, dry_run: bool = False
     cfg = ClassifierConfig(model=str(model), max_length=64, batch_size=128, epochs=1, device=device,
                            precision="bf16", grad_accum=args.gpu_grad_accum,
                            gradient_checkpointing=args.gpu_gradient_checkpointing)
-    doc = train_classifier(train, dev, out_dir / "gpu-clf", cfg, overwrite=True, show_progress_bar=False)
+    doc = train_pair_classifier(train, dev, out_dir / "gpu-clf", cfg, overwrite=True, progress=False)
     peak = float("nan") if dry_run else torch.cuda.max_memory_allocated() / 1e9
     name = "cpu (dry run, tiny architecture)" if dry_run else torch.cuda.get_device_name()
     return {"device": name, "train_pairs": len(train), "batch_size": 128,
@@ -164,13 +164,13 @@ def _run(args: argparse.Namespace, results: dict, work: Path, minilm: str, train
     import torch
 
     from qembed.train.contrastive import EmbeddingTuneConfig, tune_embeddings
-    from qembed.train.pair_classifier import ClassifierConfig, train_classifier
+    from qembed.train.pair_classifier import ClassifierConfig, train_pair_classifier
 
     logger.info("LoRA pair classifier on %d pairs, %d epochs", len(train), args.epochs)
     cfg = ClassifierConfig(model=minilm, max_length=args.max_length, batch_size=args.batch_size,
                            epochs=args.epochs, lr=args.classifier_lr, target_modules=["query", "key", "value"],
                            device="cpu", precision="fp32", seed=args.seed)
-    doc = train_classifier(train, dev, work / "classifier", cfg, show_progress_bar=False)
+    doc = train_pair_classifier(train, dev, work / "classifier", cfg, progress=False)
     results["lora_classifier"] = {
         **{k: doc["best"][k] for k in ("epoch", "accuracy", "f1", "loss")},
         "average_precision": doc["epochs"][doc["best"]["epoch"] - 1]["average_precision"],

@@ -35,12 +35,12 @@ def trained_classifier(tiny_model_path: Path, afqmc_small: tuple[Path, Path],
                        tmp_path_factory: pytest.TempPathFactory):
     """One epoch of the LoRA classifier on the tiny Qwen3: (output folder, metrics, in-memory classifier)."""
     from qembed.train.data import load_pairs
-    from qembed.train.pair_classifier import ClassifierConfig, train_classifier
+    from qembed.train.pair_classifier import ClassifierConfig, train_pair_classifier
 
     train, dev = afqmc_small
     out = tmp_path_factory.mktemp("clf") / "adapter"
     cfg = ClassifierConfig(model=str(tiny_model_path), max_length=32, batch_size=16, epochs=1, lr=1e-3,
                            device="cpu", precision="fp32")
-    doc, clf = train_classifier(load_pairs(train), load_pairs(dev), out, cfg, show_progress_bar=False,
+    doc, clf = train_pair_classifier(load_pairs(train), load_pairs(dev), out, cfg, progress=False,
                                 return_classifier=True)
     return out, doc, clf

@@ -72,7 +72,7 @@ def data_lengths(
 ) -> None:
     """Token-length distribution of texts and pairs, to choose --max-length before training."""
     from qembed.train.lengths import length_report, render_histogram
-    from qembed.train.tokens import load_tokenizer
+    from qembed.pairs.pair_tokens import load_tokenizer
 
     input = positional_input(file, input)
     if input is None:
@@ -130,7 +130,7 @@ def finetune_classifier(
 ) -> None:
     """Train the LoRA pair classifier (both sentences in one sequence, 2-label head)."""
     from qembed.train.data import load_pairs
-    from qembed.train.pair_classifier import ClassifierConfig, train_classifier
+    from qembed.train.pair_classifier import ClassifierConfig, train_pair_classifier
 
     cfg = ClassifierConfig(
         model=model, max_length=max_length, batch_size=batch_size, epochs=epochs, lr=lr, lora_r=lora_r,
@@ -142,9 +142,9 @@ def finetune_classifier(
     train_data = load_pairs(input, labels="binary", limit=limit_train)
     dev_data = load_pairs(dev, labels="binary", limit=limit_dev)
     logger.info("training on %d pairs, evaluating on %d", len(train_data), len(dev_data))
-    doc = train_classifier(train_data, dev_data, output, cfg, resume=resume, overwrite=overwrite,
-                           show_progress_bar=want_progress(progress, len(train_data), batch=batch_size),
-                           on_trainable=lambda line: typer.echo(line, err=as_json))
+    doc = train_pair_classifier(train_data, dev_data, output, cfg, resume=resume, overwrite=overwrite,
+                                progress=want_progress(progress, len(train_data), batch=batch_size),
+                                on_trainable=lambda line: typer.echo(line, err=as_json))
     if as_json:
         emit_json({"object": "classifier", **doc, "output": str(output)})
         return
@@ -176,7 +176,7 @@ def classify_pairs(
     import numpy as np
 
     from qembed.train.data import load_pairs
-    from qembed.train.pair_classifier import PairClassifier
+    from qembed.pairs.cross_encoder import PairClassifier
 
     input = positional_input(file, input)
     if input is None:
@@ -193,7 +193,7 @@ def classify_pairs(
         labels = data.int_labels()
     clf = PairClassifier.load(adapter, model=model, device=device, precision=_precision(dtype))
     proba = clf.predict_proba(data.first, data.second, batch_size=batch_size,
-                              show_progress_bar=want_progress(progress, len(data), batch=batch_size))
+                              progress=want_progress(progress, len(data), batch=batch_size))
     pred = (proba >= min_probability).astype(int)
     rows = []
     for i in range(len(data)):

@@ -1,7 +1,8 @@
 """Fine-tuning: the LoRA pair classifier and contrastive embedding tuning.
 
-- :func:`qembed.train.pair_classifier.train_classifier` / :class:`~qembed.train.pair_classifier.PairClassifier`:
-  both sentences in one sequence, a 2-label head, LoRA via peft (``qembed finetune classifier``).
+- :func:`qembed.train.pair_classifier.train_pair_classifier`: both sentences in one sequence, a
+  2-label head, LoRA via peft, on ``transformers.Trainer`` (``qembed finetune classifier``); the
+  trained classifier is used through :class:`qembed.pairs.cross_encoder.PairClassifier`.
 - :func:`qembed.train.contrastive.tune_embeddings`: sentence-transformers training that keeps an
   embedding model (``qembed finetune embedding``).
 - :func:`qembed.train.data.load_pairs`: labelled pair files, checked before training.
@@ -16,8 +17,7 @@ from typing import Any
 
 _LAZY = {
     "ClassifierConfig": "qembed.train.pair_classifier",
-    "PairClassifier": "qembed.train.pair_classifier",
-    "train_classifier": "qembed.train.pair_classifier",
+    "train_pair_classifier": "qembed.train.pair_classifier",
     "EmbeddingTuneConfig": "qembed.train.contrastive",
     "tune_embeddings": "qembed.train.contrastive",
     "PairData": "qembed.train.data",

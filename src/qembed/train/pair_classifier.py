@@ -1,23 +1,27 @@
-"""LoRA pair classifier: both sentences in one sequence, a 2-label head, trained on labelled pairs.
+"""Training the LoRA pair classifier with ``transformers.Trainer``.
 
 The recipe it reproduces: Qwen3-Embedding-0.6B loaded as ``AutoModelForSequenceClassification``
 (``num_labels=2``; Qwen3 pools the last non-pad token), peft
 ``LoraConfig(task_type=SEQ_CLS, r=8, lora_alpha=32, lora_dropout=0.1,
-target_modules=["q_proj", "k_proj", "v_proj"])``, ``max_length=64``, batch 128, 15 epochs. peft
-adds the classification head (``score`` for Qwen, ``classifier`` for BERT) to
-``modules_to_save``, so the adapter folder holds the head as well.
+target_modules=["q_proj", "k_proj", "v_proj"])``, ``max_length=64``, batch 128, 15 epochs,
+learning rate 1e-4 with linear decay after 6% warm-up. peft adds the classification head
+(``score`` for Qwen, ``classifier`` for BERT) to ``modules_to_save``, so the adapter folder holds
+the head as well.
 
-The loop is plain PyTorch: per-epoch dev accuracy / F1 (positive class) / loss, the best epoch
-by F1 kept in the output folder, early stopping, resume from the folder's ``last/`` state, bf16 on
-GPU, gradient accumulation (``batch_size`` stays the effective batch) and gradient checkpointing.
+``Trainer`` runs the loop: gradient accumulation (``batch_size`` stays the effective batch),
+clipping, the schedule, bf16 autocast, gradient checkpointing, a dev evaluation after every
+epoch (accuracy, F1/precision/recall of the "same" class, loss, average precision), the best
+epoch by dev F1 kept (``load_best_model_at_end``), early stopping (``EarlyStoppingCallback``)
+and resuming from the last epoch's checkpoint (``resume_from_checkpoint``). Inference lives in
+:mod:`qembed.pairs.cross_encoder`.
 
-Output folder::
+Output folder (what :meth:`~qembed.pairs.cross_encoder.PairClassifier.load` reads)::
 
-    adapter_config.json, adapter_model.safetensors   best epoch (LoRA + head), peft format
+    adapter_config.json, adapter_model.safetensors   best epoch so far (LoRA + head), peft format
     tokenizer files                                   the base model's tokenizer
-    qembed_classifier.json                            manifest: base model, max_length, pad id, …
+    qembed_classifier.json                            manifest: base model, max_length, pad id, config
     metrics.json                                      per-epoch list and ``best``
-    last/                                             latest epoch + optimizer state, for --resume
+    checkpoints/checkpoint-N/                         Trainer checkpoints (last and best), for --resume
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,24 +37,29 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from qembed.errors import InputError, NotFoundError, QembedError
+from qembed.errors import InputError
+from qembed.pairs.cross_encoder import (
+    LABELS,
+    MANIFEST,
+    METRICS,
+    PairClassifier,
+    check_precision,
+    load_base_classifier,
+    resolve_precision,
+)
+from qembed.pairs.pair_tokens import MIN_MAX_LENGTH, PairTokenizer
 from qembed.train.data import PairData, check_binary_classes
-from qembed.train.tokens import MIN_MAX_LENGTH, PairTokenizer
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "qembed_classifier.json"
-METRICS = "metrics.json"
-LAST = "last"
-STATE = "trainer_state.pt"
-LABELS = ("different", "same")
+#: Trainer checkpoints inside the output folder (what ``resume`` continues from).
+CHECKPOINTS = "checkpoints"
 
 
 @dataclass
 class ClassifierConfig:
-    """Hyper-parameters of :func:`train_classifier`; the defaults are the recipe's.
+    """Hyper-parameters of :func:`train_pair_classifier`; the defaults are the recipe's.
 
     ``batch_size`` is the effective batch; ``grad_accum`` splits it into that many micro-batches
     (same gradients, less memory). ``precision``: ``auto`` (bf16 on CUDA, fp32 elsewhere),
@@ -97,8 +105,9 @@ class ClassifierConfig:
             raise InputError(f"lora alpha must be positive, got {self.lora_alpha}")
         if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
             raise InputError("early stopping patience must be at least 1")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise InputError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise InputError(f"warm-up ratio must be in [0, 1), got {self.warmup_ratio}")
+        self.precision = check_precision(self.precision)
         targets = [t.strip() for t in self.target_modules if t.strip()]
         if not targets:
             raise InputError("target modules must name at least one module, e.g. q_proj,k_proj,v_proj")
@@ -146,107 +155,71 @@ def trainable_line(model: Any) -> str:
     return f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}"
 
 
-def _resolve_precision(precision: str, device: str) -> torch.dtype:
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp32":
-        return torch.float32
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+# ---------------------------------------------------------------------------- Trainer glue
+class _Pairs(torch.utils.data.Dataset):
+    """Prepared token ids and 0/1 labels, one dict per pair."""
+
+    def __init__(self, ids: Sequence[Sequence[int]], labels: Sequence[int]) -> None:
+        self.ids = ids
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": self.ids[i], "labels": int(self.labels[i])}
 
 
-def load_base_classifier(path: Path, pad_id: int, dtype: torch.dtype) -> torch.nn.Module:
-    """``AutoModelForSequenceClassification`` with two labels and ``pad_token_id`` set."""
-    from transformers import AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
+def _collator(pt: PairTokenizer) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
+    def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        batch = pt.collate([x["input_ids"] for x in items])
+        batch["labels"] = torch.tensor([x["labels"] for x in items], dtype=torch.long)
+        return batch
 
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # "newly initialized: score.weight" is expected
-    try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(
-            str(path), num_labels=2, pad_token_id=pad_id, dtype=dtype, local_files_only=True,
-            id2label=dict(enumerate(LABELS)), label2id={v: k for k, v in enumerate(LABELS)},
-            output_loading_info=True,
-        )
-    except (OSError, ValueError) as exc:
-        raise QembedError(f"could not load {path} as a sequence classifier: {exc}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    # The new head is expected to start random; anything else missing is worth a warning.
-    fresh = [k for k in info.get("missing_keys", []) if not k.split(".")[0] in ("score", "classifier")]
-    if fresh:
-        logger.warning("%s lacks %d weight(s) that start random (e.g. %s)", path, len(fresh), fresh[0])
-    model.config.pad_token_id = pad_id
-    return model
+    return collate
 
 
-def _autocast(device: str, dtype: torch.dtype):
-    if dtype == torch.float32:
-        return torch.autocast(device_type=device.split(":")[0], enabled=False)
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+def _compute_metrics(prediction: Any) -> dict[str, float]:
+    from qembed.eval.classification import pair_classification_metrics
+
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    metrics = pair_classification_metrics(np.asarray(logits, dtype=np.float32), prediction.label_ids)
+    if metrics["average_precision"] is None:
+        metrics["average_precision"] = float("nan")  # the Trainer's log wants numbers
+    return metrics
 
 
-# ---------------------------------------------------------------------------- evaluation
-def _batches_by_length(ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    return [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+def _history_from(log_history: list[dict[str, Any]], seconds: dict[int, float], n_train: int,
+                  previous: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per evaluated epoch from the Trainer's log history (plus timings measured here)."""
+    train_loss: dict[int, float] = {}
+    rows: list[dict[str, Any]] = []
+    for entry in log_history:
+        epoch = int(round(entry.get("epoch", 0)))
+        if "loss" in entry:
+            train_loss[epoch] = float(entry["loss"])
+        if "eval_f1" in entry:
+            if epoch in previous:  # measured by an earlier run (resumed): keep its row as written
+                rows.append(previous[epoch])
+                continue
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss.get(epoch)}
+            for key in ("accuracy", "f1", "precision", "recall", "loss", "average_precision"):
+                value = entry.get(f"eval_{key}")
+                row[key] = None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            if epoch in seconds:
+                row["train_seconds"] = seconds[epoch]
+                row["train_pairs_per_s"] = n_train / seconds[epoch] if seconds[epoch] > 0 else None
+            rows.append(row)
+    return rows
 
 
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module,
-    ids: Sequence[Sequence[int]],
-    pt: PairTokenizer,
-    *,
-    device: str,
-    dtype: torch.dtype = torch.float32,
-    batch_size: int = 128,
-    show_progress_bar: bool = False,
-    desc: str = "scoring",
-) -> np.ndarray:
-    """Logits ``(n, 2)`` (float32) for prepared pair token ids, in input order."""
-    was_training = model.training
-    model.eval()
-    out = np.empty((len(ids), 2), dtype=np.float32)
-    bar = tqdm(total=len(ids), desc=desc, unit="pair", disable=not show_progress_bar, leave=False)
-    for batch in _batches_by_length(ids, batch_size):
-        features = {k: v.to(device) for k, v in pt.collate([ids[i] for i in batch]).items()}
-        with _autocast(device, dtype):
-            logits = model(**features).logits
-        out[batch] = logits.float().cpu().numpy()
-        bar.update(len(batch))
-    bar.close()
-    if was_training:
-        model.train()
-    return out
-
-
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """P(same) from ``(n, 2)`` logits."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
-
-
-def classification_metrics(logits: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
-    """Accuracy, F1/precision/recall of the positive class, mean cross-entropy loss, and the
-    threshold-free average precision of P(same) (None when dev has a single class)."""
-    from sklearn.metrics import accuracy_score, average_precision_score, precision_recall_fscore_support
-
-    y = np.asarray(labels, dtype=np.int64)
-    pred = logits.argmax(axis=1)
-    precision, recall, f1, _ = precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
-    loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(y)).item()
-    ap = float(average_precision_score(y, probabilities(logits))) if 0 < y.sum() < len(y) else None
-    return {"accuracy": float(accuracy_score(y, pred)), "f1": float(f1), "precision": float(precision),
-            "recall": float(recall), "loss": float(loss), "average_precision": ap}
-
-
-# ---------------------------------------------------------------------------- training
-def _rank(metrics: dict[str, Any]) -> tuple[float, float, float]:
-    """Order of epochs: dev F1 first, then accuracy, then lower loss."""
-    return (metrics["f1"], metrics["accuracy"], -metrics["loss"])
+def _best(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch with the best dev F1 (the first of equals, as the Trainer keeps it)."""
+    best = None
+    for row in history:
+        if best is None or row["f1"] > best["f1"]:
+            best = row
+    return None if best is None else {k: best[k] for k in ("epoch", "accuracy", "f1", "precision", "recall", "loss")}
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -255,26 +228,81 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def last_checkpoint(output: Path) -> Path | None:
+    """The newest Trainer checkpoint in ``output/checkpoints`` (``None`` when there is none)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = output / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = get_last_checkpoint(str(folder))
+    return Path(found) if found else None
+
+
 def _check_output(output: Path, resume: bool, overwrite: bool) -> bool:
     """Decide whether to resume; refuse to clobber a finished run unless told to."""
     if output.exists() and not output.is_dir():
         raise InputError(f"--output {output} is a file; give a folder")
-    state = output / LAST / STATE
+    checkpoint = last_checkpoint(output) if output.is_dir() else None
     if resume:
-        if not state.exists():
-            raise InputError(f"--resume: {output} holds no training state ({LAST}/{STATE}); "
+        if checkpoint is None or not (output / MANIFEST).exists():
+            raise InputError(f"--resume: {output} holds no training checkpoint ({CHECKPOINTS}/checkpoint-N); "
                              "start without --resume")
         return True
     if output.exists() and any(output.iterdir()):
-        if not overwrite and ((output / MANIFEST).exists() or state.exists()):
+        if not overwrite and ((output / MANIFEST).exists() or checkpoint is not None):
             raise InputError(f"{output} already holds a classifier; pass --resume to continue it, "
                              "--overwrite to replace it, or choose another --output")
-        if output.exists() and not (output / MANIFEST).exists() and not state.exists():
+        if not (output / MANIFEST).exists() and checkpoint is None:
             raise InputError(f"{output} is not empty and holds no qembed classifier; choose an empty folder")
     return False
 
 
-def train_classifier(
+def _trainer_callbacks(output: Path, cfg: ClassifierConfig, seconds: dict[int, float],
+                       write_metrics: Callable[[Any], None], show_progress: bool) -> list[Any]:
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from transformers.trainer_callback import ProgressCallback
+
+    class EpochCallback(TrainerCallback):
+        """Times each epoch, keeps the best adapter so far in ``output`` and writes metrics.json."""
+
+        def __init__(self) -> None:
+            self.started = 0.0
+            self.best_f1: float | None = None
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            seconds[int(round(state.epoch))] = time.perf_counter() - self.started
+
+        def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+            f1 = (metrics or {}).get("eval_f1")
+            if f1 is not None and model is not None and (state.best_metric is None or f1 > state.best_metric):
+                model.save_pretrained(str(output))  # the best epoch so far is usable at once
+            logger.info("epoch %d: dev accuracy %.4f, f1 %.4f, loss %.4f", int(round(state.epoch)),
+                        metrics.get("eval_accuracy", float("nan")), f1 or float("nan"),
+                        metrics.get("eval_loss", float("nan")))
+
+        def on_save(self, args, state, control, **kwargs):
+            write_metrics(state)
+
+    class QuietProgress(ProgressCallback):
+        """Progress bars on stderr without the Trainer's dict lines on stdout."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            pass
+
+    callbacks: list[Any] = [EpochCallback()]
+    if show_progress:
+        callbacks.append(QuietProgress())
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    return callbacks
+
+
+# ---------------------------------------------------------------------------- training
+def train_pair_classifier(
     train: PairData,
     dev: PairData,
     output: str | Path,
@@ -282,45 +310,54 @@ def train_classifier(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    show_progress_bar: bool = True,
+    progress: bool | None = True,
     on_trainable: Callable[[str], None] | None = None,
     return_classifier: bool = False,
-) -> dict[str, Any] | tuple[dict[str, Any], "PairClassifier"]:
+    show_progress_bar: bool | None = None,
+) -> dict[str, Any] | tuple[dict[str, Any], PairClassifier]:
     """Train the LoRA pair classifier and return the metrics written to ``output/metrics.json``.
 
     In: labelled train and dev pairs (0/1), an output folder, a :class:`ClassifierConfig`.
     Everything is checked (labels, both classes, options, model, target modules) before the first
-    step. ``on_trainable`` receives the trainable-parameter line. Out: ``{"epochs": [...],
-    "best": {"epoch", "accuracy", "f1", "loss", ...}, ...}``; the best adapter is in ``output``.
-    With ``return_classifier`` the in-memory model (last epoch) comes back too, as a
-    :class:`PairClassifier`.
+    step. ``resume`` continues from the last epoch's checkpoint in ``output`` (same settings
+    required); ``overwrite`` replaces a finished classifier. ``on_trainable`` receives the
+    trainable-parameter line. Out: ``{"epochs": [...], "best": {"epoch", "accuracy", "f1",
+    "loss", ...}, "stopped_early", ...}``; the best adapter is in ``output``. With
+    ``return_classifier`` the in-memory model (the best epoch) comes back too, as a
+    :class:`~qembed.pairs.cross_encoder.PairClassifier`.
     """
     from peft import PeftModel
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from qembed.config import Settings
     from qembed.models.local import pick_device
-    from qembed.models.resolve import resolve_model_path
-    from qembed.train.tokens import load_tokenizer
+    from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
+    from qembed.pairs.pair_tokens import load_tokenizer
 
+    if show_progress_bar is not None:
+        progress = show_progress_bar
     cfg = cfg or ClassifierConfig()
     cfg.validate()
     check_binary_classes(train)
     dev_labels = dev.int_labels()
     train_labels = train.int_labels()
     output = Path(output)
-    base_name = cfg.model or Settings().model
+    base_name = cfg.model or DEFAULT_MODEL
     base_path = resolve_model_path(base_name)
     resuming = _check_output(output, resume, overwrite)
+    previous_rows: dict[int, dict[str, Any]] = {}
     if resuming:
         saved = json.loads((output / MANIFEST).read_text(encoding="utf-8"))
-        for key in ("max_length", "lora_r", "lora_alpha", "target_modules", "batch_size"):
+        for key in ("max_length", "lora_r", "lora_alpha", "target_modules", "batch_size", "grad_accum"):
             if saved["config"].get(key) != getattr(cfg, key):
                 raise InputError(f"--resume: {key} was {saved['config'].get(key)!r} in {output}, "
                                  f"now {getattr(cfg, key)!r}; use the same settings to resume")
+        if (output / METRICS).exists():
+            done = json.loads((output / METRICS).read_text(encoding="utf-8"))
+            previous_rows = {int(r["epoch"]): r for r in done.get("epochs", [])}
 
     device = pick_device(cfg.device)
-    dtype = _resolve_precision(cfg.precision, device)
+    dtype = resolve_precision(cfg.precision, device)
     tokenizer = load_tokenizer(str(base_path))
     pt = PairTokenizer(tokenizer)
     train_ids = pt.encode_pairs(train.first, train.second, cfg.max_length)
@@ -331,54 +368,24 @@ def train_classifier(
                     truncated, len(train), cfg.max_length)
 
     torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
     base = load_base_classifier(base_path, pt.pad_id, dtype)
-    if resuming:
-        check_target_modules(base, cfg.target_modules)
-        model = PeftModel.from_pretrained(base, str(output / LAST), is_trainable=True)
-    else:
-        model = apply_lora(base, cfg)
+    model = apply_lora(base, cfg)
     for p in model.parameters():  # LoRA and head train in fp32 even with bf16 weights
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
-    if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
-    model.to(device)
     line = trainable_line(model)
     logger.info("%s", line)
     if on_trainable:
         on_trainable(line)
     trainable, total = model.get_nb_trainable_parameters()
+    assert isinstance(model, PeftModel)
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
-    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
-
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    bad_epochs = 0
-    start_epoch = 1
-    if resuming:
-        state = torch.load(output / LAST / STATE, map_location="cpu", weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        history, best, bad_epochs = state["history"], state["best"], state["bad_epochs"]
-        start_epoch = state["epoch"] + 1
-        logger.info("resuming %s after epoch %d", output, state["epoch"])
-    else:
+    if not resuming:
         # Everything is checked and the model is built: only now replace an older run (--overwrite).
         if output.exists():
             shutil.rmtree(output)
         output.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(str(output))
-
     majority = max(np.mean(dev_labels), 1 - np.mean(dev_labels))
     manifest = {
         "task": "pair-classification",
@@ -391,10 +398,11 @@ def train_classifier(
         "config": asdict(cfg),
     }
     _write_json(output / MANIFEST, manifest)
-    eval_bs = cfg.eval_batch_size or max(cfg.batch_size // cfg.grad_accum, 32)
     micro = cfg.batch_size // cfg.grad_accum
+    seconds: dict[int, float] = {}
 
-    def metrics_doc(stopped_early: bool = False, finished: bool = False) -> dict[str, Any]:
+    def metrics_doc(state: Any, stopped_early: bool = False, finished: bool = False) -> dict[str, Any]:
+        history = _history_from(state.log_history, seconds, len(train_ids), previous_rows)
         return {
             "base_model": base_name, "train_file": train.source, "dev_file": dev.source,
             "train_pairs": len(train), "dev_pairs": len(dev),
@@ -402,70 +410,63 @@ def train_classifier(
             "trainable_parameters": trainable, "all_parameters": total,
             "trainable_percent": 100 * trainable / total,
             "device": device, "precision": str(dtype).replace("torch.", ""),
-            "config": asdict(cfg), "epochs": history, "best": best,
+            "config": asdict(cfg), "epochs": history, "best": _best(history),
             "stopped_early": stopped_early, "finished": finished,
         }
 
-    stopped_early = False
-    if best is not None and cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-        start_epoch = cfg.epochs + 1  # a resumed run that had already stopped
-        stopped_early = True
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        model.train()
-        generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-        order = torch.randperm(len(train_ids), generator=generator).tolist()
-        bar = tqdm(total=len(order), desc=f"epoch {epoch}/{cfg.epochs}", unit="pair",
-                   disable=not show_progress_bar)
-        started = time.perf_counter()
-        loss_sum = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            for k in range(0, len(idx), micro):
-                part = idx[k:k + micro]
-                features = {kk: v.to(device) for kk, v in pt.collate([train_ids[i] for i in part]).items()}
-                y = torch.tensor([train_labels[i] for i in part], device=device)
-                with _autocast(device, dtype):
-                    logits = model(**features).logits
-                loss = torch.nn.functional.cross_entropy(logits.float(), y, reduction="sum") / len(idx)
-                loss.backward()
-                step_loss += loss.item()
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            loss_sum += step_loss * len(idx)
-            bar.update(len(idx))
-            bar.set_postfix(loss=f"{step_loss:.4f}")
-        bar.close()
-        seconds = time.perf_counter() - started
-        logits = predict_logits(model, dev_ids, pt, device=device, dtype=dtype, batch_size=eval_bs,
-                                show_progress_bar=show_progress_bar, desc="dev")
-        row = {"epoch": epoch, "train_loss": loss_sum / len(train_ids),
-               **classification_metrics(logits, dev_labels),
-               "train_seconds": seconds, "train_pairs_per_s": len(train_ids) / seconds}
-        history.append(row)
-        improved = best is None or _rank(row) > _rank(best)
-        logger.info("epoch %d: dev accuracy %.4f, f1 %.4f, loss %.4f%s", epoch, row["accuracy"],
-                    row["f1"], row["loss"], " (best so far)" if improved else "")
-        if improved:
-            best = {k: row[k] for k in ("epoch", "accuracy", "f1", "precision", "recall", "loss")}
-            bad_epochs = 0
-            model.save_pretrained(str(output))
-        else:
-            bad_epochs += 1
-        model.save_pretrained(str(output / LAST))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "epoch": epoch, "history": history, "best": best, "bad_epochs": bad_epochs},
-                   output / LAST / STATE)
-        if cfg.early_stopping_patience and bad_epochs >= cfg.early_stopping_patience:
-            logger.info("early stopping: no better dev F1 for %d epoch(s)", bad_epochs)
-            stopped_early = True
-            _write_json(output / METRICS, metrics_doc(stopped_early))
-            break
-        _write_json(output / METRICS, metrics_doc(stopped_early))
-    doc = metrics_doc(stopped_early, finished=True)
+    args = TrainingArguments(
+        output_dir=str(output / CHECKPOINTS),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=micro,
+        per_device_eval_batch_size=cfg.eval_batch_size or max(micro, 32),
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=float(cfg.warmup_ratio),  # a float in [0, 1) is a share of all steps
+        lr_scheduler_type="linear",
+        max_grad_norm=cfg.max_grad_norm,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=2,  # the last checkpoint and the best one (with 1 the Trainer drops the last at the end)
+        load_best_model_at_end=True,
+        metric_for_best_model="f1",
+        greater_is_better=True,
+        bf16=dtype == torch.bfloat16,
+        use_cpu=device == "cpu",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=0,
+        save_only_model=False,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=_Pairs(train_ids, train_labels),
+        eval_dataset=_Pairs(dev_ids, dev_labels), data_collator=_collator(pt),
+        compute_metrics=_compute_metrics,
+        callbacks=_trainer_callbacks(output, cfg, seconds, lambda state: _write_json(
+            output / METRICS, metrics_doc(state)), bool(progress)),
+    )
+    trainer.remove_callback(PrinterCallback)  # it prints dicts on stdout, where --json answers
+    if not progress:
+        trainer.remove_callback(ProgressCallback)
+    checkpoint = last_checkpoint(output) if resuming else None
+    if checkpoint is not None:
+        logger.info("resuming %s from %s", output, checkpoint.name)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint is not None else None)
+    state = trainer.state
+    evaluated = sum(1 for e in state.log_history if "eval_f1" in e)
+    stopped_early = bool(cfg.early_stopping_patience) and evaluated < cfg.epochs
+    if stopped_early:
+        logger.info("early stopping: no better dev F1 for %d epoch(s)", cfg.early_stopping_patience)
+    model = trainer.model  # the best epoch (load_best_model_at_end)
+    model.save_pretrained(str(output))
+    doc = metrics_doc(state, stopped_early, finished=True)
     _write_json(output / METRICS, doc)
     if return_classifier:
         model.eval()
@@ -473,69 +474,5 @@ def train_classifier(
     return doc
 
 
-# ---------------------------------------------------------------------------- inference
-class PairClassifier:
-    """A trained pair classifier loaded from its output folder (base model + adapter).
-
-    ``PairClassifier.load(folder)`` reads the manifest, loads the base model it names (or
-    ``model=`` to point elsewhere, e.g. when the base moved) and the adapter with its head.
-    :meth:`predict_proba` gives P(same) for each pair.
-    """
-
-    def __init__(self, model: Any, pair_tokenizer: PairTokenizer, max_length: int, device: str,
-                 dtype: torch.dtype = torch.float32, manifest: dict[str, Any] | None = None) -> None:
-        self.model = model
-        self.pt = pair_tokenizer
-        self.max_length = int(max_length)
-        self.device = device
-        self.dtype = dtype
-        self.manifest = manifest or {}
-
-    @classmethod
-    def load(cls, folder: str | Path, *, model: str | None = None, device: str | None = None,
-             precision: str = "auto") -> "PairClassifier":
-        from peft import PeftModel
-        from transformers import AutoTokenizer
-
-        from qembed.models.local import pick_device
-        from qembed.models.resolve import resolve_model_path
-
-        folder = Path(folder)
-        if not (folder / MANIFEST).exists() or not (folder / "adapter_config.json").exists():
-            raise NotFoundError(f"{folder} is not a qembed pair classifier (no {MANIFEST} / adapter_config.json); "
-                                "train one with `qembed finetune classifier`")
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        base_name = model or manifest.get("base_model_path") or manifest["base_model"]
-        try:
-            base_path = resolve_model_path(base_name)
-        except QembedError:
-            if model is None and manifest.get("base_model") and manifest["base_model"] != base_name:
-                base_path = resolve_model_path(manifest["base_model"])
-            else:
-                raise
-        dev = pick_device(device)
-        dtype = _resolve_precision(precision, dev)
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        pt = PairTokenizer(tokenizer)
-        base = load_base_classifier(base_path, pt.pad_id, dtype)
-        peft_model = PeftModel.from_pretrained(base, str(folder))
-        peft_model.to(dev)
-        peft_model.eval()
-        return cls(peft_model, pt, manifest["max_length"], dev, dtype, manifest)
-
-    def logits(self, first: Sequence[str], second: Sequence[str], *, batch_size: int = 64,
-               show_progress_bar: bool = False) -> np.ndarray:
-        ids = self.pt.encode_pairs(list(first), list(second), self.max_length)
-        return predict_logits(self.model, ids, self.pt, device=self.device, dtype=self.dtype,
-                              batch_size=batch_size, show_progress_bar=show_progress_bar)
-
-    def predict_proba(self, first: Sequence[str], second: Sequence[str], *, batch_size: int = 64,
-                      show_progress_bar: bool = False) -> np.ndarray:
-        """P(same) for each pair, float32 ``(n,)``."""
-        return probabilities(self.logits(first, second, batch_size=batch_size,
-                                         show_progress_bar=show_progress_bar))
-
-    def evaluate(self, data: PairData, *, batch_size: int = 64, show_progress_bar: bool = False) -> dict[str, float]:
-        """Accuracy, F1, precision, recall and loss on labelled pairs."""
-        logits = self.logits(data.first, data.second, batch_size=batch_size, show_progress_bar=show_progress_bar)
-        return classification_metrics(logits, data.int_labels())
+__all__ = ["CHECKPOINTS", "ClassifierConfig", "apply_lora", "check_target_modules", "last_checkpoint",
+           "lora_config", "train_pair_classifier", "trainable_line"]
