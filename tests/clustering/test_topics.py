@@ -8,27 +8,27 @@ import numpy as np
 from .conftest import CHINESE, MULTILINGUAL, flatten
 from qembed.clustering.keywords import (
     OUTLIER_LABEL, Tokenizer, class_tfidf, cluster_keywords, detect_language, discover_chinese_words,
-    make_label, tokenize,
+    make_label, keyword_tokens,
 )
 
 
 def test_english_tokens_drop_stop_words_numbers_and_case():
-    assert tokenize("The Payment FAILED again, and again: 42 times!") == ["payment", "failed", "times"]
+    assert keyword_tokens("The Payment FAILED again, and again: 42 times!") == ["payment", "failed", "times"]
 
 
 def test_arabic_tokens_lose_diacritics_and_stop_words():
-    toks = tokenize("فَشِلَتْ عملية الدفع مرة أخرى")
+    toks = keyword_tokens("فَشِلَتْ عملية الدفع مرة أخرى")
     assert toks == ["فشلت", "عملية", "الدفع"]
 
 
 def test_chinese_uses_jieba_and_drops_stop_words():
-    toks = tokenize("我想开通一张信用卡")
+    toks = keyword_tokens("我想开通一张信用卡")
     assert "信用卡" in toks and "开通" in toks
     assert "我" not in toks and "想" not in toks
 
 
 def test_mixed_script_text_is_split_by_script():
-    toks = tokenize("iPhone手机的电池 battery drains")
+    toks = keyword_tokens("iPhone手机的电池 battery drains")
     assert toks[:1] == ["iphone"] and "手机" in toks and "电池" in toks and "battery" in toks
 
 

@@ -1,8 +1,10 @@
 """Lexical retrieval: BM25 (``bm25s``) over jieba-segmented text, for Chinese and English alike.
 
 Text is lower-cased and segmented with jieba (which keeps Latin words whole and splits Chinese
-into words); punctuation, whitespace and English stopwords are dropped. The index can be saved
-to and loaded from a folder (bm25s' own format plus the document ids and a version tag).
+into words); punctuation, whitespace and English function words
+(:data:`qembed.text.SEARCH_STOP_WORDS`) are dropped, every content word stays. The index can be
+saved to and loaded from a folder (bm25s' own format plus the document ids, a version tag and
+the tokenizer's version: an index saved by another tokenizer is rebuilt).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from qembed.text import SEARCH_STOP_WORDS
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +41,18 @@ def _segmenter():
     return _jieba
 
 
+#: Changes whenever :func:`bm25_tokens` would split a text differently (saved indexes are rebuilt).
+TOKENIZER_VERSION = 1
+
+
 def _stopwords() -> frozenset[str]:
-    import bm25s.stopwords as sw
-
-    return frozenset(sw.STOPWORDS_EN)
+    return SEARCH_STOP_WORDS
 
 
-def tokenize(text: str, stopwords: frozenset[str] | None = None) -> list[str]:
-    """Words of ``text`` for BM25: NFKC, lower-case, jieba segmentation, no punctuation/stopwords."""
+def bm25_tokens(text: str, stopwords: frozenset[str] | None = None) -> list[str]:
+    """Words of ``text`` for BM25: NFKC, lower-case, jieba segmentation, no punctuation, no
+    :data:`~qembed.text.SEARCH_STOP_WORDS`; single characters and numbers stay (a query may
+    need them). Not the keyword tokens of clustering (:func:`qembed.clustering.keywords.keyword_tokens`)."""
     stop = _stopwords() if stopwords is None else stopwords
     text = unicodedata.normalize("NFKC", text).lower()
     out = []
@@ -67,7 +75,7 @@ class BM25Index:
         self._stop = _stopwords()
         self._bm25 = bm25s.BM25()
         if self.ids:
-            tokens = [tokenize(t or "", self._stop) or ["\u2400"] for t in texts]
+            tokens = [bm25_tokens(t or "", self._stop) or ["\u2400"] for t in texts]
             self._bm25.index(tokens, show_progress=False)
 
     def __len__(self) -> int:
@@ -77,7 +85,7 @@ class BM25Index:
         """BM25 score of ``query`` against every document (zeros when no query word is indexed)."""
         if not self.ids:
             return np.zeros(0, dtype=np.float32)
-        words = [w for w in tokenize(query, self._stop) if w in self._bm25.vocab_dict]
+        words = [w for w in bm25_tokens(query, self._stop) if w in self._bm25.vocab_dict]
         if not words:
             return np.zeros(len(self.ids), dtype=np.float32)
         return np.asarray(self._bm25.get_scores(words), dtype=np.float32)
@@ -106,7 +114,8 @@ class BM25Index:
         if self.ids:
             self._bm25.save(str(tmp), show_progress=False)
         (tmp / "qembed-bm25.json").write_text(
-            json.dumps({"ids": self.ids, "version": self.version}, ensure_ascii=False), encoding="utf-8")
+            json.dumps({"ids": self.ids, "version": self.version, "tokenizer": TOKENIZER_VERSION},
+                       ensure_ascii=False), encoding="utf-8")
         old = target.with_name(f"{target.name}.old-{unique}")
         shutil.rmtree(old, ignore_errors=True)
         try:
@@ -127,6 +136,9 @@ class BM25Index:
         path = Path(folder)
         try:
             state = json.loads((path / "qembed-bm25.json").read_text(encoding="utf-8"))
+            if state.get("tokenizer", 1) != TOKENIZER_VERSION:
+                logger.info("the BM25 index in %s was built by another tokenizer; rebuilding it", path)
+                return None
             self = cls.__new__(cls)
             self.ids = list(state["ids"])
             self.version = state.get("version")
