@@ -9,6 +9,7 @@ import typer
 
 from qembed.commands._common import (
     ApiKeyOpt,
+    BackendOpt,
     DeviceOpt,
     DtypeOpt,
     JsonOpt,
@@ -57,6 +58,7 @@ def rerank(
     top_n: int | None = typer.Option(None, "--top-n", "-n", help="Show the best N (default all)."),
     device: str | None = DeviceOpt,
     dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
     api_key: str | None = ApiKeyOpt,
     progress: bool | None = ProgressOpt,
     as_json: bool = JsonOpt,
@@ -75,6 +77,8 @@ def rerank(
         fail(f"--top-n must be at least 1, got {top_n}")
     docs = list(documents) if documents else read_texts(input, text_column=text_column)
     instr = "" if no_instruction else instruction
+    if backend not in (None, "torch"):
+        fail(f"rerankers run on torch; --backend {backend} is not available for rerank")
     reranker = open_reranker(model, device=device, dtype=dtype, api_key=api_key)
     logger.info("reranking %d document(s) with %s", len(docs), reranker.name)
     results = reranker.rerank(query, docs, instr, top_n, progress=progress)

@@ -34,8 +34,8 @@ class RemoteReranker:
 
     Args:
         base_url: ``http://host:port/v1`` (or the root, or the full ``…/rerank`` URL).
-        model: the model name sent with each request; default: the first one ``GET /models``
-            lists, or none when the server has no such listing (TEI).
+        model: the model name sent with each request; default: none (the server's own reranker),
+            and :attr:`name` becomes the name the server reports in its first answer.
         api_key: sent as ``Authorization: Bearer …``.
         batch_size: documents per request; more are split (and scored per part).
         max_retries: retries of 408/409/429/5xx answers and connection errors, with backoff.
@@ -60,7 +60,8 @@ class RemoteReranker:
         self._client = client or httpx.Client(timeout=timeout,
                                               headers={"Authorization": f"Bearer {api_key or 'EMPTY'}"})
         self._shape: str | None = None  # "cohere" or "tei", once known
-        self.name = model or self._first_model() or self.base_url
+        self.model = model
+        self.name = model or self.base_url
 
     # ------------------------------------------------------------------ http
     def _post(self, url: str, payload: dict[str, Any], *, probing: bool = False) -> httpx.Response | None:
@@ -88,34 +89,21 @@ class RemoteReranker:
             time.sleep(delay)
             attempt += 1
 
-    def _first_model(self) -> str | None:
-        try:
-            response = self._client.get(f"{self.base_url}/models")
-        except httpx.TransportError as exc:
-            raise RemoteError(f"GET {self.base_url}/models failed: {type(exc).__name__}: {exc}") from None
-        if response.status_code >= 400:
-            if response.status_code in (401, 403):
-                raise _error(response, f"{self.base_url}/models")
-            return None
-        try:
-            data = response.json().get("data") or []
-            return str(data[0]["id"]) if data else None
-        except (ValueError, AttributeError, KeyError, TypeError):
-            return None
-
     def _scores(self, query: str, docs: list[str], instruction: str | None) -> np.ndarray:
         """Scores of ``docs`` in input order, from one request."""
         body = None
         if self._shape in (None, "cohere"):
             payload: dict[str, Any] = {"query": query, "documents": docs, "return_documents": False}
-            if self.name and self.name != self.base_url:
-                payload["model"] = self.name
+            if self.model:
+                payload["model"] = self.model
             if instruction is not None:
                 payload["instruction"] = instruction
             response = self._post(self.url, payload, probing=self._shape is None)
             if response is not None:
                 self._shape = "cohere"
                 body = response.json()
+                if not self.model and isinstance(body, dict) and isinstance(body.get("model"), str):
+                    self.name = body["model"]
         if body is None:
             if self._shape is None:
                 logger.info("%s does not take the Cohere shape; using TEI's at %s", self.url, self.tei_url)

@@ -244,7 +244,7 @@ class ServedReranker:
 def setup(app: FastAPI, settings: Settings) -> None:
     """Start the reranker named by ``settings.reranker`` (nothing when there is none)."""
     app.state.reranker = None
-    if not settings.reranker:
+    if not getattr(settings, "reranker", None):
         return
     served = ServedReranker(app, settings)
     app.state.reranker = served
