@@ -13,9 +13,10 @@ import pytest
 WORDS = ["apple", "banana", "cat", "dog", "engine", "forest", "garden", "house", "island", "jungle", "kite", "lemon", "mango", "night", "ocean", "paper", "queen", "river", "stone", "tiger"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_runtime():
-    """A local Ray runtime for the session; ``embed_dataset(ray="local")`` joins it."""
+    """A local Ray runtime shared by a module's tests (``embed_dataset(ray="local")`` joins it),
+    shut down after them so no Ray process outlives the module."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,

@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from qembed.errors import InputError, QembedError
@@ -32,6 +33,7 @@ from qembed.scale.inputs import (
     detect_id_column,
     file_system,
     list_inputs,
+    normalize_location,
 )
 
 logger = logging.getLogger(__name__)
@@ -169,7 +171,9 @@ def embed_dataset(
 
     Returns:
         ``EmbedResult(output, summary)``; the summary has ``rows`` (in the dataset), ``embedded``
-        (this run), ``rows_per_second``, ``seconds``, ``workers``, ``model``, ``dim``, ``files``.
+        (this run), ``resumed`` (rows already there), ``seconds`` (the Ray pipeline, actor start-up
+        included), ``rows_per_second``, ``busy_seconds`` (time the actors spent embedding and
+        writing, summed over actors), ``workers``, ``model``, ``dim``, ``files`` (Parquet parts).
     """
     _check_positive("concurrency", concurrency)
     _check_positive("shard_rows", shard_rows)
@@ -183,8 +187,16 @@ def embed_dataset(
     if not isinstance(ray, str) or not ray.strip():
         raise InputError("ray must be 'local', 'auto' or a cluster address", param="ray")
     target, load = _settings(model, device, dtype, max_input_tokens, truncate, gpus_per_worker)
+    if ray.strip() == "local" and load:  # the actors run here: a model that cannot load fails now
+        from qembed.models.resolve import resolve_model_path
+
+        if Path(target).expanduser().exists():
+            target = str(Path(target).expanduser().resolve())
+        resolve_model_path(target)
     files = list_inputs(input)
-    out_uri = os.fspath(output)
+    out_uri = normalize_location(output)
+    if "://" not in out_uri:  # the actors' working folder is not necessarily this one
+        out_uri = os.path.abspath(os.path.expanduser(out_uri))
     out_fs, out_path = file_system(out_uri)
     manifest = _existing_output(out_fs, out_path, out_uri, resume)
     if manifest is not None:
@@ -259,6 +271,7 @@ def embed_dataset(
         "embedded": embedded,
         "resumed": total - todo if resume else 0,
         "seconds": round(seconds, 3),
+        "busy_seconds": round(sum(r["seconds"] for r in results), 3),
         "rows_per_second": round(embedded / seconds, 2) if embedded and seconds > 0 else None,
         "workers": concurrency,
         "gpus_per_worker": gpus_per_worker,

@@ -58,11 +58,17 @@ class InputFile:
         return asdict(self)
 
 
+def normalize_location(location: str | os.PathLike[str]) -> str:
+    """``location`` as a string, with a URI's ``//`` restored after a trip through pathlib
+    (``s3:/bucket/x`` -> ``s3://bucket/x``)."""
+    return _URI_COLLAPSED.sub(r"\1://", os.fspath(location))
+
+
 def file_system(location: str) -> tuple[Any, str]:
     """The pyarrow file system of ``location`` and the path on it."""
     from pyarrow import fs
 
-    location = _URI_COLLAPSED.sub(r"\1://", location)  # "s3:/bucket" after a trip through pathlib
+    location = normalize_location(location)
     if "://" in location and not location.startswith("file://"):
         try:
             return fs.FileSystem.from_uri(location)
@@ -91,7 +97,7 @@ def list_inputs(location: str | os.PathLike[str]) -> list[InputFile]:
     """
     from pyarrow import fs
 
-    location = _URI_COLLAPSED.sub(r"\1://", os.fspath(location))
+    location = normalize_location(location)
     filesystem, path = file_system(location)
     scheme = location.split("://", 1)[0] + "://" if "://" in location and not location.startswith("file://") else ""
     infos: list[Any]
