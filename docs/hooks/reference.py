@@ -70,8 +70,11 @@ def on_files(files: Any, config: Any) -> Any:
 # ------------------------------------------------------------------------------------ helpers
 
 def _cell(text: Any) -> str:
-    """A value made safe for one Markdown table cell."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """A value made safe for one Markdown table cell (one line, escaped pipes, no raw HTML)."""
+    parts = " ".join(str(text).split()).split("`")
+    for i in range(0, len(parts), 2):  # outside code spans, "<key>" is text, not a tag
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts).replace("|", "\\|")
 
 
 def _text(text: str) -> str:
@@ -79,7 +82,10 @@ def _text(text: str) -> str:
     text = re.sub(r":[a-z]+:`~?([^`]+)`",
                   lambda m: f"`{m.group(1).rsplit('.', 1)[-1] if m.group(0).count('~') else m.group(1)}`",
                   text or "")
-    return text.replace("``", "`").strip()
+    parts = text.replace("``", "`").strip().split("`")
+    for i in range(0, len(parts), 2):  # outside code spans, "<key>" is text, not a tag
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;")
+    return "`".join(parts)
 
 
 def _code(value: Any) -> str:
@@ -214,7 +220,7 @@ def _variables_read() -> dict[str, list[str]]:
 def errors_markdown() -> str:
     import inspect
 
-    import qembed.errors as errors
+    from qembed import errors
 
     rows = ["| exception | HTTP status | exit code | when |", "|---|---|---|---|"]
     for name, cls in inspect.getmembers(errors, inspect.isclass):
