@@ -21,7 +21,10 @@ def test_embed_json(tiny_model_path, tiny_encoder, capsys):
                  "--dimensions", "32", "怎么还花呗", "如何归还蚂蚁花呗"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["dim"] == 32 and [d["index"] for d in out["data"]] == [0, 1]
+    # the body of POST /v1/embeddings
+    assert out["object"] == "list" and out["model"] == tiny_model_path.name
+    assert [d["index"] for d in out["data"]] == [0, 1] and {d["object"] for d in out["data"]} == {"embedding"}
+    assert all(len(d["embedding"]) == 32 for d in out["data"])
     expected = tiny_encoder.encode(["怎么还花呗", "如何归还蚂蚁花呗"], dimensions=32)
     np.testing.assert_allclose(np.array([d["embedding"] for d in out["data"]]), expected, atol=1e-5)
 
@@ -51,7 +54,7 @@ def test_embed_file_to_npy_and_jsonl(tmp_path, tiny_model_path, tiny_encoder, su
     assert main(["embed", "-m", str(tiny_model_path), "--dtype", "float32", "--input", str(src),
                  "--output", str(npy), "--json", *extra]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["count"] == 3 and summary["output"] == str(npy)
+    assert summary["count"] == 3 and summary["output"] == str(npy) and summary["dimensions"] == 64
     np.testing.assert_allclose(np.load(npy), tiny_encoder.encode(texts), atol=1e-5)
     jsonl = tmp_path / "out.jsonl"
     assert main(["embed", "-m", str(tiny_model_path), "--dtype", "float32", "--input", str(src),
@@ -75,14 +78,27 @@ def test_info_json(tiny_model_path, capsys):
 ])
 def test_cli_errors_are_clean(args, message):
     result = run_cli(*args)
-    assert result.returncode == 2
+    assert result.returncode == (1 if message == "does not exist" else 2)  # a missing model is a runtime failure
     assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
 def test_cli_bad_dimensions_clean(tiny_model_path):
     result = run_cli("embed", "-m", str(tiny_model_path), "--dimensions", "8", "x")
     assert result.returncode == 2 and "dimensions must be between 32 and 64" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_no_instruction_and_progress(tiny_model_path, tiny_encoder, capsys):
+    """--no-instruction is the same as no --instruction for embed; --progress draws on stderr only."""
+    assert main(["embed", "-m", str(tiny_model_path), "--dtype", "float32", "--json", "--no-instruction",
+                 "--progress", "借呗能分期吗"]) == 0
+    captured = capsys.readouterr()
+    vec = np.array(json.loads(captured.out)["data"][0]["embedding"])
+    np.testing.assert_allclose(vec, tiny_encoder.encode(["借呗能分期吗"])[0], atol=1e-5)
+    assert "embedding" in captured.err  # the progress bar's label
+    assert main(["embed", "-m", str(tiny_model_path), "--instruction", "x", "--no-instruction", "y"]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_help_lists_commands():

@@ -25,14 +25,18 @@ def error_of(response: httpx.Response, status: int) -> str:
 
 
 def test_similarity_endpoint(server):
-    r = server.post("/v1/similarity", json={"pairs": [[a, b] for a, b, _ in PAIRS], "threshold": 0.4})
+    r = server.post("/v1/similarity", json={"pairs": [[a, b] for a, b, _ in PAIRS], "min_similarity": 0.4})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert body["threshold"] == 0.4 and len(body["data"]) == len(PAIRS)
+    assert body["object"] == "list" and body["model"]
+    assert body["min_similarity"] == 0.4 and len(body["data"]) == len(PAIRS)
     assert [d["same"] for d in body["data"]] == [bool(y) for _, _, y in PAIRS]
     assert [d["index"] for d in body["data"]] == list(range(len(PAIRS)))
     plain = server.post("/v1/similarity", json={"pairs": [["a cat", "a cat"]]}).json()
     assert plain["data"][0]["score"] == pytest.approx(1.0, abs=1e-5) and "same" not in plain["data"][0]
+    # the older field name still works for one release
+    old = server.post("/v1/similarity", json={"pairs": [[a, b] for a, b, _ in PAIRS], "threshold": 0.4}).json()
+    assert old["min_similarity"] == 0.4 and [d["same"] for d in old["data"]] == [d["same"] for d in body["data"]]
 
 
 def test_classify_endpoint(server):
@@ -49,16 +53,21 @@ def test_classify_endpoint(server):
 
 
 def test_dedup_endpoint(server):
-    r = server.post("/v1/dedup", json={"input": DEDUP_TEXTS, "threshold": 0.9, "return_texts": True})
+    r = server.post("/v1/dedup", json={"input": DEDUP_TEXTS, "min_similarity": 0.9, "return_texts": True})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert [[m["index"] for m in g["members"]] for g in body["groups"]] == [[0, 2, 4], [3, 6]]
-    assert body["groups"][0]["representative"] == 0 and body["groups"][0]["members"][0]["text"] == DEDUP_TEXTS[0]
-    assert body["keep"] == [0, 1, 3, 5, 7]
+    assert body["object"] == "dedup.result" and body["n_groups"] == 2 and body["min_similarity"] == 0.9
+    assert [[m["index"] for m in g["members"]] for g in body["data"]] == [[0, 2, 4], [3, 6]]
+    assert body["data"][0]["representative"] == 0 and body["data"][0]["members"][0]["text"] == DEDUP_TEXTS[0]
+    assert body["keep"] == [0, 1, 3, 5, 7] and body["kept"] == 5
+    # older fields: threshold is min_similarity, k is accepted and ignored
+    old = server.post("/v1/dedup", json={"input": DEDUP_TEXTS, "threshold": 0.9, "k": 1}).json()
+    assert old["keep"] == body["keep"] and old["n_groups"] == 2
 
 
 @pytest.mark.parametrize("path, payload, status, fragment", [
-    ("/v1/similarity", {"pairs": [["a", "b"]], "threshold": 2}, 400, "between -1 and 1"),
+    ("/v1/similarity", {"pairs": [["a", "b"]], "min_similarity": 2}, 400, "between -1 and 1"),
+    ("/v1/similarity", {"pairs": [["a", "b"]], "min_similarity": 0.5, "threshold": 0.5}, 400, "not both"),
     ("/v1/similarity", {"pairs": [["a", "b", "c"]]}, 400, "exactly two"),
     ("/v1/similarity", {"pairs": []}, 400, "empty"),
     ("/v1/similarity", {"pairs": [["a", "b"]] * 17}, 400, "limit of 16"),
@@ -69,8 +78,8 @@ def test_dedup_endpoint(server):
     ("/v1/classify", {"input": ["x"] * 17, "labels": ["a", "b"]}, 400, "limit of 16"),
     ("/v1/classify", {"input": ["x"], "labels": ["a", "b"], "top_k": 0}, 400, "top_k"),
     ("/v1/classify", {"input": ["x"], "labels": ["a", "b"], "temperature": 0}, 400, "temperature"),
+    ("/v1/dedup", {"input": ["a", "b"], "min_similarity": -1.5}, 400, "between -1 and 1"),
     ("/v1/dedup", {"input": ["a", "b"], "threshold": -1.5}, 400, "between -1 and 1"),
-    ("/v1/dedup", {"input": ["a", "b"], "k": 0}, 400, "k must be"),
     ("/v1/dedup", {"input": ["a"] * 17}, 400, "limit of 16"),
     ("/v1/dedup", {"input": ["a", "  "]}, 400, "empty"),
     ("/v1/dedup", {"input": ["a"], "dimensions": 5000}, 400, "dimensions"),

@@ -379,4 +379,5 @@ def check_suffix(path: Path | None, allowed: Iterable[str], option: str = "--out
     """Fail unless ``path`` (when given) ends in one of ``allowed``."""
     allowed = tuple(allowed)
     if path is not None and path.suffix.lower() not in allowed:
-        fail(f"{option} must end in {', '.join(allowed)}, got {path.name}")
+        names = ", ".join(allowed[:-1]) + " or " + allowed[-1] if len(allowed) > 1 else allowed[0]
+        fail(f"{option} must end in {names}, got {path.name}")
