@@ -204,6 +204,12 @@ def search(
     mode: str = typer.Option("dense", "--mode", help="dense (vectors), bm25 (words) or hybrid (both, fused by rank)."),
     filters: list[str] | None = typer.Option(None, "--filter", "-f", help="key=value on metadata (repeatable)."),
     unique_documents: bool = typer.Option(False, "--unique-documents", help="Best chunk per document only."),
+    rerank: bool = typer.Option(False, "--rerank", help="Two-stage search: a reranker reorders the first "
+                                                        "stage's top --candidates chunks."),
+    reranker: str | None = typer.Option(
+        None, "--reranker", help="Reranker for --rerank: folder, Hub id (default Qwen/Qwen3-Reranker-0.6B, or "
+                                 "$QEMBED_RERANKER) or http(s):// URL of a /rerank endpoint."),
+    candidates: int = typer.Option(100, "--candidates", help="First-stage chunks reranked with --rerank."),
     instruction: str | None = instruction_option(_QUERY_DEFAULT),
     no_instruction: bool = NoInstructionOpt,
     collection: str | None = CollectionOpt,
@@ -213,7 +219,7 @@ def search(
     api_key: str | None = ApiKeyOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Search a knowledge base by meaning (dense), words (bm25) or both (hybrid)."""
+    """Search a knowledge base by meaning (dense), words (bm25) or both (hybrid); --rerank adds a second stage."""
     from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
     from qembed.search.knowledge_base import KnowledgeBase
     from qembed.store import open_store
@@ -222,6 +228,10 @@ def search(
         fail("the query is empty")
     instr = resolve_instruction(instruction, no_instruction, DEFAULT_QUERY_INSTRUCTION)
     flt = parse_filters(filters)
+    if reranker is not None and not rerank:
+        fail("--reranker names the model of --rerank; add --rerank")
+    if rerank and not 1 <= candidates <= 1000:
+        fail(f"--candidates must be from 1 to 1000, got {candidates}")
     store = open_store(index, create=False, **_store_opts(collection))
     try:
         if mode == "bm25" and model is None:
@@ -229,8 +239,14 @@ def search(
         else:
             name = model or store.get_meta("model_source")  # else $QEMBED_MODEL or the default model
             encoder = open_encoder(name, device=device, dtype=dtype, backend=backend, api_key=api_key)
-        kb = KnowledgeBase(encoder, store, query_instruction=instr or None)
-        hits = kb.search(query, top_k, mode=mode, filter=flt, unique_documents=unique_documents)
+        second: Any = False
+        if rerank:
+            from qembed.commands.rerank import open_reranker
+
+            second = open_reranker(reranker, device=device, dtype=dtype, api_key=api_key)
+        kb = KnowledgeBase(encoder, store, query_instruction=instr)  # "" = none
+        hits = kb.search(query, top_k, mode=mode, filter=flt, unique_documents=unique_documents,
+                         rerank=second, candidates=candidates)
     finally:
         store.close()
     if as_json:
@@ -305,7 +321,7 @@ def eval_retrieval(
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     modes = [mode] + (["bm25"] if baseline == "bm25" and mode != "bm25" else [])
     report = evaluate_retrieval(encoder, data, modes=modes, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                                query_instruction=instr, batch_size=batch_size,
+                                instruction=instr, batch_size=batch_size,
                                 show_progress_bar=want_progress(progress, len(data.corpus), batch=batch_size))
     report = {"object": "eval.retrieval", "model": encoder.name, **report}
     if as_json:

@@ -153,25 +153,31 @@ def evaluate_retrieval(
     modes: Sequence[str] = ("dense",),
     chunk_tokens: int | None = None,
     chunk_overlap: int = 64,
-    query_instruction: str | None = None,
+    instruction: str | None = None,
     batch_size: int = 256,
-    show_progress_bar: bool = False,
+    progress: bool | None = False,
     index: str | None = None,
+    **deprecated: Any,
 ) -> dict[str, Any]:
     """Index ``data.corpus`` in a :class:`~qembed.search.knowledge_base.KnowledgeBase` and score each mode.
 
+    ``instruction``: the queries' (``None``: the web-search retrieval default, ``""``: none);
     ``index``: where to build it (default an in-memory exact FAISS store). Returns
     ``{"protocol", "documents", "queries", "chunks", "results": {mode: metrics}, "seconds"}``.
     """
-    from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
+    from qembed.config import renamed
     from qembed.search.knowledge_base import KnowledgeBase
 
+    legacy = renamed("evaluate_retrieval", deprecated,
+                     {"query_instruction": "instruction", "show_progress_bar": "progress"})
+    instruction = legacy.get("instruction", instruction)
+    progress = legacy.get("progress", progress)
     kb = KnowledgeBase.open(index, encoder, store_options={"index": "flat"}, chunk_tokens=chunk_tokens,
                             chunk_overlap=chunk_overlap,
-                            query_instruction=query_instruction or DEFAULT_QUERY_INSTRUCTION)
+                            query_instruction=instruction)
     try:
         t0 = time.perf_counter()
-        added = kb.add(data.corpus, batch_size=batch_size, show_progress_bar=show_progress_bar, save=False)
+        added = kb.add(data.corpus, batch_size=batch_size, progress=progress, save=False)
         index_s = time.perf_counter() - t0
         qids = [q for q in data.qrels if q in data.queries]
         results: dict[str, Any] = {}

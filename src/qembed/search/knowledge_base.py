@@ -27,6 +27,7 @@ from typing import Any, ContextManager, Iterable, Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from qembed.config import resolve_instruction, want_progress
 from qembed.errors import InputError
 from qembed.io import is_milvus_server, is_milvus_uri
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
@@ -51,6 +52,8 @@ MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60
 #: Candidates taken from each retriever before fusing.
 HYBRID_DEPTH = 100
+#: First-stage chunks a two-stage search reranks by default.
+RERANK_CANDIDATES = 100
 DOC_ID = "doc_id"
 CHUNK = "chunk"
 RESERVED_FIELDS = (DOC_ID, CHUNK)
@@ -143,10 +146,13 @@ class KnowledgeBase:
         encoder: any :class:`~qembed.models.encoder.Encoder` (local model or remote endpoint).
         store: a :class:`~qembed.store.base.VectorStore` whose ``dim`` matches the encoder's
             (or ``dimensions``).
-        query_instruction: instruction given to queries (documents get none).
+        query_instruction: instruction given to queries (``None``: the web-search retrieval
+            default, ``""``: none); documents get none.
         chunk_tokens / chunk_overlap: token windows for long documents (``None``: no chunking;
             documents are then truncated at the model's limit).
         dimensions: Matryoshka size to store (default the model's full size).
+        reranker: a reranker (:func:`qembed.load_reranker`) for two-stage search
+            (``search(..., rerank=True)``); optional.
     """
 
     def __init__(
@@ -154,15 +160,17 @@ class KnowledgeBase:
         encoder: Any,
         store: VectorStore,
         *,
-        query_instruction: str | None = DEFAULT_QUERY_INSTRUCTION,
+        query_instruction: str | None = None,
         chunk_tokens: int | None = 512,
         chunk_overlap: int = 64,
         dimensions: int | None = None,
+        reranker: Any = None,
     ) -> None:
         check_chunking(chunk_tokens, chunk_overlap)
         self.encoder = encoder
+        self.reranker = reranker
         self.store = store
-        self.query_instruction = query_instruction
+        self.query_instruction = resolve_instruction(query_instruction, DEFAULT_QUERY_INSTRUCTION)
         self.dimensions = dimensions
         dim = dimensions or encoder.dim
         if store.dim != dim:
@@ -220,8 +228,9 @@ class KnowledgeBase:
         documents: Iterable[Any],
         *,
         batch_size: int = 256,
-        show_progress_bar: bool = False,
+        progress: bool | None = False,
         save: bool = True,
+        show_progress_bar: bool | None = None,
     ) -> dict[str, int]:
         """Chunk, embed and store documents; a document already present is replaced.
 
@@ -244,7 +253,8 @@ class KnowledgeBase:
                 meta[DOC_ID] = doc.id
                 meta[CHUNK] = ch.index
                 pieces.append((cid, ch.text, meta))
-        bar = tqdm(total=len(pieces), desc="embedding", unit="chunk", disable=not show_progress_bar)
+        show = want_progress(progress if show_progress_bar is None else show_progress_bar, len(pieces), batch_size)
+        bar = tqdm(total=len(pieces), desc="embedding", unit="chunk", disable=not show)
         parts: list[np.ndarray] = []
         try:
             for start in range(0, len(pieces), batch_size):
@@ -331,6 +341,9 @@ class KnowledgeBase:
         mode: str = "dense",
         filter: Filter | None = None,
         unique_documents: bool = False,
+        rerank: Any = False,
+        candidates: int = RERANK_CANDIDATES,
+        rerank_instruction: str | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Nearest chunks for a query (or a list of queries → a list of hit lists).
 
@@ -338,6 +351,11 @@ class KnowledgeBase:
         both). ``filter``: ``{field: value or [values]}`` on metadata. ``unique_documents`` keeps
         only the best chunk of each document. Hit scores: inner product (dense), BM25 score
         (bm25), fused RRF score (hybrid).
+
+        Two-stage search: ``rerank=True`` (the knowledge base's ``reranker``) or ``rerank=`` a
+        reranker reads the query with each of the first stage's top ``candidates`` chunks (at
+        least ``top_k``) and orders them by its score, which becomes the hits' ``score``;
+        ``rerank_instruction`` is the reranker's instruction (``None``: its default).
         """
         single = isinstance(query, str)
         queries = [query] if single else list(query)
@@ -353,7 +371,14 @@ class KnowledgeBase:
         if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 1000:
             raise InputError(f"top_k must be an integer from 1 to 1000, got {top_k!r}", param="top_k")
         flt = check_filter(filter)
+        reranker = self._reranker_for(rerank)
         depth = top_k * 4 if unique_documents else top_k
+        if reranker is not None:
+            if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) \
+                    or not 1 <= candidates <= 1000:
+                raise InputError(f"candidates must be an integer from 1 to 1000, got {candidates!r}",
+                                 param="candidates")
+            depth = max(int(candidates), top_k)
         if mode == "dense":
             results = self._dense(queries, depth, filter)
         elif mode == "bm25":
@@ -362,11 +387,27 @@ class KnowledgeBase:
             wide = max(depth, HYBRID_DEPTH)
             dense = self._dense(queries, wide, filter)
             results = [rrf([d, self._lexical(q, wide, flt)], depth) for q, d in zip(queries, dense)]
+        if reranker is not None:
+            results = [_rerank_hits(reranker, q, r[:depth], rerank_instruction) for q, r in zip(queries, results)]
         if unique_documents:
             results = [_best_per_document(r, top_k) for r in results]
         else:
             results = [r[:top_k] for r in results]
         return results[0] if single else results
+
+    def _reranker_for(self, rerank: Any) -> Any:
+        """The reranker ``rerank`` names: ``False``/``None`` none, ``True`` the knowledge base's own."""
+        if rerank is None or rerank is False:
+            return None
+        if rerank is True:
+            if self.reranker is None:
+                raise InputError("rerank=True needs a reranker: open the knowledge base with reranker=... "
+                                 "or pass the reranker as rerank=", param="rerank")
+            return self.reranker
+        if not callable(getattr(rerank, "rerank", None)):
+            raise InputError(f"rerank must be True, False or a reranker, got {type(rerank).__name__}",
+                             param="rerank")
+        return rerank
 
     def _dense(self, queries: list[str], k: int, filter: Filter | None) -> list[list[Hit]]:
         if self.store.count() == 0:
@@ -500,6 +541,18 @@ def rrf(rankings: Sequence[Sequence[Hit]], k: int, constant: int = RRF_K) -> lis
             first.setdefault(hit.id, hit)
     order = sorted(scores, key=lambda d: (-scores[d], d))[:k]
     return [Hit(id=d, score=scores[d], text=first[d].text, metadata=first[d].metadata) for d in order]
+
+
+def _rerank_hits(reranker: Any, query: str, hits: Sequence[Hit], instruction: str | None) -> list[Hit]:
+    """``hits`` ordered by ``reranker``'s score of (query, chunk text), which becomes their score."""
+    if not hits:
+        return []
+    missing = next((h.id for h in hits if not h.text or not h.text.strip()), None)
+    if missing is not None:
+        raise InputError(f"chunk {missing!r} has no stored text to rerank", param="rerank")
+    ranked = reranker.rerank(query, [h.text for h in hits], instruction)
+    return [Hit(id=hits[r.index].id, score=float(r.score), text=hits[r.index].text,
+                metadata=hits[r.index].metadata) for r in ranked]
 
 
 def _best_per_document(hits: Sequence[Hit], k: int) -> list[Hit]:
