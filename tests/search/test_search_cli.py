@@ -36,32 +36,33 @@ def sources(tmp_path: Path) -> dict[str, Path]:
 @pytest.mark.slow
 def test_index_add_search_info_delete(capsys, tmp_path, sources, tiny_model_path):
     index = tmp_path / "index"
-    rc, out, _ = run(capsys, "index", "add", sources["txt"], sources["jsonl"], "--index", index,
+    rc, out, _ = run(capsys, "index", "add", "-i", sources["txt"], "-i", sources["jsonl"], "--index", index,
                      "--model", tiny_model_path, "--json")
     assert rc == 0
     added = json.loads(out)
     assert added["documents"] == 5 and added["chunks"] == 5 and added["count"] == 5
-    rc, out, _ = run(capsys, "index", "add", sources["csv"], "--text-column", "question", "--id-column", "qid",
+    rc, out, _ = run(capsys, "index", "add", "--input", sources["csv"], "--text-column", "question", "--id-column", "qid",
                      "--index", index, "--json")  # the model is taken from the index's manifest
     assert rc == 0 and json.loads(out)["count"] == 7
-    rc, out, _ = run(capsys, "index", "add", sources["md"], "--chunk-tokens", "48", "--chunk-overlap", "8",
+    rc, out, _ = run(capsys, "index", "add", "--input", sources["md"], "--chunk-tokens", "48", "--chunk-overlap", "8",
                      "--index", index, "--json")
     assert rc == 0 and json.loads(out)["chunks"] > 3
 
     rc, out, _ = run(capsys, "search", "买了东西两天了怎么还不发快递?", "--index", index, "--top-k", "3", "--json")
     assert rc == 0
     res = json.loads(out)
-    assert len(res["results"]) == 3
-    assert set(res["results"][0]) == {"id", "score", "text", "metadata"}
+    assert res["object"] == "list" and res["mode"] == "dense" and res["model"] == tiny_model_path.name
+    assert len(res["data"]) == 3 and "results" not in res
+    assert set(res["data"][0]) == {"id", "score", "text", "metadata"}
     rc, out, _ = run(capsys, "search", "快递", "--index", index, "--filter", "topic=shipping", "--json")
-    hits = json.loads(out)["results"]
+    hits = json.loads(out)["data"]
     assert {h["id"] for h in hits} == {"lost", "c2"}
     rc, out, _ = run(capsys, "search", "花呗还款失败", "--index", index, "--mode", "bm25", "--json")
-    hits = json.loads(out)["results"]
+    hits = json.loads(out)["data"]
     assert hits[0]["text"] == "花呗还款失败有哪些原因" and hits[0]["metadata"]["source"] == "faq.txt"
     rc, out, _ = run(capsys, "search", "退货", "--index", index, "--mode", "hybrid", "--unique-documents",
                      "--filter", f"source={sources['md'].name}", "--json")
-    hits = json.loads(out)["results"]
+    hits = json.loads(out)["data"]
     assert len(hits) == 1 and hits[0]["metadata"]["title"] == "退货指南"
     rc, out, _ = run(capsys, "search", "快递", "--index", index, "--top-k", "2")
     assert rc == 0 and out.startswith(" 1. ")
@@ -77,27 +78,29 @@ def test_readding_changed_file_replaces_its_documents(capsys, tmp_path, tiny_mod
     src = tmp_path / "notes.txt"
     src.write_text("第一版说明\n", encoding="utf-8")
     index = tmp_path / "ix"
-    run(capsys, "index", "add", src, "--per-file", "--index", index, "--model", tiny_model_path)
+    run(capsys, "index", "add", "-i", src, "--per-file", "--index", index, "--model", tiny_model_path)
     src.write_text("第二版说明,内容已更新\n", encoding="utf-8")
-    rc, out, _ = run(capsys, "index", "add", src, "--per-file", "--index", index, "--json")
+    rc, out, err = run(capsys, "index", "add", src, "--per-file", "--index", index, "--json")  # old: FILE argument
+    assert "deprecated; use --input FILE" in err
     assert json.loads(out)["replaced"] == 1 and json.loads(out)["count"] == 1
     rc, out, _ = run(capsys, "search", "说明", "--index", index, "--mode", "bm25", "--json")
-    assert json.loads(out)["results"][0]["text"].startswith("第二版")
+    assert json.loads(out)["data"][0]["text"].startswith("第二版")
 
 
 def test_milvus_lite_from_the_cli(capsys, tmp_path, sources, tiny_model_path):
     uri = tmp_path / "kb.db"
-    rc, out, _ = run(capsys, "index", "add", sources["jsonl"], "--index", uri, "--model", tiny_model_path, "--json")
+    rc, out, _ = run(capsys, "index", "add", "-i", sources["jsonl"], "--index", uri, "--model", tiny_model_path,
+                     "--json")
     assert rc == 0 and json.loads(out)["count"] == 2
     rc, out, _ = run(capsys, "search", "快递", "--index", uri, "--filter", "topic=shipping", "--json")
-    assert [h["id"] for h in json.loads(out)["results"]] == ["lost"]
+    assert [h["id"] for h in json.loads(out)["data"]] == ["lost"]
     rc, out, _ = run(capsys, "index", "info", "--index", uri, "--json")
     assert json.loads(out)["backend"] == "milvus"
 
 
 def test_bad_input_gives_clear_errors_and_keeps_data(capsys, tmp_path, sources, tiny_model_path):
     index = tmp_path / "index"
-    run(capsys, "index", "add", sources["jsonl"], "--index", index, "--model", tiny_model_path)
+    run(capsys, "index", "add", "-i", sources["jsonl"], "--index", index, "--model", tiny_model_path)
     before = sorted(p.name for p in index.rglob("*"))
 
     bad_jsonl = tmp_path / "bad.jsonl"
@@ -108,9 +111,10 @@ def test_bad_input_gives_clear_errors_and_keeps_data(capsys, tmp_path, sources, 
         (["search", "快递", "--index", index, "--filter", "colour=red"], "unknown metadata field 'colour'"),
         (["search", "快递", "--index", index, "--filter", "colour"], "key=value"),
         (["search", "快递", "--index", index, "--mode", "fuzzy"], "mode must be one of"),
-        (["index", "add", bad_jsonl, "--index", index], "has no text"),
-        (["index", "add", sources["csv"], "--index", index], "no 'text' field"),
-        (["index", "add", tmp_path / "missing.txt", "--index", index], "file not found"),
+        (["index", "add", "-i", bad_jsonl, "--index", index], "has no text"),
+        (["index", "add", "-i", sources["csv"], "--index", index], "no 'text' field"),
+        (["index", "add", "-i", tmp_path / "missing.txt", "--index", index], "file not found"),
+        (["index", "add", "--index", index], "--input"),
         (["index", "info", "--index", tmp_path / "absent"], "index not found"),
     ]
     for args, message in cases:
@@ -128,7 +132,7 @@ def test_bad_input_gives_clear_errors_and_keeps_data(capsys, tmp_path, sources, 
     (corrupt / "gen-000001").mkdir()
     (corrupt / "gen-000001" / "vectors.faiss").write_bytes(b"not faiss")
     rc, _, err = run(capsys, "search", "快递", "--index", corrupt, "--model", tiny_model_path)
-    assert rc == 2 and "corrupt" in err
+    assert rc == 1 and "corrupt" in err  # a damaged index is a runtime failure, not bad input
 
 
 def test_help_for_every_command(capsys):
