@@ -266,17 +266,14 @@ def check_backend(backend: str | None) -> str | None:
 
 
 def want_progress(progress: bool | None, n_items: int, encoder: Any = None, *, batch: int | None = None) -> bool:
-    """The progress rule: ``--progress``/``--no-progress`` win; otherwise on only when stderr is a
-    terminal and ``n_items`` take more than one batch (``batch``, else the encoder's batch size)."""
-    if progress is not None:
-        return bool(progress)
+    """The progress rule (:func:`qembed.config.want_progress`): ``--progress``/``--no-progress`` win;
+    otherwise on only when stderr is a terminal and ``n_items`` take more than one batch
+    (``batch``, else the encoder's batch size)."""
+    from qembed.config import want_progress as rule
+
     if batch is None:
         batch = getattr(encoder, "max_batch_size", None) or getattr(encoder, "batch_size", None) or 32
-    try:
-        tty = sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    return bool(tty and n_items > int(batch))
+    return rule(progress, n_items, batch=int(batch))
 
 
 # ----------------------------------------------------------------------------- logging

@@ -71,8 +71,8 @@ def data_lengths(
     as_json: bool = JsonOpt,
 ) -> None:
     """Token-length distribution of texts and pairs, to choose --max-length before training."""
-    from qembed.train.lengths import length_report, render_histogram
     from qembed.pairs.pair_tokens import load_tokenizer
+    from qembed.train.lengths import length_report, render_histogram
 
     input = positional_input(file, input)
     if input is None:
@@ -175,8 +175,8 @@ def classify_pairs(
     """Score sentence pairs with a trained pair classifier: P(same), and accuracy/F1 when labelled."""
     import numpy as np
 
-    from qembed.train.data import load_pairs
     from qembed.pairs.cross_encoder import PairClassifier
+    from qembed.train.data import load_pairs
 
     input = positional_input(file, input)
     if input is None:

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,48 +17,48 @@ logger = logging.getLogger("qembed.serve")
 
 
 def serve(
-    model: Optional[str] = typer.Option(
+    model: str | None = typer.Option(
         None, "--model", "-m", "--model-path",
         help="Model folder or Hub id (default $QEMBED_MODEL or Qwen/Qwen3-Embedding-0.6B); an "
              "http(s)://…/v1 URL proxies another OpenAI-compatible endpoint. --model-path is "
              "SGLang's name for it."),
-    host: Optional[str] = typer.Option(None, "--host", help="Interface to listen on (default 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, "--port", help="Port (default 30000)."),
+    host: str | None = typer.Option(None, "--host", help="Interface to listen on (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, "--port", help="Port (default 30000)."),
     is_embedding: bool = typer.Option(False, "--is-embedding", help="Accepted for SGLang compatibility; ignored."),
-    served_model_name: Optional[str] = typer.Option(
+    served_model_name: str | None = typer.Option(
         None, "--served-model-name", help="Name clients pass as `model` (default: the folder's name)."),
-    api_key: Optional[str] = typer.Option(
+    api_key: str | None = typer.Option(
         None, "--api-key", envvar="QEMBED_API_KEY",
         help="Require 'Authorization: Bearer KEY' on the API (/health and /metrics stay open)."),
-    max_batch_tokens: Optional[int] = typer.Option(
+    max_batch_tokens: int | None = typer.Option(
         None, "--max-batch-tokens", help="Tokens per forward pass: real tokens for packed Qwen3 passes, inputs x longest for padded ones (default 4096 CPU, 16384 GPU)."),
-    max_batch_size: Optional[int] = typer.Option(
+    max_batch_size: int | None = typer.Option(
         None, "--max-batch-size", help="Inputs per forward pass (default 256 for packed Qwen3 passes; padded: 32 CPU, 256 GPU; 1 turns batching off)."),
-    max_client_batch_size: Optional[int] = typer.Option(
+    max_client_batch_size: int | None = typer.Option(
         None, "--max-client-batch-size", help="Most inputs in one request (default 2048)."),
-    max_input_tokens: Optional[int] = typer.Option(
+    max_input_tokens: int | None = typer.Option(
         None, "--max-input-tokens", help="Longest input in tokens (default: 8192 for Qwen3-Embedding)."),
-    truncate: Optional[bool] = typer.Option(
+    truncate: bool | None = typer.Option(
         None, "--truncate/--no-truncate", help="Cut longer inputs (default) or reject them with 400."),
-    max_queued_requests: Optional[int] = typer.Option(
+    max_queued_requests: int | None = typer.Option(
         None, "--max-queued-requests", help="Requests waiting for the model before 429s (default 512)."),
-    max_request_bytes: Optional[int] = typer.Option(
+    max_request_bytes: int | None = typer.Option(
         None, "--max-request-bytes", help="Largest request body (default 16 MiB)."),
-    index: Optional[str] = typer.Option(
+    index: str | None = typer.Option(
         None, "--index", help="Knowledge base (folder or Milvus URI) served by /v1/search."),
-    reranker: Optional[str] = typer.Option(
+    reranker: str | None = typer.Option(
         None, "--reranker",
         help="Reranker (folder, Hub id such as Qwen/Qwen3-Reranker-0.6B, or http(s):// URL of a /rerank "
              "endpoint): adds POST /v1/rerank and rerank=true on /v1/search; it runs in a second engine."),
-    device: Optional[str] = DeviceOpt,
-    dtype: Optional[str] = DtypeOpt,
-    engine: Optional[str] = typer.Option(
+    device: str | None = DeviceOpt,
+    dtype: str | None = DtypeOpt,
+    engine: str | None = typer.Option(
         None, "--engine",
         help="Where the model runs: 'process' (default: an engine process of its own, so HTTP and "
              "tokenisation never hold up a forward pass) or 'thread' (inside the server process)."),
-    engine_threads: Optional[int] = typer.Option(
+    engine_threads: int | None = typer.Option(
         None, "--engine-threads", help="torch threads of the engine (default: one per core)."),
-    compile_: Optional[bool] = typer.Option(
+    compile_: bool | None = typer.Option(
         None, "--compile/--no-compile",
         help="Fuse the packed Qwen3 passes' element-wise ops with torch.compile (default on; the "
              "first start compiles for ~30 s on 2 CPU cores, later starts reuse torch's cache)."),
@@ -67,9 +66,9 @@ def serve(
         False, "--background-load",
         help="Listen at once and load the model in the background (/health answers 503 until it is "
              "ready). Default: load first, so 'Uvicorn running on …' means ready, as in SGLang."),
-    access_log: Optional[bool] = typer.Option(None, "--access-log/--no-access-log",
+    access_log: bool | None = typer.Option(None, "--access-log/--no-access-log",
                                               help="Log every request (default off)."),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning, error."),
+    log_level: str | None = typer.Option(None, "--log-level", help="debug, info, warning, error."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Serve embeddings over HTTP: OpenAI /v1/embeddings, /v1/models, /tokenize, /health, /metrics, /docs.
@@ -77,13 +76,17 @@ def serve(
     qembed serve --model-path /models/Qwen3-Embedding-0.6B --host 0.0.0.0 --port 30000
     """
     import uvicorn
+    from pydantic import ValidationError
 
     from qembed.config import Settings
     from qembed.io import is_http_url
     from qembed.models.resolve import resolve_model_path
-    from pydantic import ValidationError
-
-    from qembed.server.app import create_app, load_from_settings, start_engine, uses_engine_process
+    from qembed.server.app import (
+        create_app,
+        load_from_settings,
+        start_engine,
+        uses_engine_process,
+    )
 
     del is_embedding  # SGLang flag: every qembed model is an embedding model
     updates = {

@@ -43,6 +43,10 @@ class SearchRequest(BaseModel):
         None, description="Metadata filter {field: value or [values]}, applied before the top-k is cut.")
     unique_documents: StrictBool = Field(False, description="Keep only the best chunk of each document.")
     model: Text | None = Field(None, description="The served model name (optional).")
+    rerank: StrictBool = Field(False, description="Two-stage search: the server's reranker (qembed serve "
+                                                  "--reranker) reorders the first stage's top `candidates` "
+                                                  "chunks; scores are then the reranker's.")
+    candidates: StrictInt = Field(100, description="First-stage chunks reranked when `rerank` is true (1..1000).")
 
 
 class DocumentIn(BaseModel):
@@ -85,8 +89,15 @@ def _kb(request: Request):
 @router.post("/v1/search", summary="Search the knowledge base")
 async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     kb = _kb(request)
+    reranker: Any = False
+    if body.rerank:
+        reranker = getattr(request.app.state, "reranker", None)
+        if reranker is None:
+            raise InputError("rerank needs a server started with a reranker ('qembed serve --reranker MODEL')",
+                             param="rerank", code="no_reranker")
     hits = await run_in_threadpool(kb.search, body.query, body.top_k, mode=body.mode, filter=body.filter,
-                                   unique_documents=body.unique_documents)
+                                   unique_documents=body.unique_documents, rerank=reranker,
+                                   candidates=body.candidates)
     return search_body(hits, model=request.app.state.server.served_name, mode=body.mode)
 
 
