@@ -183,7 +183,6 @@ def test_identical_texts_with_auto_k_report_clearly():
 
 
 def test_large_inputs_use_faiss_kmeans_repeatably():
-    pytest.importorskip("faiss")
     x, groups = blobs([1500] * 4, dim=16, spread=0.2, seed=4)
     texts = [f"item {i}" for i in range(len(x))]
     a = qembed.cluster(None, texts, embeddings=x, clusters=4, seed=2, top_keywords=1)
