@@ -13,7 +13,8 @@ from qembed.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qembed.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "qembed.cli", *args], capture_output=True, text=True, timeout=300,
+                          check=False)
 
 
 def test_embed_json(tiny_model_path, tiny_encoder, capsys):

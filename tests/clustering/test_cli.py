@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import TOPICS, flatten
 from qembed.cli import main
+
+from .conftest import TOPICS, flatten
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:

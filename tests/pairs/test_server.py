@@ -12,9 +12,9 @@ from .conftest import DEDUP_TEXTS, PAIRS, QUEUES, TICKETS
 
 @pytest.fixture(scope="module")
 def server(minilm_encoder):
-    with running_server(encoder=minilm_encoder, max_client_batch_size=16) as url:
-        with httpx.Client(base_url=url, timeout=60) as client:
-            yield client
+    with running_server(encoder=minilm_encoder, max_client_batch_size=16) as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        yield client
 
 
 def error_of(response: httpx.Response, status: int) -> str:

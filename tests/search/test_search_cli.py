@@ -81,9 +81,9 @@ def test_readding_changed_file_replaces_its_documents(capsys, tmp_path, tiny_mod
     run(capsys, "index", "add", "-i", src, "--per-file", "--index", index, "--model", tiny_model_path)
     src.write_text("第二版说明,内容已更新\n", encoding="utf-8")
     rc, out, err = run(capsys, "index", "add", src, "--per-file", "--index", index, "--json")  # old: FILE argument
-    assert "deprecated; use --input FILE" in err
+    assert rc == 0 and "deprecated; use --input FILE" in err
     assert json.loads(out)["replaced"] == 1 and json.loads(out)["count"] == 1
-    rc, out, _ = run(capsys, "search", "说明", "--index", index, "--mode", "bm25", "--json")
+    _, out, _ = run(capsys, "search", "说明", "--index", index, "--mode", "bm25", "--json")
     assert json.loads(out)["data"][0]["text"].startswith("第二版")
 
 
