@@ -13,7 +13,7 @@ import sys
 import typer
 
 from qembed import __version__
-from qembed.commands._common import install_command_class, setup_logging
+from qembed.commands._common import install_command_class, reset_warnings, setup_logging
 from qembed.errors import QembedError
 
 logger = logging.getLogger("qembed")
@@ -37,7 +37,7 @@ groups: dict[str, typer.Typer] = {
     "data": typer.Typer(help="Inspect data sets before training.", no_args_is_help=True),
 }
 
-COMMAND_MODULES = ("embed", "serve", "pairs", "cluster", "search", "rerank", "finetune")
+COMMAND_MODULES = ("embed", "serve", "pairs", "cluster", "search", "rerank", "finetune", "export")
 
 
 def _version(value: bool) -> None:
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     usage errors too), 1 for runtime failures, each :class:`~qembed.errors.QembedError` kind by its
     ``exit_code``; 130 on Ctrl-C.
     """
+    reset_warnings()
     try:
         result = app(args=argv, prog_name="qembed", standalone_mode=False)
     except typer.TyperException as exc:  # Click's usage errors (bad option, missing value …)

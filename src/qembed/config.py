@@ -26,7 +26,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from qembed.models.resolve import DEFAULT_MODEL
 
 #: ``--dtype`` values (the short spellings are accepted too).
-Dtype = Literal["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32", "half", "float"]
+Dtype = Literal["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32", "half", "float", "int8"]
+#: ``--backend`` values: the runtime of a local model.
+Backend = Literal["torch", "openvino", "onnx"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace",
                    "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"]
 
@@ -42,7 +44,11 @@ class Settings(BaseSettings):
                        description="model folder, Hub id, or http(s) URL of an endpoint")
     device: str | None = Field(None, pattern=r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$",
                                description="auto, cpu, cuda, cuda:N, mps or xpu")
-    dtype: Dtype | None = Field(None, description="auto, bfloat16, float16 or float32")
+    dtype: Dtype | None = Field(None, description="auto, bfloat16, float16 or float32; int8 on the "
+                                                  "openvino and onnx backends")
+    backend: Backend | None = Field(
+        None, description="runtime of a local model: torch (default), openvino or onnx (exported once "
+                          "and cached; int8 weights by default)")
     max_input_tokens: int | None = Field(None, ge=1, description="longest input in tokens")
     truncate: bool = Field(True, description="truncate long inputs instead of rejecting them")
     max_batch_tokens: int | None = Field(

@@ -72,7 +72,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Values ``--backend`` takes (``None``: torch).
 BACKENDS = ("torch", "openvino", "onnx")
 #: Values ``--dtype`` takes, and the old training spellings it still accepts.
-DTYPES = ("auto", "bfloat16", "float16", "float32")
+DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
                  "float": "float32"}
 
@@ -84,7 +84,8 @@ ModelOpt = typer.Option(
 )
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout (logs go to stderr).")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
-DtypeOpt = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32.")
+DtypeOpt = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32; int8 with "
+                                               "--backend openvino/onnx (their default).")
 BackendOpt = typer.Option(None, "--backend", help="Runtime of a local model: torch (default), openvino "
                                                  "or onnx.")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="QEMBED_API_KEY",
@@ -140,8 +141,13 @@ IGNORED = object()
 _warned: set[str] = set()
 
 
+def reset_warnings() -> None:
+    """Forget the warnings given (each run of :func:`qembed.cli.main` warns afresh)."""
+    _warned.clear()
+
+
 def warn_once(message: str) -> None:
-    """Print ``warning: message`` on stderr, once per process."""
+    """Print ``warning: message`` on stderr, once per run of the command line."""
     if message not in _warned:
         _warned.add(message)
         typer.echo(f"warning: {message}", err=True)
@@ -327,6 +333,7 @@ def open_encoder(
         if backend is not None:
             fail("--backend applies to a local model, not to an endpoint URL")
         return load_encoder(target, api_key=api_key, **kwargs)
+    backend = backend or settings.backend  # $QEMBED_BACKEND
     if backend is not None:  # only when asked: torch needs no backend argument
         kwargs["backend"] = backend
     return load_encoder(

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import typer
 
-from qembed.commands._common import DeviceOpt, DtypeOpt, JsonOpt, emit_json
+from qembed.commands._common import (
+    BackendOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    check_backend,
+    emit_json,
+)
 from qembed.errors import InputError
 
 logger = logging.getLogger("qembed.serve")
@@ -52,6 +59,7 @@ def serve(
              "endpoint): adds POST /v1/rerank and rerank=true on /v1/search; it runs in a second engine."),
     device: str | None = DeviceOpt,
     dtype: str | None = DtypeOpt,
+    backend: str | None = BackendOpt,
     engine: str | None = typer.Option(
         None, "--engine",
         help="Where the model runs: 'process' (default: an engine process of its own, so HTTP and "
@@ -95,7 +103,7 @@ def serve(
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
         "max_request_bytes": max_request_bytes, "index": index, "reranker": reranker, "device": device,
-        "dtype": dtype,
+        "dtype": dtype, "backend": check_backend(backend),
         "access_log": access_log, "log_level": log_level, "engine": engine,
         "engine_threads": engine_threads, "compile": compile_,
     }

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from qembed.errors import InputError
 from qembed.io import is_http_url
 from qembed.models.encoder import Encoder
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION, SYMMETRIC_INSTRUCTION
 from qembed.models.resolve import DEFAULT_MODEL
+from qembed.models.runtimes import BACKENDS, check_backend
 
 
 def load_encoder(
@@ -19,6 +22,7 @@ def load_encoder(
     *,
     model: str | None = None,
     api_key: str | None = None,
+    backend: str | None = None,
     **kwargs: Any,
 ) -> Encoder:
     """Return an :class:`Encoder` for a local model or a remote OpenAI-compatible endpoint.
@@ -27,13 +31,38 @@ def load_encoder(
     model in this process (:class:`~qembed.models.local.LocalEncoder`);
     ``load_encoder("http://host:30000/v1", model="Qwen3-Embedding-0.6B")`` returns a
     :class:`~qembed.models.remote.RemoteEncoder`. Extra keyword arguments go to the backend.
+
+    ``backend`` picks the runtime of a local model: ``"torch"`` (the default),
+    ``"openvino"`` or ``"onnx"`` (:class:`~qembed.models.backends.CompiledEncoder`: the model is
+    exported once, cached, and run at ``dtype`` ``"int8"`` by default). A folder written by
+    ``qembed export`` loads with its own backend when ``backend`` is None.
     """
     target = model_or_url if model_or_url is not None else (model or DEFAULT_MODEL)
     if is_http_url(target):
         from qembed.models.remote import RemoteEncoder
 
+        if backend is not None:
+            raise InputError("backend applies to a local model, not to an endpoint URL", param="backend")
         return RemoteEncoder(target, model=model, api_key=api_key,
                              max_input_tokens=max_input_tokens, **kwargs)
+    from qembed.models.resolve import read_manifest
+
+    folder = Path(str(target)).expanduser()
+    manifest = read_manifest(folder) if folder.is_dir() else None
+    chosen = check_backend(backend if backend is not None else (manifest or {}).get("backend"))
+    if chosen != "torch":
+        from qembed.models.backends import CompiledEncoder
+
+        return CompiledEncoder(target, backend=chosen, device=device, dtype=dtype,
+                               max_input_tokens=max_input_tokens, truncate=truncate, **kwargs)
+    if manifest is not None:
+        raise InputError(f"{target} is an exported {manifest['backend']} model; load it with that "
+                         "backend (or without one), or load its source model with torch",
+                         param="backend")
+    if isinstance(dtype, str) and dtype.strip().lower() == "int8":
+        raise InputError("dtype int8 runs on the openvino and onnx backends; pass backend='openvino' "
+                         "or backend='onnx'", param="dtype")
+    kwargs.pop("threads", None)
     from qembed.models.local import LocalEncoder
 
     return LocalEncoder(target, device=device, dtype=dtype, max_input_tokens=max_input_tokens,
@@ -41,6 +70,7 @@ def load_encoder(
 
 
 __all__ = [
+    "BACKENDS",
     "DEFAULT_MODEL",
     "DEFAULT_QUERY_INSTRUCTION",
     "SYMMETRIC_INSTRUCTION",

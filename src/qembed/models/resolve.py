@@ -58,7 +58,7 @@ def resolve_model_path(name_or_path: str) -> Path:
     )
     try:
         local = snapshot_download(name_or_path, local_files_only=_offline())
-    except Exception as exc:  # huggingface_hub raises many kinds (offline, network, 404, gated)
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub raises many kinds (offline, network, 404, gated)
         reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if _offline() else (
             f"it is not in the local Hugging Face cache and the Hub could not provide it "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
@@ -66,3 +66,31 @@ def resolve_model_path(name_or_path: str) -> Path:
         raise ModelNotFoundError(f"model {name_or_path!r} is not available: {reason}. {hint}") from None
     logger.info("model %s resolved to %s", name_or_path, local)
     return Path(local)
+
+
+#: The manifest that marks a folder written by ``qembed export`` (see :mod:`qembed.models.export`).
+EXPORT_MANIFEST = "qembed_export.json"
+
+
+def read_manifest(path: str | os.PathLike[str]) -> dict | None:
+    """The export manifest of folder ``path``, or None when it is not an exported model."""
+    import json
+
+    file = Path(path).expanduser() / EXPORT_MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"{file} is not a readable export manifest: {exc}") from None
+    if not isinstance(manifest, dict) or "backend" not in manifest or "graph" not in manifest:
+        raise ModelNotFoundError(f"{file} is not a qembed export manifest (no backend or graph)")
+    return manifest
+
+
+def is_exported(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a folder written by ``qembed export`` (an OpenVINO or ONNX model)."""
+    try:
+        return read_manifest(path) is not None
+    except (ModelNotFoundError, OSError, TypeError):
+        return False

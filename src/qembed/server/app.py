@@ -112,6 +112,7 @@ def load_from_settings(settings: Settings) -> Encoder:
         max_input_tokens=settings.max_input_tokens, truncate=settings.truncate,
         max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
         name=settings.served_model_name, compile=settings.compile,
+        **({"backend": settings.backend} if settings.backend else {}),
     )
 
 
@@ -121,7 +122,8 @@ def engine_spec(settings: Settings) -> EngineSpec:
                       max_input_tokens=settings.max_input_tokens, truncate=settings.truncate,
                       max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
                       name=settings.served_model_name, compile=settings.compile,
-                      threads=settings.engine_threads, omp_wait_policy=settings.omp_wait_policy)
+                      threads=settings.engine_threads, omp_wait_policy=settings.omp_wait_policy,
+                      backend=settings.backend)
 
 
 def uses_engine_process(settings: Settings) -> bool:

@@ -92,6 +92,9 @@ class EngineSpec:
     #: what the process loads: ``"encoder"`` (a LocalEncoder) or ``"reranker"`` (a
     #: :class:`~qembed.rerank.local.Reranker`, whose passes return one score per input)
     kind: str = "encoder"
+    #: the encoder's runtime: None/``"torch"``, ``"openvino"`` or ``"onnx"`` (see
+    #: :func:`qembed.models.load_encoder`); an exported folder brings its own
+    backend: str | None = None
 
 
 @contextlib.contextmanager
@@ -181,14 +184,16 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
                                max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
                                compile=spec.get("compile"))
         else:
-            from qembed.models.local import LocalEncoder
+            from qembed.models import load_encoder
 
-            encoder = LocalEncoder(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
+            # the compiled backends size their own thread pools (torch's is set above)
+            extra = {"backend": spec["backend"], "threads": spec.get("threads")} if spec.get("backend") else {}
+            encoder = load_encoder(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
                                    max_input_tokens=spec.get("max_input_tokens"),
                                    truncate=spec.get("truncate", True),
                                    max_batch_tokens=spec.get("max_batch_tokens"),
                                    max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
-                                   compile=spec.get("compile"))
+                                   compile=spec.get("compile"), **extra)
     except BaseException as exc:  # noqa: BLE001 - reported to the front, which decides
         message = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
         conn.send_bytes(b"F" + json.dumps({"message": message}).encode("utf-8"))
