@@ -52,8 +52,8 @@ def labelled(tmp_path):
 
 def test_refit_fits_the_saved_head_on_all_the_data(labelled, tmp_path, tiny_model_path, tiny_encoder, capsys):
     path, texts, labels = labelled
-    base = ["classify", "train", "--input", str(path), "--model", str(tiny_model_path), "--dtype", "float32", "--test-size", "0.25",
-            "--json"]
+    base = ["classify", "train", "--input", str(path), "--model", str(tiny_model_path), "--dtype", "float32",
+            "--test-size", "0.25", "--json"]
     assert main([*base, "--output", str(tmp_path / "held-out")]) == 0
     held = json.loads(capsys.readouterr().out)
     assert main([*base, "--refit", "--output", str(tmp_path / "refit")]) == 0
