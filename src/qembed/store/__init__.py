@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,33 @@ from qembed.errors import InputError, NotFoundError
 from qembed.io import is_milvus_uri
 from qembed.store.base import Filter, Hit, Record, VectorStore
 
-__all__ = ["Filter", "Hit", "Record", "VectorStore", "open_store", "is_milvus_uri", "FaissStore"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["Filter", "Hit", "Record", "VectorStore", "check_store_options", "open_store", "is_milvus_uri",
+           "FaissStore"]
+
+
+#: Options a FAISS store takes when it is created, and those that also apply when it is opened.
+FAISS_CREATE_OPTIONS = frozenset({"index", "metric", "hnsw_m", "ef_construction", "ef_search", "hnsw_threshold",
+                                  "lock_timeout"})
+FAISS_OPEN_OPTIONS = frozenset({"ef_search", "lock_timeout"})
+#: Options a Milvus store takes.
+MILVUS_OPTIONS = frozenset({"collection", "token", "index_type"})
+
+
+def check_store_options(uri: str | os.PathLike[str] | None, opts: dict[str, Any]) -> None:
+    """Refuse options the backend at ``uri`` would not use (rather than ignore them silently)."""
+    milvus = is_milvus_uri(uri)
+    allowed = MILVUS_OPTIONS if milvus else FAISS_CREATE_OPTIONS
+    unknown = sorted(set(opts) - allowed)
+    if not unknown:
+        return
+    where = "a Milvus index" if milvus else ("an in-memory index" if uri is None else "a FAISS index folder")
+    other = [k for k in unknown if k in (FAISS_CREATE_OPTIONS if milvus else MILVUS_OPTIONS)]
+    hint = f" ({', '.join(other)} applies to {'FAISS folders' if milvus else 'Milvus'} only)" if other else ""
+    takes = ", ".join(sorted(allowed))
+    raise InputError(f"option(s) {', '.join(unknown)} do not apply to {where} at {uri}{hint}; it takes: {takes}",
+                     param=unknown[0])
 
 
 def open_store(
@@ -32,10 +59,14 @@ def open_store(
 
     ``dim`` is required to create a store and checked against an existing one. With
     ``create=False`` a missing store raises :class:`NotFoundError`. Other options go to the
-    backend: FAISS ``index`` (auto|flat|hnsw), ``ef_search``, ``hnsw_m``, ``hnsw_threshold``,
-    ``lock_timeout`` (seconds a writer waits for another process' writer lock);
-    Milvus ``collection`` (default ``qembed``), ``token``, ``index_type``.
+    backend: FAISS ``index`` (auto|flat|hnsw), ``metric``, ``hnsw_m``, ``ef_construction``,
+    ``hnsw_threshold`` (used when the folder is created), ``ef_search`` and ``lock_timeout``
+    (seconds a writer waits for another process' writer lock); Milvus ``collection`` (default
+    ``qembed``), ``token``, ``index_type``. An option the backend does not take raises
+    :class:`InputError`; a FAISS creation option given for a folder that already exists is
+    logged as a warning (the folder keeps what it was created with).
     """
+    check_store_options(uri, opts)
     if is_milvus_uri(uri):
         from qembed.store.milvus_store import MilvusStore
 
@@ -58,7 +89,11 @@ def open_store(
             return FaissStore.create(path, dim, **opts)
         except IndexExistsError:
             pass  # another process created it meanwhile: open theirs
-    open_opts = {k: opts[k] for k in ("ef_search", "lock_timeout") if k in opts}
+    open_opts = {k: opts[k] for k in FAISS_OPEN_OPTIONS if k in opts}
+    unused = sorted(set(opts) - FAISS_OPEN_OPTIONS)
+    if unused:
+        logger.warning("%s already exists: %s only apply when an index is created; it keeps its own settings",
+                       path, ", ".join(f"{k}={opts[k]!r}" for k in unused))
     store = FaissStore.open(path, **open_opts)
     if dim is not None and store.dim != dim:
         store.close()

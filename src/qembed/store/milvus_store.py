@@ -75,7 +75,6 @@ class MilvusStore:
         collection: str = DEFAULT_COLLECTION,
         token: str | None = None,
         index_type: str | None = None,
-        **_ignored: Any,
     ) -> "MilvusStore":
         """Open ``collection`` at ``uri`` (Milvus Lite ``.db`` file or server URL), creating it if allowed."""
         pymilvus = _milvus()

@@ -37,7 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from qembed.errors import InputError, QembedError
+from qembed.errors import InputError, ModelLoadError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION, is_instruct_prompt, qwen_prefix
 from qembed.train.data import PairData
 
@@ -92,8 +92,9 @@ class EmbeddingTuneConfig:
             raise InputError(f"learning rate must be positive, got {self.lr}")
         if not 0 <= self.lora_dropout < 1:
             raise InputError(f"lora dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise InputError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        from qembed.pairs.cross_encoder import check_precision
+
+        self.precision = check_precision(self.precision)
         if self.loss == "mnrl" and self.batch_size < 2:
             raise InputError("mnrl needs a batch size of at least 2 (the other pairs are the negatives)")
 
@@ -146,7 +147,7 @@ def load_sentence_transformer(path: str | Path, device: str, dtype: torch.dtype)
         return SentenceTransformer(str(path), device=device, local_files_only=True,
                                    model_kwargs={"dtype": dtype})
     except (OSError, ValueError) as exc:
-        raise QembedError(f"could not load {path} as a sentence-transformers model: {exc}") from None
+        raise ModelLoadError(f"could not load {path} as a sentence-transformers model: {exc}") from None
 
 
 # ---------------------------------------------------------------------------- evaluation
@@ -247,10 +248,10 @@ def tune_embeddings(
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
-    from qembed.config import Settings
     from qembed.models.local import pick_device
-    from qembed.models.resolve import resolve_model_path
-    from qembed.train.pair_classifier import _resolve_precision, trainable_line
+    from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
+    from qembed.pairs.cross_encoder import resolve_precision
+    from qembed.train.pair_classifier import trainable_line
 
     cfg = cfg or EmbeddingTuneConfig()
     cfg.validate()
@@ -267,10 +268,10 @@ def tune_embeddings(
     output = Path(output)
     _check_output(output, overwrite)
 
-    base_name = cfg.model or Settings().model
+    base_name = cfg.model or DEFAULT_MODEL
     base_path = resolve_model_path(base_name)
     device = pick_device(cfg.device)
-    dtype = _resolve_precision(cfg.precision, device)
+    dtype = resolve_precision(cfg.precision, device)
     model = load_sentence_transformer(base_path, device, torch.float32 if dtype == torch.float32 else dtype)
     natural_max_length = model.max_seq_length
     config = model[0].auto_model.config
