@@ -300,6 +300,12 @@ def eval_retrieval(
     instruction: str | None = instruction_option(_QUERY_DEFAULT),
     no_instruction: bool = NoInstructionOpt,
     batch_size: int = typer.Option(256, "--batch-size", help="Documents embedded per step."),
+    rerank: bool = typer.Option(False, "--rerank", help="Also score a two-stage search (the first stage's top "
+                                                        "--candidates reranked), side by side."),
+    reranker: str | None = typer.Option(
+        None, "--reranker", help="Reranker for --rerank: folder, Hub id (default Qwen/Qwen3-Reranker-0.6B, or "
+                                 "$QEMBED_RERANKER) or http(s):// URL of a /rerank endpoint."),
+    candidates: int = typer.Option(100, "--candidates", help="First-stage chunks reranked with --rerank."),
     device: str | None = DeviceOpt,
     dtype: str | None = DtypeOpt,
     backend: str | None = BackendOpt,
@@ -317,22 +323,34 @@ def eval_retrieval(
     if baseline not in (None, "bm25"):
         fail("--baseline takes 'bm25'")
     instr = resolve_instruction(instruction, no_instruction, DEFAULT_QUERY_INSTRUCTION)
+    if reranker is not None and not rerank:
+        fail("--reranker names the model of --rerank; add --rerank")
+    if rerank and not 1 <= candidates <= 1000:
+        fail(f"--candidates must be from 1 to 1000, got {candidates}")
     data = load_beir(corpus, queries, qrels)
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
+    second = None
+    if rerank:
+        from qembed.commands.rerank import open_reranker
+
+        second = open_reranker(reranker, device=device, dtype=dtype, api_key=api_key)
     modes = [mode] + (["bm25"] if baseline == "bm25" and mode != "bm25" else [])
     report = evaluate_retrieval(encoder, data, modes=modes, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
-                                instruction=instr, batch_size=batch_size,
+                                instruction=instr, batch_size=batch_size, reranker=second, candidates=candidates,
                                 show_progress_bar=want_progress(progress, len(data.corpus), batch=batch_size))
     report = {"object": "eval.retrieval", "model": encoder.name, **report}
+    if second is not None:
+        report["reranker"] = second.name
     if as_json:
         emit_json(report)
         return
     typer.echo(f"{report['model']}: {report['documents']} documents ({report['chunks']} vectors), "
                f"{report['queries']} queries; {report['protocol']}")
-    typer.echo(f"{'mode':<8} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8}")
+    typer.echo(f"{'mode':<16} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8}")
     for name, m in report["results"].items():
-        label = name if name == mode else f"{name} (baseline)"
-        typer.echo(f"{label:<8} {m['ndcg@10']:>8.4f} {m['recall@10']:>8.4f} {m['recall@100']:>8.4f} {m['mrr@10']:>8.4f}")
+        label = name if name.split("+")[0] == mode else f"{name} (baseline)"
+        typer.echo(f"{label:<16} {m['ndcg@10']:>8.4f} {m['recall@10']:>8.4f} {m['recall@100']:>8.4f} "
+                   f"{m['mrr@10']:>8.4f}")
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

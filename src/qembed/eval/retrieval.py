@@ -157,12 +157,16 @@ def evaluate_retrieval(
     batch_size: int = 256,
     progress: bool | None = False,
     index: str | None = None,
+    reranker: Any = None,
+    candidates: int = 100,
     **deprecated: Any,
 ) -> dict[str, Any]:
     """Index ``data.corpus`` in a :class:`~qembed.search.knowledge_base.KnowledgeBase` and score each mode.
 
     ``instruction``: the queries' (``None``: the web-search retrieval default, ``""``: none);
-    ``index``: where to build it (default an in-memory exact FAISS store). Returns
+    ``index``: where to build it (default an in-memory exact FAISS store). With a ``reranker``
+    each mode is scored a second time as a two-stage search (its top ``candidates`` chunks
+    reordered by the reranker), under ``"{mode}+rerank"``: same data, same protocol. Returns
     ``{"protocol", "documents", "queries", "chunks", "results": {mode: metrics}, "seconds"}``.
     """
     from qembed.config import renamed
@@ -172,7 +176,10 @@ def evaluate_retrieval(
                      {"query_instruction": "instruction", "show_progress_bar": "progress"})
     instruction = legacy.get("instruction", instruction)
     progress = legacy.get("progress", progress)
-    kb = KnowledgeBase.open(index, encoder, store_options={"index": "flat"}, chunk_tokens=chunk_tokens,
+    from qembed.io import is_milvus_uri
+
+    exact = {} if is_milvus_uri(index) else {"index": "flat"}  # Milvus Lite searches exactly (FLAT) itself
+    kb = KnowledgeBase.open(index, encoder, store_options=exact, chunk_tokens=chunk_tokens,
                             chunk_overlap=chunk_overlap,
                             query_instruction=instruction)
     try:
@@ -181,18 +188,24 @@ def evaluate_retrieval(
         index_s = time.perf_counter() - t0
         qids = [q for q in data.qrels if q in data.queries]
         results: dict[str, Any] = {}
-        for mode in modes:
+        runs = [(mode, False) for mode in modes]
+        if reranker is not None:
+            runs = [run for mode in modes for run in ((mode, False), (mode, True))]
+        for mode, second in runs:
             t0 = time.perf_counter()
             rankings: dict[str, list[str]] = {}
+            rerank_args = {"rerank": reranker, "candidates": candidates} if second else {}
             for start in range(0, len(qids), batch_size):
                 part = qids[start:start + batch_size]
-                hits = kb.search([data.queries[q] for q in part], top_k=100, mode=mode, unique_documents=True)
+                hits = kb.search([data.queries[q] for q in part], top_k=100, mode=mode, unique_documents=True,
+                                 **rerank_args)
                 for q, row in zip(part, hits):
                     rankings[q] = [str(h.metadata.get("doc_id", h.id)) for h in row]
             metrics = score_rankings(rankings, {q: data.qrels[q] for q in qids})
             metrics["seconds"] = time.perf_counter() - t0
-            results[mode] = metrics
-            logger.info("%s: nDCG@10 %.4f", mode, metrics["ndcg@10"])
+            name = f"{mode}+rerank" if second else mode
+            results[name] = metrics
+            logger.info("%s: nDCG@10 %.4f", name, metrics["ndcg@10"])
         protocol = ("MTEB: one vector per document (title + ' ' + text), truncated at the model limit, exact search"
                     if chunk_tokens is None else f"chunked: {chunk_tokens}-token chunks, {chunk_overlap} overlap, "
                     "best chunk per document, exact search")

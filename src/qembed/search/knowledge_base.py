@@ -353,9 +353,10 @@ class KnowledgeBase:
         (bm25), fused RRF score (hybrid).
 
         Two-stage search: ``rerank=True`` (the knowledge base's ``reranker``) or ``rerank=`` a
-        reranker reads the query with each of the first stage's top ``candidates`` chunks (at
-        least ``top_k``) and orders them by its score, which becomes the hits' ``score``;
-        ``rerank_instruction`` is the reranker's instruction (``None``: its default).
+        reranker reads the query with each of the first stage's top ``candidates`` chunks and
+        orders them by its score, which becomes the hits' ``score``; the best ``top_k`` of them
+        come back (so at most ``candidates``). ``rerank_instruction`` is the reranker's
+        instruction (``None``: its default).
         """
         single = isinstance(query, str)
         queries = [query] if single else list(query)
@@ -378,7 +379,7 @@ class KnowledgeBase:
                     or not 1 <= candidates <= 1000:
                 raise InputError(f"candidates must be an integer from 1 to 1000, got {candidates!r}",
                                  param="candidates")
-            depth = max(int(candidates), top_k)
+            depth = int(candidates)
         if mode == "dense":
             results = self._dense(queries, depth, filter)
         elif mode == "bm25":
