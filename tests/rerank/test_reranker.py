@@ -164,3 +164,13 @@ def test_a_folder_that_is_no_model_fails_clearly(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(QembedError, match="config.json"):
         load_reranker(str(tmp_path / "empty"))
+
+
+def test_sentence_transformers_cross_encoder_with_the_template_agrees(reranker_path, reranker):
+    from sentence_transformers import CrossEncoder
+
+    from qembed.rerank.inputs import qwen3_chat_template
+
+    ce = CrossEncoder(str(reranker_path), device="cpu", local_files_only=True,
+                      processor_kwargs={"chat_template": qwen3_chat_template()})
+    np.testing.assert_allclose(ce.predict(_pairs()), reranker.score(_pairs()), atol=1e-5)

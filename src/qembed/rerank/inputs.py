@@ -189,3 +189,15 @@ class RerankInputs:
         docs = [d[:bound] for _, d in pairs]
         enc = self.tokenizer(queries, docs, truncation="longest_first", max_length=self.max_input_tokens)
         return [list(x) for x in enc["input_ids"]]
+
+
+def qwen3_chat_template(instruction: str = DEFAULT_RERANK_INSTRUCTION) -> str:
+    """A chat template that makes a sentence-transformers ``CrossEncoder`` build the same Qwen3-Reranker
+    inputs (``CrossEncoder(path, processor_kwargs={"chat_template": qwen3_chat_template()})``):
+    its pairs arrive as ``query``/``document`` messages. Jinja drops one trailing newline, hence
+    the extra one."""
+    pick = '{{{{ (messages | selectattr("role", "eq", "{}") | first)["content"] }}}}'
+    head = f"<Instruct>: {instruction}\n" if instruction else ""
+    literal = (QWEN3_PREFIX + head).replace("{", "{{ '{' }}")
+    return literal + "<Query>: " + pick.format("query") + "\n<Document>: " + pick.format("document") \
+        + QWEN3_SUFFIX + "\n"
