@@ -27,6 +27,7 @@ import logging
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,10 @@ def _export_openvino(graph: Any, example: dict[str, Any], out: Path, precision: 
     import torch
 
     inputs = [(name, [-1, -1], ov.Type.i64) for name in example]
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer warns about shape checks in transformers' mask code; those hold for every
+        # input the graph gets (the mask is always as long as the ids)
+        warnings.simplefilter("ignore")
         model = ov.convert_model(graph, example_input=example, input=inputs)
     model.outputs[0].get_tensor().set_names({"sentence_embedding"})
     if precision == "int8":
@@ -175,8 +179,6 @@ def _export_openvino(graph: Any, example: dict[str, Any], out: Path, precision: 
 
 
 def _export_onnx(graph: Any, example: dict[str, Any], out: Path, precision: str, work: Path) -> None:
-    import warnings
-
     import torch
 
     names = list(example)
@@ -322,7 +324,7 @@ def _export(model: str, src: Path, backend: str, precision: str, out: Path) -> P
             "normalize": normalize,
             "inputs": list(example),
             "graph": GRAPH_FILES[backend],
-            "dim": int(st.get_sentence_embedding_dimension()),
+            "dim": int((getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension)()),
             "max_seq_length": int(transformer.max_seq_length),
             "qembed_version": __version__,
         }
