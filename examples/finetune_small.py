@@ -3,7 +3,7 @@
     python examples/finetune_small.py [--model MODEL] [--output DIR] [--epochs N]
 
 Needs the ``train`` extra (``pip install "qembed[train]"``). The defaults train for one epoch on the
-small English pair sets in ``examples/data``; point ``--train``/``--dev`` at AFQMC for real runs.
+small English pair sets in ``examples/data``; point ``--input``/``--dev`` at AFQMC for real runs.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ DATA = Path(__file__).parent / "data"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default=os.environ.get("QEMBED_MODEL", qembed.DEFAULT_MODEL))
-    parser.add_argument("--train", type=Path, default=DATA / "pairs_train.jsonl")
-    parser.add_argument("--dev", type=Path, default=DATA / "pairs_dev.jsonl")
+    parser.add_argument("--input", "-i", type=Path, default=DATA / "pairs_train.jsonl",
+                        help="labelled training pairs")
+    parser.add_argument("--dev", type=Path, default=DATA / "pairs_dev.jsonl", help="labelled pairs to measure on")
     parser.add_argument("--output", "-o", type=Path, help="model folder (default: a temporary one)")
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
 
     output = args.output or Path(tempfile.mkdtemp()) / "tuned"
     config = EmbeddingTuneConfig(model=args.model, loss="cosent", epochs=args.epochs, batch_size=8)
-    report = tune_embeddings(load_pairs(args.train), output, config, dev=load_pairs(args.dev),
+    report = tune_embeddings(load_pairs(args.input), output, config, dev=load_pairs(args.dev),
                              merge=True, overwrite=True, show_progress_bar=False)
     for when in ("before", "after"):
         m = report[when]
