@@ -310,7 +310,7 @@ def train_pair_classifier(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool | None = True,
+    progress: bool | None = None,
     on_trainable: Callable[[str], None] | None = None,
     return_classifier: bool = False,
     show_progress_bar: bool | None = None,
@@ -320,7 +320,8 @@ def train_pair_classifier(
     In: labelled train and dev pairs (0/1), an output folder, a :class:`ClassifierConfig`.
     Everything is checked (labels, both classes, options, model, target modules) before the first
     step. ``resume`` continues from the last epoch's checkpoint in ``output`` (same settings
-    required); ``overwrite`` replaces a finished classifier. ``on_trainable`` receives the
+    required); ``overwrite`` replaces a finished classifier. ``progress``: bars on stderr
+    (``None``: when stderr is a terminal and an epoch holds more than one batch). ``on_trainable`` receives the
     trainable-parameter line. Out: ``{"epochs": [...], "best": {"epoch", "accuracy", "f1",
     "loss", ...}, "stopped_early", ...}``; the best adapter is in ``output``. With
     ``return_classifier`` the in-memory model (the best epoch) comes back too, as a
@@ -334,10 +335,13 @@ def train_pair_classifier(
     from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
     from qembed.pairs.pair_tokens import load_tokenizer
 
+    from qembed.config import want_progress
+
     if show_progress_bar is not None:
         progress = show_progress_bar
     cfg = cfg or ClassifierConfig()
     cfg.validate()
+    progress = want_progress(progress, len(train), cfg.batch_size)
     check_binary_classes(train)
     dev_labels = dev.int_labels()
     train_labels = train.int_labels()
