@@ -44,7 +44,7 @@ test: install-test chromium
 
 # The documentation site (mkdocs.yml, docs/): built strictly, so a broken link or reference fails.
 docs: install-test
-	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 docs-serve: install-test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve

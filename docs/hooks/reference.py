@@ -45,6 +45,9 @@ OTHER_VARIABLES = {
     "QEMBED_SWITCH_INTERVAL": "the interpreter's thread switch interval in seconds set by "
                               "`qembed serve` (default `0.0005`, so the event loop answers promptly "
                               "while other threads run).",
+    "QEMBED_CACHE": "where qembed keeps what it builds, such as models exported for the OpenVINO and "
+                    "ONNX Runtime backends (`exported/<model>-<backend>-<precision>`; default "
+                    "`~/.cache/qembed`).",
     "QEMBED_SHARED": "the folder holding `models/Qwen3-Embedding-0.6B` and `data/` that the test "
                      "fixtures and benchmarks use (default: `../shared` beside the repository).",
 }
