@@ -240,7 +240,7 @@ def errors_markdown() -> str:
 def cli_markdown() -> str:
     """Typer's own Markdown for the app, headings moved one level down (the page has its title)."""
     out = subprocess.run(
-        [sys.executable, "-m", "typer", "qembed.cli", "utils", "docs", "--name", "qembed",
+        [sys.executable, "-m", "typer", "--app", "app", "qembed.cli", "utils", "docs", "--name", "qembed",
          "--title", "qembed"],
         capture_output=True, text=True, check=False, cwd=ROOT,
     )
