@@ -62,6 +62,15 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     return markdown
 
 
+#: Sphinx roles in docstrings (``:func:`~qembed.x.f```), as mkdocstrings renders them.
+_ROLE = re.compile(r":(?:mod|func|class|meth|attr|data|exc|obj|py:\w+):<code>(~?)([^<]+)</code>")
+
+
+def on_page_content(html: str, page: Any, config: Any, files: Any) -> str:
+    """Docstrings use Sphinx roles; show ``:func:`~a.b.f``` as the code ``f`` (``a.b.f`` without ``~``)."""
+    return _ROLE.sub(lambda m: f"<code>{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}</code>", html)
+
+
 def on_files(files: Any, config: Any) -> Any:
     from mkdocs.structure.files import File
 
