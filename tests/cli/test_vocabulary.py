@@ -17,7 +17,7 @@ import pytest
 import typer
 
 from qembed.cli import app, main
-from qembed.commands._common import want_progress
+from qembed.commands._common import IGNORED, rewrite_deprecated, want_progress
 
 # --------------------------------------------------------------------------- the app's commands
 
@@ -236,7 +236,14 @@ def test_bad_input_and_usage_exit_2_with_error_line(capsys, argv, fragment):
     assert "Traceback" not in captured.err and "╭" not in captured.err and "Usage:" not in captured.err
 
 
-def test_runtime_failure_exits_1(capsys):
+def test_runtime_failure_exits_1(capsys, tmp_path: Path):
+    assert main(["embed", "--model", str(tmp_path / "no-such-model"), "hello"]) == 1  # a model that cannot load
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.mark.slow  # the client retries before it gives up
+def test_failing_endpoint_exits_1(capsys):
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     assert main(["embed", "--model", url, "hello"]) == 1
     err = capsys.readouterr().err
@@ -256,22 +263,29 @@ def test_corrupt_index_is_a_runtime_failure(capsys, tmp_path: Path, tiny_model_p
 def test_old_spellings_still_work_and_warn_once(capsys, tiny_model_path, tmp_path: Path):
     src = tmp_path / "t.txt"
     src.write_text("a cat\na cat\na dog\n", encoding="utf-8")
-    args = [str(src), "--threshold", "0.99", "--k", "5", "-m", str(tiny_model_path), "--dtype", "float32",
-            "--json"]
+    args = [str(src), "--threshold", "0.5", "--k", "5", "-m", str(tiny_model_path), "--dtype", "float32",
+            "--json", "--threshold", "0.99"]  # the last value wins, as with any option given twice
     assert main(["dedup", *args]) == 0
     captured = capsys.readouterr()
     doc = json.loads(captured.out)
     assert doc["min_similarity"] == 0.99 and doc["n_groups"] == 1 and doc["keep"] == [0, 2]
-    assert "warning: --threshold is deprecated; use --min-similarity" in captured.err
+    assert captured.err.count("warning: --threshold is deprecated; use --min-similarity") == 1  # once a run
     assert "warning: --k is deprecated and ignored" in captured.err
     assert "use --input FILE" in captured.err
-    # an old option given twice in one run warns once
-    assert main(["dedup", *args, "--threshold", "0.99"]) == 0
-    assert capsys.readouterr().err.count("--threshold is deprecated") == 1
     # hidden: not in the help
     assert main(["dedup", "--help"]) == 0
     out = capsys.readouterr().out
     assert "--threshold" not in out and "--k " not in out
+
+
+def test_rewrite_of_old_spellings(capsys):
+    mapping = {"--pairs": "--input", "-t": "--min-similarity", "--threshold": "--min-similarity", "--k": IGNORED}
+    args = ["--pairs", "p.jsonl", "-t0.9", "--threshold=0.8", "--k", "5", "--k=7", "text", "--", "--k"]
+    assert rewrite_deprecated(args, mapping) == [
+        "--input", "p.jsonl", "--min-similarity", "0.9", "--min-similarity=0.8", "text", "--", "--k"]
+    err = capsys.readouterr().err
+    assert "warning: --pairs is deprecated; use --input" in err and "warning: --k is deprecated and ignored" in err
+    assert rewrite_deprecated(["--input", "x", "-m", "model"], mapping) == ["--input", "x", "-m", "model"]
 
 
 # --------------------------------------------------------------------------- one envelope, CLI = REST
@@ -357,3 +371,27 @@ def test_similarity_and_dedup_cli_json_are_the_rest_bodies(capsys, served_index,
         [[m["index"] for m in g["members"]] for g in rest["data"]]
     assert [[m["text"] for m in g["members"]] for g in cli["data"]] == \
         [[m["text"] for m in g["members"]] for g in rest["data"]]
+
+
+def test_classify_and_cluster_cli_json_are_the_rest_bodies(capsys, served_index, tiny_model_path, tmp_path):
+    _, url = served_index
+    model = ["-m", str(tiny_model_path), "--dtype", "float32"]
+    texts = ["花呗还款失败", "快递一直没有到", "借呗怎么提前还款", "包裹显示已签收但没收到", "退款多久到账",
+             "修改收货地址"]
+    labels = ["repayment: 还款", "shipping: 快递"]
+    cli = _cli_json(capsys, "classify", "zero-shot", *texts, "--label", labels[0], "--label", labels[1],
+                    "--top-k", "2", *model, "--json")
+    rest = httpx.post(f"{url}/v1/classify", json={"input": texts, "labels": labels, "top_k": 2}, timeout=60).json()
+    assert cli["object"] == rest["object"] and cli["labels"] == rest["labels"]
+    assert [d["label"] for d in cli["data"]] == [d["label"] for d in rest["data"]]
+    assert [d["index"] for d in cli["data"]] == list(range(len(texts)))
+    assert [d["score"] for d in cli["data"]] == pytest.approx([d["score"] for d in rest["data"]], abs=1e-4)
+
+    src = tmp_path / "texts.txt"
+    src.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    cli = _cli_json(capsys, "cluster", "--input", src, "--clusters", "2", "--seed", "1", *model, "--json")
+    rest = httpx.post(f"{url}/v1/cluster", json={"input": texts, "clusters": 2, "seed": 1}, timeout=60).json()
+    assert cli["object"] == rest["object"] == "cluster.result" and "texts" not in cli
+    assert cli["n_clusters"] == rest["n_clusters"] == 2 and cli["params"] == rest["params"]
+    _same_items(cli["data"], rest["data"], score_keys=("distance",))
+    assert [c["keywords"] for c in cli["clusters"]] == [c["keywords"] for c in rest["clusters"]]
