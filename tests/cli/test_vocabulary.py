@@ -272,10 +272,10 @@ def test_old_spellings_still_work_and_warn_once(capsys, tiny_model_path, tmp_pat
     assert captured.err.count("warning: --threshold is deprecated; use --min-similarity") == 1  # once a run
     assert "warning: --k is deprecated and ignored" in captured.err
     assert "use --input FILE" in captured.err
-    # hidden: not in the help
+    # hidden: not in the help, not even the FILE argument in the usage line
     assert main(["dedup", "--help"]) == 0
     out = capsys.readouterr().out
-    assert "--threshold" not in out and "--k " not in out
+    assert "--threshold" not in out and "--k " not in out and "[file]" not in out.lower()
 
 
 def test_rewrite_of_old_spellings(capsys):

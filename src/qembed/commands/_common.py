@@ -212,6 +212,14 @@ class QembedCommand(TyperCommand):
             args = rewrite_deprecated(args, self.old_options, self.old_option_notes)
         return super().parse_args(ctx, args)
 
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        """The usage line without hidden (deprecated) arguments."""
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if not getattr(param, "hidden", False):
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
 
 def command_class(callback: Callable[..., Any]) -> type[QembedCommand]:
     """The command class for ``callback``, carrying the old spellings it declared."""
