@@ -7,6 +7,7 @@ A page holds a marker comment where generated Markdown goes:
   every other ``QEMBED_*`` variable the package reads;
 - ``<!-- qembed:cli -->``: the command reference of the Typer app ``qembed.cli:app``, as Typer's own
   ``typer qembed.cli utils docs`` writes it;
+- ``examples.md`` (a whole page): ``examples/README.md`` and every script of ``examples/``;
 - ``<!-- qembed:errors -->``: every exception kind of :mod:`qembed.errors` with its HTTP status and
   CLI exit code;
 - ``<!-- qembed:rest -->``: the endpoints and schemas of the server's OpenAPI document (built with
@@ -76,6 +77,7 @@ def on_files(files: Any, config: Any) -> Any:
 
     files.append(File.generated(config, "reference/openapi.json",
                                 content=json.dumps(openapi(), indent=2, ensure_ascii=False)))
+    files.append(File.generated(config, "examples.md", content=examples_markdown()))
     return files
 
 
@@ -225,6 +227,18 @@ def _variables_read() -> dict[str, list[str]]:
         for name in sorted(set(re.findall(r"""["'](QEMBED_[A-Z0-9_]+)["']""", text))):
             found.setdefault(name, []).append(module)
     return found
+
+
+# ----------------------------------------------------------------------------------- examples
+
+def examples_markdown() -> str:
+    """The ``examples/`` folder as a page: its README, then every script in full."""
+    folder = ROOT / "examples"
+    readme = (folder / "README.md").read_text(encoding="utf-8").strip()
+    out = [readme, ""]
+    for script in sorted(folder.glob("*.py")):
+        out += [f"## {script.name}", "", "```python", script.read_text(encoding="utf-8").rstrip(), "```", ""]
+    return "\n".join(out) + "\n"
 
 
 # ------------------------------------------------------------------------------------- errors
