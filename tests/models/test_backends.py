@@ -111,7 +111,7 @@ def test_int8_minilm_keeps_meaning(backend: str, minilm_path: Path, minilm_encod
     manifest = read_manifest(enc.path)
     again = load_encoder(str(minilm_path), backend=backend)
     assert again.path == enc.path and read_manifest(again.path) == manifest
-    np.testing.assert_allclose(again.encode(texts[:16]), ours[:16], atol=1e-6)
+    np.testing.assert_allclose(again.encode(texts[:16]), enc.encode(texts[:16]), atol=1e-5)
 
 
 # ---------------------------------------------------------------- export, reuse, folders

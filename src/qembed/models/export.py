@@ -201,6 +201,8 @@ def _export_onnx(graph: Any, example: dict[str, Any], out: Path, precision: str,
         import onnx
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+        # it logs every node it passes over at INFO
+        logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
         quantizer = MatMulNBitsQuantizer(onnx.load(str(target), load_external_data=True), bits=8,
                                          block_size=ONNX_INT8_BLOCK, is_symmetric=True, accuracy_level=4)
         quantizer.process()
