@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from qembed.config import Settings
 from qembed.errors import InputError, NotFoundError, QembedError
+from qembed.io import is_http_url
 from qembed.rerank.base import RerankResult, check_top_n, rank, rerank_body
 from qembed.rerank.inputs import RerankInputs, validate_documents, validate_query
 from qembed.server.errors import ModelNotServedError
@@ -106,7 +107,7 @@ class ServedReranker:
 
         target = self.settings.reranker
         assert target
-        if target.startswith(("http://", "https://")):
+        if is_http_url(target):
             from qembed.rerank.remote import RemoteReranker
 
             self.inner = RemoteReranker(target, api_key=self.settings.upstream_api_key)
