@@ -118,7 +118,7 @@ def test_resume_after_the_run_is_killed(ray_runtime, tiny_model_path, tiny_encod
     proc = subprocess.Popen([sys.executable, "-m", "qembed.cli", *args], env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 480
         while time.monotonic() < deadline and proc.poll() is None:
             if out.is_dir() and any(p.name.startswith("part-") for p in out.iterdir()):
                 break

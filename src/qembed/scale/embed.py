@@ -186,6 +186,7 @@ def embed_dataset(
         _check_positive("dimensions", dimensions)
     if not isinstance(ray, str) or not ray.strip():
         raise InputError("ray must be 'local', 'auto' or a cluster address", param="ray")
+    rt = import_ray()
     target, load = _settings(model, device, dtype, max_input_tokens, truncate, gpus_per_worker)
     if ray.strip() == "local" and load:  # the actors run here: a model that cannot load fails now
         from qembed.models.resolve import resolve_model_path
@@ -202,7 +203,6 @@ def embed_dataset(
     if manifest is not None:
         _check_same_run(manifest, target, instruction, dimensions, text_column, id_column, shard_rows, files)
 
-    rt = import_ray()
     from qembed.scale import _ray as parts
 
     started = _connect(rt, ray.strip(), num_cpus)
