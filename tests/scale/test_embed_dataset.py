@@ -232,3 +232,62 @@ def test_bad_input_is_refused_before_anything_is_written(ray_runtime, tiny_model
     assert code == 2 and "--input" in err
     code, _, err = run_cli(capsys, *base, "-i", str(bad), "--concurrency", "0")
     assert code == 2 and "concurrency" in err
+
+
+def _descendants_named(word: str) -> list[int]:
+    """PIDs of this process' descendants whose command line holds ``word`` (Linux /proc)."""
+    parent: dict[int, int] = {}
+    cmd: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as f:
+                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd[int(entry)] = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except (OSError, IndexError, ValueError):
+            continue
+    mine = {os.getpid()}
+    changed = True
+    while changed:
+        changed = False
+        for pid, ppid in parent.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    return [pid for pid in mine if word in cmd.get(pid, "")]
+
+
+def test_a_worker_killed_mid_run_is_replaced_and_the_run_completes(ray_runtime, tiny_model_path, tmp_path):
+    import threading
+
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("".join(f"line number {i} of the corpus\n" for i in range(600)), encoding="utf-8")
+    out = tmp_path / "vectors"
+    box: dict = {}
+
+    def run() -> None:
+        from qembed import embed_dataset
+
+        try:
+            box["result"] = embed_dataset(str(tiny_model_path), corpus, out, shard_rows=4, dtype="float32")
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 480
+    while thread.is_alive() and time.monotonic() < deadline:
+        if out.is_dir() and any(p.name.startswith("part-") for p in out.iterdir()):
+            break
+        time.sleep(0.02)
+    victims = _descendants_named("MapWorker")
+    assert victims and thread.is_alive()
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    thread.join(timeout=480)
+    assert "error" not in box, box.get("error")
+    assert box["result"].summary["rows"] == 600
+    index, _, vectors = read_dataset(out)
+    assert index.tolist() == list(range(600)) and vectors.shape == (600, 64)
