@@ -85,7 +85,7 @@ def embed(
             id_column=id_column, instruction=resolve_instruction(instruction, no_instruction, "") or None,
             dimensions=dimensions, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
             cpus_per_worker=cpus_per_worker, resume=resume, shard_rows=shard_rows, device=device, dtype=dtype,
-            max_input_tokens=max_input_tokens, truncate=not no_truncate, progress=progress, as_json=as_json)
+            backend=backend, max_input_tokens=max_input_tokens, truncate=not no_truncate, progress=progress, as_json=as_json)
     if resume or id_column is not None:
         fail("--resume and --id-column apply to --ray runs (qembed embed --ray local -i PATH -o DIR)")
     if bool(texts) == bool(input):

@@ -35,6 +35,7 @@ def embed_on_ray(
     shard_rows: int,
     device: str | None,
     dtype: str | None,
+    backend: str | None,
     max_input_tokens: int | None,
     truncate: bool,
     progress: bool | None,
@@ -55,7 +56,7 @@ def embed_on_ray(
         model, str(input), str(output), text_column=text_column, id_column=id_column, instruction=instruction,
         dimensions=dimensions, ray=ray, concurrency=concurrency, gpus_per_worker=gpus_per_worker,
         cpus_per_worker=cpus_per_worker, resume=resume, shard_rows=shard_rows, device=device, dtype=dtype,
-        max_input_tokens=max_input_tokens, truncate=truncate, progress=progress,
+        backend=backend, max_input_tokens=max_input_tokens, truncate=truncate, progress=progress,
     )
     if as_json:
         emit_json(summary)

@@ -94,7 +94,7 @@ def _unwrap(exc: BaseException) -> BaseException | None:
 
 
 def _settings(model: str | None, device: str | None, dtype: str | None, max_input_tokens: int | None,
-              truncate: bool, gpus_per_worker: float) -> tuple[str, dict[str, Any]]:
+              truncate: bool, gpus_per_worker: float, backend: str | None = None) -> tuple[str, dict[str, Any]]:
     from qembed.config import Settings
 
     settings = Settings()
@@ -108,8 +108,9 @@ def _settings(model: str | None, device: str | None, dtype: str | None, max_inpu
         "max_batch_size": settings.max_batch_size,
         "truncate": truncate,
     }
-    if settings.compile is not None:
-        load["compile"] = settings.compile
+    backend = backend or getattr(settings, "backend", None)
+    if backend is not None:  # only when asked: torch needs no backend argument
+        load["backend"] = backend
     if max_input_tokens is not None:
         load["max_input_tokens"] = max_input_tokens
     return target, load
@@ -141,6 +142,7 @@ def embed_dataset(
     shard_rows: int = DEFAULT_SHARD_ROWS,
     device: str | None = None,
     dtype: str | None = None,
+    backend: str | None = None,
     max_input_tokens: int | None = None,
     truncate: bool = True,
     progress: bool | None = None,
@@ -166,7 +168,8 @@ def embed_dataset(
         num_cpus: CPUs of a local runtime (default: all).
         resume: continue the run whose manifest ``output`` holds, embedding only missing rows.
         shard_rows: rows per Parquet part (the unit a resumed run skips).
-        device / dtype / max_input_tokens / truncate: how each actor loads the model.
+        device / dtype / backend / max_input_tokens / truncate: how each actor loads the model
+            (``backend``: torch, openvino or onnx, as for :func:`qembed.load_encoder`).
         progress: Ray Data's progress bars (default: when stderr is a terminal).
 
     Returns:
@@ -187,7 +190,7 @@ def embed_dataset(
     if not isinstance(ray, str) or not ray.strip():
         raise InputError("ray must be 'local', 'auto' or a cluster address", param="ray")
     rt = import_ray()
-    target, load = _settings(model, device, dtype, max_input_tokens, truncate, gpus_per_worker)
+    target, load = _settings(model, device, dtype, max_input_tokens, truncate, gpus_per_worker, backend)
     if ray.strip() == "local" and load:  # the actors run here: a model that cannot load fails now
         from qembed.models.resolve import resolve_model_path
 
