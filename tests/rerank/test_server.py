@@ -4,6 +4,8 @@ against it and against a loopback server answering in TEI's shape."""
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import socket
 import threading
 import time
@@ -222,4 +224,14 @@ def test_process_engine_serves_the_reranker(tiny_model_path, reranker_path, rera
                                    atol=1e-5)
         # embeddings still work beside it
         assert httpx.post(url + "/v1/embeddings", json={"input": "hello"}).status_code == 200
+        # the reranker's engine dies: it is started again and answers as before
+        first_pid = served.engine.pid
+        os.kill(first_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 300
+        while not (served.status == "ready" and served.engine.pid != first_pid and served.engine.alive):
+            assert time.monotonic() < deadline, f"the reranker engine did not come back ({served.status})"
+            time.sleep(0.2)
+        assert served.restarts == 1
+        again = httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 3}, timeout=60)
+        assert again.status_code == 200 and again.json()["results"] == body["results"]
     assert not served.engine.alive
