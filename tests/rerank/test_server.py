@@ -214,6 +214,7 @@ def test_process_engine_serves_the_reranker(tiny_model_path, reranker_path, rera
                         compile=False) as url:
         health = httpx.get(url + "/health").json()
         assert health["engine"]["kind"] == "process"
+        assert health["reranker"] == {"model": "tiny-qwen3-reranker", "status": "ready", "restarts": 0}
         served = url.app.state.reranker
         assert served.engine.pid not in (None, health["engine"]["pid"])
         body = httpx.post(url + "/v1/rerank", json={"query": QUERY, "documents": DOCS, "top_n": 3},

@@ -427,6 +427,9 @@ def create_app(
                               "restarts": state.restarts}
         elif state.encoder is not None:
             body["engine"] = {"kind": "thread" if state.encoder.batched else "proxy"}
+        reranker = getattr(app.state, "reranker", None)
+        if reranker is not None:  # qembed serve --reranker: its own engine, reported beside
+            body["reranker"] = {"model": reranker.name, "status": reranker.status, "restarts": reranker.restarts}
         if state.status == "ready":
             body["status"] = "ok"
             return JSONResponse(body)
