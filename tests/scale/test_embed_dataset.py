@@ -263,7 +263,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_completes(ray_runtime, 
     import threading
 
     corpus = tmp_path / "lines.txt"
-    corpus.write_text("".join(f"line number {i} of the corpus\n" for i in range(600)), encoding="utf-8")
+    corpus.write_text("".join(f"line number {i} of the corpus\n" for i in range(1200)), encoding="utf-8")
     out = tmp_path / "vectors"
     box: dict = {}
 
@@ -288,6 +288,6 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_completes(ray_runtime, 
         os.kill(pid, signal.SIGKILL)
     thread.join(timeout=480)
     assert "error" not in box, box.get("error")
-    assert box["result"].summary["rows"] == 600
+    assert box["result"].summary["rows"] == 1200
     index, _, vectors = read_dataset(out)
-    assert index.tolist() == list(range(600)) and vectors.shape == (600, 64)
+    assert index.tolist() == list(range(1200)) and vectors.shape == (1200, 64)
