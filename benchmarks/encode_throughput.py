@@ -205,7 +205,7 @@ def compare_backends(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             enc = load_encoder(str(path), backend=backend, dtype=precision)
             print(f"{backend} {precision}: {enc!r} loaded in {time.perf_counter() - t0:.0f}s "
-                  "(an export on first use)", flush=True)
+                  "(the first load includes the export)", flush=True)
             encoders[f"{backend} {precision}"] = enc
     texts = afqmc_sentences(args.sentences)
     n_tokens = sum(map(len, encoders["torch float32"].tokenize(texts)))

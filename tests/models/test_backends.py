@@ -97,7 +97,7 @@ def test_truncation_keeps_the_end_token(backend: str, tiny_exports: dict[str, Pa
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_int8_minilm_keeps_meaning(backend: str, minilm_path: Path, minilm_encoder, shared: Path) -> None:
-    enc = load_encoder(str(minilm_path), backend=backend)  # default precision: int8, exported and cached
+    enc = load_encoder(str(minilm_path), backend=backend, dtype="int8")  # exported on first use, cached
     assert enc.precision == "int8" and enc.pooling == "mean"
     texts = _afqmc(shared, 600)
     ours = enc.encode(texts)
@@ -109,7 +109,7 @@ def test_int8_minilm_keeps_meaning(backend: str, minilm_path: Path, minilm_encod
     assert float(query @ para) > float(query @ other) + 0.2
     # a second load reuses the cached export
     manifest = read_manifest(enc.path)
-    again = load_encoder(str(minilm_path), backend=backend)
+    again = load_encoder(str(minilm_path), backend=backend, dtype="int8")
     assert again.path == enc.path and read_manifest(again.path) == manifest
     np.testing.assert_allclose(again.encode(texts[:16]), enc.encode(texts[:16]), atol=1e-5)
 
