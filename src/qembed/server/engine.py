@@ -39,18 +39,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from qembed.errors import QembedError
+from qembed.errors import EngineUnavailableError, QembedError
 from qembed.server.batcher import Batcher
 from qembed.server.errors import ServerClosingError
 
 logger = logging.getLogger(__name__)
 
-
-class EngineUnavailableError(QembedError):
-    """The engine process is not running (it exited and is being restarted)."""
-
-    status_code = 503
-    error_type = "service_unavailable_error"
 
 _HEAD = struct.Struct("<cQI")  # kind, request id, count
 _PASS = struct.Struct("<cIId")  # b"B", inputs, tokens, seconds
