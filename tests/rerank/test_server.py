@@ -80,6 +80,14 @@ def test_instruction_and_model_name(server, reranker):
                   "model")["code"] == "model_not_found"
 
 
+def test_models_lists_the_reranker_beside_the_embedding_model(server):
+    models = httpx.get(server + "/v1/models", headers=AUTH).json()["data"]
+    assert len(models) == 2
+    assert models[1]["id"] == "tiny-qwen3-reranker"
+    assert models[1]["dim"] is None and models[1]["max_model_len"] > 0
+    assert models[0]["dim"] > 0
+
+
 @pytest.mark.parametrize("body, param", [
     ({"query": "", "documents": DOCS}, "query"),
     ({"query": "   ", "documents": DOCS}, "query"),

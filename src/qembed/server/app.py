@@ -391,14 +391,20 @@ def create_app(
                       **{k: v for k, v in embeddings_doc.items() if k == "dependencies"})
 
     @app.get("/v1/models", response_model=ModelList, dependencies=auth, tags=["OpenAI"],
-             responses=_ERRORS, summary="List the served model")
+             responses=_ERRORS, summary="List the served models (the embedding model, then the reranker when one is served)")
     async def list_models() -> ModelList:
         enc = state.encoder
-        return ModelList(data=[ModelCard(
+        cards = [ModelCard(
             id=state.served_name, created=state.created,
             root=enc.path if enc else settings.model,
             max_model_len=enc.max_input_tokens if enc else None, dim=enc.dim if enc else None,
-        )])
+        )]
+        reranker = getattr(app.state, "reranker", None)
+        if reranker is not None and reranker.status == "ready":  # qembed serve --reranker
+            cards.append(ModelCard(id=reranker.name, created=state.created,
+                                   root=str(reranker.info_data.get("path") or settings.reranker),
+                                   max_model_len=reranker.info_data.get("max_input_tokens")))
+        return ModelList(data=cards)
 
     async def tokenize(body: TokenizeRequest, enc: BatchedEncoder = Depends(require_ready)) -> TokenizeResponse:
         check_model(state, body.model)
