@@ -174,7 +174,7 @@ def discover_chinese_words(texts: Sequence[str], min_df: int = 2, max_len: int =
     """Chinese words jieba splits into single characters but that recur in ``min_df``+ texts.
 
     A run of 2..``max_len`` consecutive one-character jieba tokens (none a stop word) is a
-    candidate; e.g. 花呗 (jieba: 花 / 呗) in the issue's messages.
+    candidate; e.g. 花呗 (jieba: 花 / 呗) in customer-support messages.
     """
     base = _Jieba.base()
     df: Counter[str] = Counter()
