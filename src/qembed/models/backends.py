@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from qembed.errors import InputError, ModelLoadError
-from qembed.models.encoder import check_finite
+from qembed.models.encoder import check_finite, check_positive_ints
 from qembed.models.inputs import InputPreparer, suffix_special_ids
 from qembed.models.local import QWEN_DEFAULT_MAX_TOKENS, LocalEncoder
 from qembed.models.prompts import is_instruct_prompt
@@ -116,9 +116,7 @@ class CompiledEncoder(LocalEncoder):
         if padding_side != "right":
             raise InputError(f"the {self.backend} backend pads on the right (its graph pools the "
                              "last real token of each row)", param="padding_side")
-        for value in (max_batch_tokens, max_batch_size, threads):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError("max_batch_tokens, max_batch_size and threads must be positive integers")
+        check_positive_ints(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads)
         model = str(model)
         source = resolve_model_path(model)
         manifest = read_manifest(source)

@@ -110,6 +110,15 @@ def truncate_dimensions(vectors: np.ndarray, dimensions: int | None) -> np.ndarr
     return normalize(vectors[..., :dimensions])
 
 
+def check_positive_ints(**values: Any) -> None:
+    """Refuse any given value (None = unset) that is not a positive integer, naming them all."""
+    for value in values.values():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            names = list(values)
+            listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + f" and {names[-1]}"
+            raise InputError(f"{listed} must be positive integers")
+
+
 def check_finite(vectors: np.ndarray, what: str = "embeddings") -> None:
     """Raise when the model produced NaN or infinity (e.g. fp16 overflow)."""
     if not np.isfinite(vectors).all():

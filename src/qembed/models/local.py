@@ -22,6 +22,7 @@ from qembed.errors import InputError, QembedError
 from qembed.models.encoder import (
     check_dimensions,
     check_finite,
+    check_positive_ints,
     plan_batches,
     truncate_dimensions,
 )
@@ -155,9 +156,7 @@ class LocalEncoder:
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        for value in (max_batch_tokens, max_batch_size):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError("max_batch_tokens and max_batch_size must be positive integers")
+        check_positive_ints(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.truncate = bool(truncate)

@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 from qembed.errors import InputError, QembedError
-from qembed.models.encoder import check_finite, plan_batches
+from qembed.models.encoder import check_finite, check_positive_ints, plan_batches
 from qembed.models.local import (
     BATCH_LIMITS,
     PACKED_BATCH_LIMITS,
@@ -120,9 +120,8 @@ class Reranker:
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
-        for value in (max_batch_tokens, max_batch_size, max_input_tokens):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise InputError("max_input_tokens, max_batch_tokens and max_batch_size must be positive integers")
+        check_positive_ints(max_input_tokens=max_input_tokens, max_batch_tokens=max_batch_tokens,
+                            max_batch_size=max_batch_size)
         try:
             config = AutoConfig.from_pretrained(str(self.path), local_files_only=True)
         except (OSError, ValueError) as exc:
