@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable, Sequence
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -93,19 +94,34 @@ def build_random_qwen(
     finally:
         torch.set_default_dtype(previous)
     model.eval()
+
+    def sentence_transformers_files(tmp: Path) -> None:
+        (tmp / "1_Pooling").mkdir(exist_ok=True)
+        pooling = json.loads((src / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
+        pooling["word_embedding_dimension"] = config.hidden_size
+        (tmp / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2), encoding="utf-8")
+        (tmp / "sentence_bert_config.json").write_text(
+            json.dumps({"max_seq_length": 8192, "do_lower_case": False}), encoding="utf-8"
+        )
+
+    return save_model_folder(model, src, out, TOKENIZER_FILES, extra=sentence_transformers_files)
+
+
+def save_model_folder(model, src: Path, out: Path, files: Sequence[str],
+                      extra: Callable[[Path], None] | None = None) -> Path:
+    """Save ``model`` with the ``files`` of ``src`` (and whatever ``extra`` writes) into ``out``.
+
+    Written into a ``.partial`` folder first and moved in file by file, so a crash never leaves a
+    folder that looks complete.
+    """
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp, safe_serialization=True)
-    for name in TOKENIZER_FILES:
+    for name in files:
         if (src / name).exists():
             shutil.copy(src / name, tmp / name)
-    (tmp / "1_Pooling").mkdir(exist_ok=True)
-    pooling = json.loads((src / "1_Pooling" / "config.json").read_text(encoding="utf-8"))
-    pooling["word_embedding_dimension"] = config.hidden_size
-    (tmp / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2), encoding="utf-8")
-    (tmp / "sentence_bert_config.json").write_text(
-        json.dumps({"max_seq_length": 8192, "do_lower_case": False}), encoding="utf-8"
-    )
+    if extra is not None:
+        extra(tmp)
     for item in tmp.iterdir():
         target = out / item.name
         if target.exists():

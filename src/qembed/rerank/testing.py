@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
-from qembed.testing import TINY, qwen_reference_dir
+from qembed.testing import TINY, qwen_reference_dir, save_model_folder
 
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt",
                     "generation_config.json")
@@ -81,16 +80,4 @@ def build_random_reranker(
     finally:
         torch.set_default_dtype(previous)
     model.eval()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    for name in _TOKENIZER_FILES:
-        if (src / name).exists():
-            shutil.copy(src / name, tmp / name)
-    for item in tmp.iterdir():
-        target = out / item.name
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        shutil.move(str(item), target)
-    tmp.rmdir()
-    return out
+    return save_model_folder(model, src, out, _TOKENIZER_FILES)
