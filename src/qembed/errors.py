@@ -14,6 +14,7 @@ kind                      HTTP    exit   when
 QembedError               500     1      a runtime failure without a more precise kind
 InputError                400     2      bad text, option, file or value
 InputTooLongError         400     2      an input over ``max_input_tokens``, truncation off
+MissingExtraError         400     2      a feature needs an extra that is not installed
 IndexExistsError          400     2      creating an index where one already is
 NotFoundError             404     2      a named index, classifier folder or id does not exist
 ModelNotFoundError        404     1      the model is neither a folder nor on the Hub
@@ -101,6 +102,20 @@ class ModelNotServedError(QembedError):
     status_code = 404
     exit_code = 2
     error_type = "invalid_request_error"
+
+
+class MissingExtraError(InputError):
+    """A feature needs an optional extra that is not installed (see :mod:`qembed.extras`).
+
+    The message is one line that names the extra: ``… needs the 'ray' extra: pip install
+    'qembed[ray]' (missing: pyarrow)``. HTTP 400 with ``code: "missing_extra"``, exit 2.
+    """
+
+    def __init__(self, extra: str, feature: str, packages: list[str]) -> None:
+        super().__init__(f"{feature} needs the {extra!r} extra: pip install 'qembed[{extra}]' "
+                         f"(missing: {', '.join(packages)})", param=extra, code="missing_extra")
+        self.extra = extra
+        self.packages = packages
 
 
 # ---------------------------------------------------------------- runtime failures (exit 1)
@@ -201,6 +216,7 @@ __all__ = [
     "InputError",
     "InputTooLongError",
     "ModelLoadError",
+    "MissingExtraError",
     "ModelNotFoundError",
     "ModelNotServedError",
     "NotFoundError",
