@@ -9,7 +9,7 @@ from qembed.errors import InputError
 from qembed.io import is_http_url
 from qembed.models.encoder import Encoder
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION, SYMMETRIC_INSTRUCTION
-from qembed.models.resolve import DEFAULT_MODEL
+from qembed.models.resolve import DEFAULT_MODEL, default_model
 from qembed.models.runtimes import BACKENDS, check_backend
 
 
@@ -32,12 +32,14 @@ def load_encoder(
     ``load_encoder("http://host:30000/v1", model="Qwen3-Embedding-0.6B")`` returns a
     :class:`~qembed.models.remote.RemoteEncoder`. Extra keyword arguments go to the backend.
 
+    With no model named, ``$QEMBED_MODEL`` is loaded when set, else :data:`DEFAULT_MODEL`.
+
     ``backend`` picks the runtime of a local model: ``"torch"`` (the default),
     ``"openvino"`` or ``"onnx"`` (:class:`~qembed.models.backends.CompiledEncoder`: the model is
     exported once, cached, and run at ``dtype`` ``"int8"`` by default). A folder written by
     ``qembed export`` loads with its own backend when ``backend`` is None.
     """
-    target = model_or_url if model_or_url is not None else (model or DEFAULT_MODEL)
+    target = model_or_url if model_or_url is not None else (model or default_model())
     if is_http_url(target):
         from qembed.models.remote import RemoteEncoder
 

@@ -27,8 +27,8 @@ from qembed.models.inputs import InputPreparer, suffix_special_ids
 from qembed.models.local import QWEN_DEFAULT_MAX_TOKENS, LocalEncoder
 from qembed.models.prompts import is_instruct_prompt
 from qembed.models.resolve import (
-    DEFAULT_MODEL,
     EXPORT_MANIFEST,
+    default_model,
     read_manifest,
     resolve_model_path,
 )
@@ -87,7 +87,7 @@ class CompiledEncoder(LocalEncoder):
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        model: str | os.PathLike[str] | None = None,
         *,
         backend: str = "openvino",
         device: str | None = None,
@@ -117,7 +117,7 @@ class CompiledEncoder(LocalEncoder):
             raise InputError(f"the {self.backend} backend pads on the right (its graph pools the "
                              "last real token of each row)", param="padding_side")
         check_positive_ints(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size, threads=threads)
-        model = str(model)
+        model = str(model if model is not None else default_model())
         source = resolve_model_path(model)
         manifest = read_manifest(source)
         if manifest is not None:

@@ -29,7 +29,7 @@ from qembed.models.encoder import (
 from qembed.models.inputs import InputPreparer, suffix_special_ids
 from qembed.models.packed import PackedQwen3, supports_packed
 from qembed.models.prompts import is_instruct_prompt
-from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
+from qembed.models.resolve import default_model, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +112,8 @@ class LocalEncoder:
     """Encode texts with a model loaded in this process.
 
     Args:
-        model: a local sentence-transformers (or plain transformers) folder, or a Hub id.
+        model: a local sentence-transformers (or plain transformers) folder, or a Hub id
+            (default ``$QEMBED_MODEL``, else :data:`~qembed.models.resolve.DEFAULT_MODEL`).
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
         dtype: ``None``/``"auto"``, ``"bfloat16"``, ``"float32"`` or ``"float16"``.
         max_input_tokens: longest input in tokens (special tokens included); default 8192 for
@@ -136,7 +137,7 @@ class LocalEncoder:
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        model: str | os.PathLike[str] | None = None,
         *,
         device: str | None = None,
         dtype: str | torch.dtype | None = None,
@@ -151,7 +152,7 @@ class LocalEncoder:
     ) -> None:
         from sentence_transformers import SentenceTransformer
 
-        model = str(model)
+        model = str(model if model is not None else default_model())
         self.path = resolve_model_path(model)
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)

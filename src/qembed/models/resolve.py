@@ -11,6 +11,18 @@ from qembed.errors import ModelNotFoundError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def default_model() -> str:
+    """The model used when none is named: ``$QEMBED_MODEL`` when set, else :data:`DEFAULT_MODEL`."""
+    return os.environ.get("QEMBED_MODEL", "").strip() or DEFAULT_MODEL
+
+
+def use_modelscope() -> bool:
+    """Whether Hub ids are downloaded from ModelScope (``QEMBED_USE_MODELSCOPE=true``) instead of
+    the Hugging Face Hub (the default; ``HF_ENDPOINT`` points that at a mirror)."""
+    return os.environ.get("QEMBED_USE_MODELSCOPE", "").strip().lower() in _TRUE
 
 
 def _looks_like_path(name: str) -> bool:
@@ -24,7 +36,7 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
 def resolve_model_path(name_or_path: str) -> Path:
@@ -49,12 +61,14 @@ def resolve_model_path(name_or_path: str) -> Path:
     if _looks_like_path(name_or_path):
         raise ModelNotFoundError(f"model folder {name_or_path} does not exist")
 
+    if use_modelscope():
+        return _from_modelscope(name_or_path)
     from huggingface_hub import snapshot_download
 
     hint = (
-        f"Download it where the Hub is reachable (`hf download {name_or_path} --local-dir DIR`) "
-        "and pass the folder instead, e.g. `--model DIR` / `--model-path DIR` or "
-        "`qembed.load_encoder('DIR')`."
+        f"Download it once where the Hub is reachable (`hf download {name_or_path} --local-dir DIR`, "
+        "or from ModelScope with QEMBED_USE_MODELSCOPE=true) and pass the folder instead, e.g. "
+        "`--model DIR` or `qembed.load_encoder('DIR')`."
     )
     try:
         local = snapshot_download(name_or_path, local_files_only=_offline())
@@ -65,6 +79,28 @@ def resolve_model_path(name_or_path: str) -> Path:
         )
         raise ModelNotFoundError(f"model {name_or_path!r} is not available: {reason}. {hint}") from None
     logger.info("model %s resolved to %s", name_or_path, local)
+    return Path(local)
+
+
+def _from_modelscope(model_id: str) -> Path:
+    """``model_id`` from the ModelScope cache, or downloaded from ModelScope (the ``modelscope`` extra)."""
+    from qembed.extras import require
+
+    require("modelscope", "QEMBED_USE_MODELSCOPE")
+    from modelscope import snapshot_download
+
+    offline = _offline() or os.environ.get("MODELSCOPE_OFFLINE", "").strip().lower() in _TRUE
+    try:
+        local = snapshot_download(model_id, local_files_only=offline)
+    except Exception as exc:  # noqa: BLE001 - network errors, unknown ids, missing cache entries
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not available from ModelScope ({type(exc).__name__}: {detail}). "
+            f"Download it once where ModelScope is reachable (`modelscope download --model {model_id} "
+            "--local_dir DIR`) and pass the folder instead.") from None
+    if not (Path(local) / "config.json").exists():
+        raise ModelNotFoundError(f"ModelScope's copy of {model_id!r} at {local} has no config.json")
+    logger.info("model %s resolved to %s (ModelScope)", model_id, local)
     return Path(local)
 
 

@@ -129,15 +129,15 @@ class PairTokenizer:
 
 
 def load_tokenizer(model: str | None) -> Any:
-    """The tokenizer of ``model`` (folder or Hub id; default Qwen3-Embedding-0.6B).
+    """The tokenizer of ``model`` (folder or Hub id; default ``$QEMBED_MODEL`` or Qwen3-Embedding-0.6B).
 
     Only the tokenizer files are read, never the weights.
     """
     from transformers import AutoTokenizer
 
-    from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
+    from qembed.models.resolve import default_model, resolve_model_path
 
-    path = resolve_model_path(model or DEFAULT_MODEL)
+    path = resolve_model_path(model or default_model())
     try:
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:

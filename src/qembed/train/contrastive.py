@@ -249,7 +249,7 @@ def tune_embeddings(
     from sentence_transformers.base.sampler import BatchSamplers
 
     from qembed.models.local import pick_device
-    from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
+    from qembed.models.resolve import default_model, resolve_model_path
     from qembed.pairs.cross_encoder import resolve_precision
     from qembed.train.pair_classifier import trainable_line
 
@@ -268,7 +268,7 @@ def tune_embeddings(
     output = Path(output)
     _check_output(output, overwrite)
 
-    base_name = cfg.model or DEFAULT_MODEL
+    base_name = cfg.model or default_model()
     base_path = resolve_model_path(base_name)
     device = pick_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)

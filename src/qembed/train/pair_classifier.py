@@ -332,7 +332,7 @@ def train_pair_classifier(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from qembed.models.local import pick_device
-    from qembed.models.resolve import DEFAULT_MODEL, resolve_model_path
+    from qembed.models.resolve import default_model, resolve_model_path
     from qembed.pairs.pair_tokens import load_tokenizer
 
     from qembed.config import want_progress
@@ -346,7 +346,7 @@ def train_pair_classifier(
     dev_labels = dev.int_labels()
     train_labels = train.int_labels()
     output = Path(output)
-    base_name = cfg.model or DEFAULT_MODEL
+    base_name = cfg.model or default_model()
     base_path = resolve_model_path(base_name)
     resuming = _check_output(output, resume, overwrite)
     previous_rows: dict[int, dict[str, Any]] = {}
