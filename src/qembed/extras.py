@@ -57,6 +57,10 @@ EXTRAS: dict[str, Extra] = {e.name: e for e in (
 )}
 
 
+#: The import names each compiled CPU backend needs (all of them in the ``cpu`` extra).
+BACKEND_MODULES = {"openvino": ("openvino", "nncf"), "onnx": ("onnxruntime", "onnx", "onnx_ir")}
+
+
 def _present(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
@@ -84,3 +88,17 @@ def require(extra: str, feature: str, *, modules: tuple[str, ...] | None = None)
     absent = missing(extra, modules)
     if absent:
         raise MissingExtraError(extra, feature, absent)
+
+
+def require_backend(backend: str | None) -> None:
+    """The ``cpu`` extra's packages of a compiled backend (nothing for torch or ``None``)."""
+    if backend in BACKEND_MODULES:
+        require("cpu", f"the {backend} backend", modules=BACKEND_MODULES[backend])
+
+
+def require_store(uri: object) -> None:
+    """The ``milvus`` extra when ``uri`` names a Milvus store (a ``.db`` file or a server URL)."""
+    from qembed.io import is_milvus_uri
+
+    if is_milvus_uri(uri):
+        require("milvus", f"the Milvus store {uri}", modules=("pymilvus",))

@@ -215,10 +215,9 @@ def reduce_vectors(vectors: np.ndarray, dims: int, method: str = "pca", seed: in
     """Reduce ``vectors`` to ``dims`` dimensions with PCA (default) or UMAP (cosine)."""
     dims = min(dims, vectors.shape[1], len(vectors) - 1)
     if method == "umap":
-        try:
-            import umap  # noqa: F401
-        except ImportError:
-            raise InputError("reduce='umap' needs umap-learn: pip install umap-learn") from None
+        from qembed.extras import require
+
+        require("umap", "reduce='umap'")
         import umap
 
         return umap.UMAP(n_components=dims, metric="cosine", random_state=seed, n_jobs=1,

@@ -79,13 +79,11 @@ def project_2d(vectors: np.ndarray, method: str = "pca", seed: int = 0) -> tuple
                          param="projection")
     n = len(vectors)
     if method in ("umap", "auto"):
-        try:
-            import umap  # noqa: F401
-            have_umap = True
-        except ImportError:
-            have_umap = False
-        if method == "umap" and not have_umap:
-            raise InputError("projection 'umap' needs umap-learn: pip install umap-learn", param="projection")
+        from qembed.extras import available, require
+
+        if method == "umap":
+            require("umap", "projection 'umap'")
+        have_umap = available("umap")
         if have_umap and (method == "umap" or n >= UMAP_MIN_POINTS) and n >= 4:
             import umap
 

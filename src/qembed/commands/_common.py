@@ -330,6 +330,7 @@ def open_encoder(
 ):
     """Load the encoder named on the command line (or by ``QEMBED_MODEL``)."""
     from qembed.config import Settings
+    from qembed.extras import require_backend
     from qembed.io import is_http_url
     from qembed.models import load_encoder
 
@@ -342,6 +343,7 @@ def open_encoder(
             fail("--backend applies to a local model, not to an endpoint URL")
         return load_encoder(target, api_key=api_key, **kwargs)
     backend = backend or settings.backend  # $QEMBED_BACKEND
+    require_backend(backend)  # before the model loads
     if backend is not None:  # only when asked: torch needs no backend argument
         kwargs["backend"] = backend
     return load_encoder(

@@ -39,6 +39,7 @@ from qembed.commands._common import (
 )
 from qembed.envelope import cluster_body
 from qembed.errors import InputError
+from qembed.extras import require
 from qembed.io import TEXT_SUFFIXES, read_records, read_texts, require_columns
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 
@@ -127,6 +128,8 @@ def cluster_command(
         fail(f"--n-init must be at least 1, got {n_init}")
     check_suffix(report, (".html", ".htm"), "--report")
     check_suffix(output, (".csv", ".tsv"))
+    if report is not None and projection.strip().lower() == "umap":
+        require("umap", "--map umap")  # before the model loads
     words: list[str] = []
     if user_dict is not None:
         if not user_dict.is_file():

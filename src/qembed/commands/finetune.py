@@ -28,6 +28,7 @@ from qembed.commands._common import (
     want_progress,
 )
 from qembed.errors import InputError
+from qembed.extras import require
 
 TrainDtypeOpt = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 elsewhere), bfloat16 "
                                                     "or float32.")
@@ -129,6 +130,7 @@ def finetune_classifier(
     as_json: bool = JsonOpt,
 ) -> None:
     """Train the LoRA pair classifier (both sentences in one sequence, 2-label head)."""
+    require("train", "qembed finetune classifier")
     from qembed.train.data import load_pairs
     from qembed.train.pair_classifier import ClassifierConfig, train_pair_classifier
 
@@ -173,6 +175,7 @@ def classify_pairs(
     as_json: bool = JsonOpt,
 ) -> None:
     """Score sentence pairs with a trained pair classifier: P(same), and accuracy/F1 when labelled."""
+    require("train", "qembed classify-pairs (a LoRA pair classifier)", modules=("peft",))
     import numpy as np
 
     from qembed.pairs.cross_encoder import PairClassifier
@@ -272,6 +275,7 @@ def finetune_embedding(
     as_json: bool = JsonOpt,
 ) -> None:
     """Tune an embedding model on labelled pairs (sentence-transformers), keeping it an embedding model."""
+    require("train", "qembed finetune embedding", modules=("datasets", "accelerate") + (("peft",) if lora else ()))
     from qembed.models.prompts import SYMMETRIC_INSTRUCTION
     from qembed.train.contrastive import EmbeddingTuneConfig, tune_embeddings
     from qembed.train.data import load_pairs

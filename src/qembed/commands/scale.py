@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from qembed.commands._common import emit_json, fail, logger
+from qembed.extras import require
 
 #: ``--ray`` given without a value.
 RAY_LOCAL = "local"
@@ -42,6 +43,7 @@ def embed_on_ray(
     as_json: bool,
 ) -> None:
     """``qembed embed --ray …``: embed files on Ray Data into a Parquet dataset folder."""
+    require("ray", "--ray")  # before anything is read or loaded
     from qembed.scale.embed import embed_dataset
 
     if texts:
@@ -81,6 +83,7 @@ def index_add_from_embeddings(
     as_json: bool,
 ) -> None:
     """``qembed index add --from-embeddings DIR``: store precomputed vectors without embedding."""
+    require("ray", "--from-embeddings (Parquet)", modules=("pyarrow",))
     from qembed.scale.load import load_embeddings
 
     if sources:

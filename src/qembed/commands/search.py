@@ -37,6 +37,7 @@ from qembed.commands._common import (
 )
 from qembed.envelope import search_body
 from qembed.errors import InputError
+from qembed.extras import require_store
 from qembed.io import read_documents
 
 IndexOpt = typer.Option(..., "--index", "-x", help="Knowledge base: a folder (FAISS), a .db file "
@@ -118,6 +119,7 @@ def index_add(
     from qembed.search.knowledge_base import KnowledgeBase
     from qembed.store import open_store
 
+    require_store(index)
     if from_embeddings is not None:
         from qembed.commands.scale import index_add_from_embeddings
 
@@ -162,6 +164,7 @@ def index_delete(
     from qembed.search.knowledge_base import delete_documents
     from qembed.store import open_store
 
+    require_store(index)
     store = open_store(index, create=False, **_store_opts(collection))
     try:
         removed = delete_documents(store, ids)
@@ -183,6 +186,7 @@ def index_info(
     """Show a knowledge base's backend, size, model and fields."""
     from qembed.store import open_store
 
+    require_store(index)
     store = open_store(index, create=False, **_store_opts(collection))
     try:
         info = store.info()
@@ -226,6 +230,7 @@ def search(
 
     if not query.strip():
         fail("the query is empty")
+    require_store(index)
     instr = resolve_instruction(instruction, no_instruction, DEFAULT_QUERY_INSTRUCTION)
     flt = parse_filters(filters)
     if reranker is not None and not rerank:

@@ -87,6 +87,7 @@ def serve(
     from pydantic import ValidationError
 
     from qembed.config import Settings
+    from qembed.extras import require_backend, require_store
     from qembed.io import is_http_url
     from qembed.models.resolve import resolve_model_path
     from qembed.server.app import (
@@ -119,6 +120,9 @@ def serve(
             settings.served_model_name = path.name
     if settings.log_level.lower() == "debug":
         logging.getLogger("qembed").setLevel(logging.DEBUG)
+    require_store(settings.index)  # optional features fail now, before any model loads
+    if not is_http_url(settings.model):
+        require_backend(settings.backend)
 
     in_process = not uses_engine_process(settings)
     if settings.reranker and not is_http_url(settings.reranker):

@@ -148,6 +148,9 @@ class PairClassifier:
     def load(cls, folder: str | Path, *, model: str | None = None, device: str | None = None,
              precision: str = "auto") -> PairClassifier:
         """Load the classifier in ``folder``; :class:`NotFoundError` when it holds none."""
+        from qembed.extras import require
+
+        require("train", "a LoRA pair classifier", modules=("peft",))
         from peft import PeftModel
         from transformers import AutoTokenizer
 

@@ -40,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 #: Rows per part (and most rows an actor embeds in one call).
 DEFAULT_SHARD_ROWS = 2048
-RAY_HINT = 'Ray is not installed; install it with: pip install "qembed[ray]"'
 
 
 class EmbedResult(NamedTuple):
@@ -51,12 +50,13 @@ class EmbedResult(NamedTuple):
 
 
 def import_ray() -> Any:
-    """The ``ray`` module, or :class:`InputError` saying which package to install."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise InputError(RAY_HINT, param="ray") from None
+    """The ``ray`` module, or :class:`~qembed.errors.MissingExtraError` naming the extra."""
+    from qembed.extras import require
+
+    require("ray", "embedding on Ray")
+    import ray
+    import ray.data
+
     return ray
 
 

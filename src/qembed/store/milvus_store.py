@@ -43,10 +43,11 @@ _BATCH = 512
 
 
 def _milvus():
-    try:
-        import pymilvus
-    except ImportError as exc:  # pragma: no cover - optional dependency
-        raise InputError("the milvus backend needs pymilvus: pip install 'qembed[milvus]'") from exc
+    from qembed.extras import require
+
+    require("milvus", "a Milvus store", modules=("pymilvus",))
+    import pymilvus
+
     return pymilvus
 
 

@@ -245,6 +245,11 @@ def tune_embeddings(
     calibrated accuracy/F1 for 0/1 labels), training time and throughput, and what was saved
     (``saved``: ``merged``, ``full`` or ``adapter``).
     """
+    from qembed.extras import require
+
+    require("train", "tuning an embedding model", modules=("datasets", "accelerate"))
+    if cfg is not None and cfg.lora:
+        require("train", "LoRA tuning", modules=("peft",))
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 

@@ -327,6 +327,9 @@ def train_pair_classifier(
     ``return_classifier`` the in-memory model (the best epoch) comes back too, as a
     :class:`~qembed.pairs.cross_encoder.PairClassifier`.
     """
+    from qembed.extras import require
+
+    require("train", "training a pair classifier")
     from peft import PeftModel
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
