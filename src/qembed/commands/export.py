@@ -29,6 +29,7 @@ def export(
 
     qembed export Qwen/Qwen3-Embedding-0.6B --backend openvino --output qwen3-0.6b-openvino-int8
     """
+    from qembed.extras import require_backend
     from qembed.models.export import export_model
     from qembed.models.resolve import read_manifest
     from qembed.models.runtimes import check_backend, check_precision
@@ -36,6 +37,7 @@ def export(
     backend = check_backend(backend)
     if backend == "torch":
         fail("--backend must be openvino or onnx: torch runs the model folder as it is")
+    require_backend(backend)
     precision = check_precision(backend, dtype)
     start = time.perf_counter()
     folder = export_model(model, backend, precision, output, force=force)

@@ -35,7 +35,7 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _offline() -> bool:
+def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
@@ -71,9 +71,9 @@ def resolve_model_path(name_or_path: str) -> Path:
         "`--model DIR` or `qembed.load_encoder('DIR')`."
     )
     try:
-        local = snapshot_download(name_or_path, local_files_only=_offline())
+        local = snapshot_download(name_or_path, local_files_only=hub_offline())
     except Exception as exc:  # noqa: BLE001 - huggingface_hub raises many kinds (offline, network, 404, gated)
-        reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if _offline() else (
+        reason = "HF_HUB_OFFLINE is set and it is not in the local cache" if hub_offline() else (
             f"it is not in the local Hugging Face cache and the Hub could not provide it "
             f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
         )
@@ -89,7 +89,7 @@ def _from_modelscope(model_id: str) -> Path:
     require("modelscope", "QEMBED_USE_MODELSCOPE")
     from modelscope import snapshot_download
 
-    offline = _offline() or os.environ.get("MODELSCOPE_OFFLINE", "").strip().lower() in _TRUE
+    offline = hub_offline() or os.environ.get("MODELSCOPE_OFFLINE", "").strip().lower() in _TRUE
     try:
         local = snapshot_download(model_id, local_files_only=offline)
     except Exception as exc:  # noqa: BLE001 - network errors, unknown ids, missing cache entries
