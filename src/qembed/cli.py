@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from contextlib import nullcontext
 
 import typer
 
 from qembed import __version__
-from qembed.commands._common import install_command_class, reset_warnings, setup_logging
+from qembed.commands._common import install_command_class, json_stdout, reset_warnings, setup_logging
 from qembed.errors import QembedError
 
 logger = logging.getLogger("qembed")
@@ -71,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     ``exit_code``; 130 on Ctrl-C.
     """
     reset_warnings()
+    args = sys.argv[1:] if argv is None else list(argv)
+    # --json: stdout carries the JSON document alone; any other write to it goes to stderr
+    guard = json_stdout() if "--json" in args[: args.index("--") if "--" in args else None] else nullcontext()
     try:
-        result = app(args=argv, prog_name="qembed", standalone_mode=False)
+        with guard:
+            result = app(args=args, prog_name="qembed", standalone_mode=False)
     except typer.TyperException as exc:  # Click's usage errors (bad option, missing value …)
         return _usage_error(exc)
     except QembedError as exc:

@@ -106,3 +106,37 @@ def test_help_lists_commands():
     result = run_cli("--help")
     assert result.returncode == 0 and "embed" in result.stdout and "info" in result.stdout
     assert run_cli("embed", "--help").returncode == 0
+
+
+@pytest.mark.slow
+def test_json_stdout_holds_only_json_on_a_first_openvino_run(tiny_model_path, tmp_path):
+    """nncf prints its statistics table on stdout while it compresses the weights (first run only):
+    under --json that table, and every other write to stdout, goes to stderr."""
+    env = {**__import__("os").environ, "QEMBED_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "qembed.cli", "embed", "hello", "--backend", "openvino",
+                           "--model", str(tiny_model_path), "--json"], capture_output=True, text=True,
+                          timeout=600, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    body = json.loads(proc.stdout)  # the whole of stdout is one JSON document
+    assert body["object"] == "list" and len(body["data"]) == 1
+    assert "nncf" in proc.stderr  # the export did run, and its table went to stderr
+
+
+def test_qembed_model_is_the_default_of_load_encoder_and_data_lengths(tiny_model_path, monkeypatch, capsys):
+    import qembed
+
+    monkeypatch.setenv("QEMBED_MODEL", str(tiny_model_path))
+    enc = qembed.load_encoder(dtype="float32")
+    assert enc.path == tiny_model_path
+    assert main(["data", "lengths", "--input", str(_afqmc_sample(tiny_model_path)), "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body  # the tokenizer of $QEMBED_MODEL was found offline (the built-in Hub id is not cached)
+
+
+def _afqmc_sample(tiny_model_path):
+    path = tiny_model_path.parent / "afqmc-sample.jsonl"
+    if not path.exists():
+        path.write_text("".join(json.dumps({"sentence1": a, "sentence2": b, "label": "1"}, ensure_ascii=False) + "\n"
+                                for a, b in [("借呗能分期吗", "借呗支持分几期还款"), ("怎么还花呗", "如何归还蚂蚁花呗")]),
+                        encoding="utf-8")
+    return path

@@ -355,6 +355,22 @@ def test_similarity_and_dedup_cli_json_are_the_rest_bodies(capsys, served_index,
     rest = httpx.post(f"{url}/v1/similarity", json={"pairs": [["借呗能分期吗", "借呗可以分几期"]],
                                                     "min_similarity": 0.5}, timeout=60).json()
     assert cli["object"] == rest["object"] and cli["min_similarity"] == rest["min_similarity"] == 0.5
+    assert set(cli) == set(rest) and "calibrated" not in cli  # a typed threshold is not a calibrated one
+    _same_items(cli["data"], rest["data"])
+    cli = _cli_json(capsys, "similarity", "借呗能分期吗", "借呗可以分几期", *model, "--json")
+    rest = httpx.post(f"{url}/v1/similarity", json={"pairs": [["借呗能分期吗", "借呗可以分几期"]]},
+                      timeout=60).json()
+    assert set(cli) == set(rest) and cli["min_similarity"] is rest["min_similarity"] is None
+    assert set(cli["data"][0]) == set(rest["data"][0]) == {"index", "score"}
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"sentence1": a, "sentence2": b}, ensure_ascii=False) + "\n"
+                             for a, b in [("借呗能分期吗", "借呗可以分几期"), ("花呗怎么还", "如何归还花呗")]),
+                     encoding="utf-8")
+    cli = _cli_json(capsys, "similarity", "--input", pairs, "--min-similarity", "0.5", *model, "--json")
+    rest = httpx.post(f"{url}/v1/similarity", json={"pairs": [["借呗能分期吗", "借呗可以分几期"],
+                                                              ["花呗怎么还", "如何归还花呗"]],
+                                                    "min_similarity": 0.5}, timeout=60).json()
+    assert set(cli) == set(rest)
     _same_items(cli["data"], rest["data"])
 
     texts = ["How do I reset my password?", "How do I reset my password?", "Where is my parcel?",

@@ -95,3 +95,40 @@ def test_remote_reranker_url(reranker_path, tiny_encoder, reranker, capsys):
     expected = reranker.rerank(QUERY, DOCS, top_n=2)
     assert body["model"] == reranker_path.name
     assert [r["index"] for r in body["results"]] == [r.index for r in expected]
+
+
+def test_an_embedding_folder_is_refused_as_a_reranker(tiny_model_path, capsys):
+    code = main(["rerank", "query", "a document", "another one", "--model", str(tiny_model_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1
+    assert "is an embedding model" in err and "Qwen3-Reranker" in err and "Traceback" not in err
+
+
+def test_missing_reranker_names_the_reranker_option(tmp_path, monkeypatch, capsys, tiny_model_path):
+    from qembed.cli import main as cli
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("QEMBED_RERANKER", raising=False)
+    assert cli(["index", "add", "--index", str(tmp_path / "kb"), "-m", str(tiny_model_path), "--dtype",
+                "float32", "-i", str(_docs(tmp_path))]) == 0
+    capsys.readouterr()
+    code = cli(["search", "hello", "--index", str(tmp_path / "kb"), "--rerank"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Qwen/Qwen3-Reranker-0.6B" in err
+    assert "--reranker DIR" in err and "--model DIR" not in err
+
+
+def _docs(tmp_path):
+    path = tmp_path / "docs.txt"
+    path.write_text("花呗怎么还款\n快递几天到\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("fixture", ["seq_cls_path", "cross_encoder_path"])
+def test_a_reranker_folder_is_refused_as_an_embedding_model(fixture, request, capsys):
+    path = request.getfixturevalue(fixture)
+    code = main(["embed", "hello", "--model", str(path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1
+    assert "not an embedding model" in err and "qembed rerank" in err

@@ -52,10 +52,13 @@ progress                                       ``--progress/--no-progress``     
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+import os
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -330,9 +333,11 @@ def open_encoder(
 ):
     """Load the encoder named on the command line (or by ``QEMBED_MODEL``)."""
     from qembed.config import Settings
+    from qembed.errors import ModelNotFoundError
     from qembed.extras import require_backend
     from qembed.io import is_http_url
     from qembed.models import load_encoder
+    from qembed.models.resolve import with_option_hint
 
     backend = check_backend(backend)
     dtype = normalize_dtype(dtype)
@@ -346,14 +351,17 @@ def open_encoder(
     require_backend(backend)  # before the model loads
     if backend is not None:  # only when asked: torch needs no backend argument
         kwargs["backend"] = backend
-    return load_encoder(
-        target,
-        device=device or settings.device,
-        dtype=dtype or settings.dtype,
-        max_batch_tokens=kwargs.pop("max_batch_tokens", settings.max_batch_tokens),
-        max_batch_size=kwargs.pop("max_batch_size", settings.max_batch_size),
-        **kwargs,
-    )
+    try:
+        return load_encoder(
+            target,
+            device=device or settings.device,
+            dtype=dtype or settings.dtype,
+            max_batch_tokens=kwargs.pop("max_batch_tokens", settings.max_batch_tokens),
+            max_batch_size=kwargs.pop("max_batch_size", settings.max_batch_size),
+            **kwargs,
+        )
+    except ModelNotFoundError as exc:
+        raise with_option_hint(exc, "embedding model", "--model DIR or $QEMBED_MODEL") from None
 
 
 # ----------------------------------------------------------------------------- output
@@ -371,11 +379,50 @@ def _default(obj: Any) -> Any:
     return str(obj)
 
 
+#: Where :func:`emit_json` writes while :func:`json_stdout` holds stdout for it (else ``sys.stdout``).
+_json_stream: Any = None
+
+
+@contextlib.contextmanager
+def json_stdout() -> Iterator[None]:
+    """Keep stdout for the one JSON document of ``--json``: whatever else writes to stdout while the
+    command runs — third-party loggers and progress tables (nncf's statistics, OpenVINO's C++
+    messages) — lands on stderr instead. At the file-descriptor level when stdout is fd 1, so C
+    and C++ writes move too; otherwise (stdout replaced, as under a test runner) ``sys.stdout``."""
+    global _json_stream
+    real = sys.stdout
+    try:
+        fd = real.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        fd = -1
+    if fd != 1:
+        _json_stream, sys.stdout = real, sys.stderr
+        try:
+            yield
+        finally:
+            sys.stdout, _json_stream = real, None
+        return
+    real.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)  # fd 1 (and so sys.stdout) now writes to stderr
+    _json_stream = os.fdopen(saved, "w", encoding="utf-8", closefd=False)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            _json_stream.flush()
+            sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        _json_stream = None
+
+
 def emit_json(obj: Any) -> None:
-    """Write one JSON document to stdout."""
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=_default))
-    sys.stdout.write("\n")
-    sys.stdout.flush()
+    """Write one JSON document to stdout (the real one, also inside :func:`json_stdout`)."""
+    out = _json_stream if _json_stream is not None else sys.stdout
+    out.write(json.dumps(obj, ensure_ascii=False, default=_default))
+    out.write("\n")
+    out.flush()
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -150,9 +150,8 @@ def similarity(
         assert texts is not None
         score = float(score_pairs(encoder, [texts[0]], [texts[1]], instruction=instr, dimensions=dimensions)[0])
         t = DEFAULT_VERDICT_THRESHOLD if min_similarity is None else min_similarity
-        if as_json:
-            emit_json(similarity_body([score], model=encoder.name, min_similarity=t,
-                                      calibrated=min_similarity is not None, instruction=instr))
+        if as_json:  # the body POST /v1/similarity answers for the same pair and threshold
+            emit_json(similarity_body([score], model=encoder.name, min_similarity=min_similarity))
         else:
             verdict = "same" if score >= t else "different"
             note = "" if min_similarity is not None else " (default threshold; calibrate with --input --calibrate)"
@@ -162,7 +161,7 @@ def similarity(
     logger.info("scoring %d pairs with %s", len(data), encoder.name)
     scores = score_pairs(encoder, data.left, data.right, instruction=instr, dimensions=dimensions,
                          show_progress_bar=want_progress(progress, 2 * len(data), encoder))
-    extra: dict[str, Any] = {"instruction": instr, "n": len(data)}
+    extra: dict[str, Any] = {}  # what only the command line does (calibration, metrics, files)
     calibration = run_calibration(scores, data.labels) if calibrate else None
     decision = calibration["threshold"] if calibration is not None else min_similarity
     if calibration is not None:

@@ -33,17 +33,23 @@ RerankerModelOpt = typer.Option(
 
 
 def open_reranker(model: str | None = None, *, device: str | None = None, dtype: str | None = None,
-                  api_key: str | None = None):
-    """Load the reranker named on the command line (or by ``QEMBED_RERANKER``)."""
+                  api_key: str | None = None, option: str = "--model"):
+    """Load the reranker named on the command line (or by ``QEMBED_RERANKER``); ``option`` is the
+    command's option that names it, for the message when it cannot be found."""
     import os
 
+    from qembed.errors import ModelNotFoundError
     from qembed.io import is_http_url
+    from qembed.models.resolve import with_option_hint
     from qembed.rerank import load_reranker
 
     target = model or os.environ.get("QEMBED_RERANKER") or DEFAULT_RERANKER
     if is_http_url(target):
         return load_reranker(target, api_key=api_key)
-    return load_reranker(target, device=device, dtype=normalize_dtype(dtype))
+    try:
+        return load_reranker(target, device=device, dtype=normalize_dtype(dtype))
+    except ModelNotFoundError as exc:
+        raise with_option_hint(exc, "reranker", f"{option} DIR or $QEMBED_RERANKER") from None
 
 
 def rerank(

@@ -248,7 +248,7 @@ def search(
         if rerank:
             from qembed.commands.rerank import open_reranker
 
-            second = open_reranker(reranker, device=device, dtype=dtype, api_key=api_key)
+            second = open_reranker(reranker, device=device, dtype=dtype, api_key=api_key, option="--reranker")
         kb = KnowledgeBase(encoder, store, query_instruction=instr)  # "" = none
         hits = kb.search(query, top_k, mode=mode, filter=flt, unique_documents=unique_documents,
                          rerank=second, candidates=candidates)
@@ -338,7 +338,7 @@ def eval_retrieval(
     if rerank:
         from qembed.commands.rerank import open_reranker
 
-        second = open_reranker(reranker, device=device, dtype=dtype, api_key=api_key)
+        second = open_reranker(reranker, device=device, dtype=dtype, api_key=api_key, option="--reranker")
     modes = [mode] + (["bm25"] if baseline == "bm25" and mode != "bm25" else [])
     report = evaluate_retrieval(encoder, data, modes=modes, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                                 instruction=instr, batch_size=batch_size, reranker=second, candidates=candidates,

@@ -89,7 +89,8 @@ def serve(
     from qembed.config import Settings
     from qembed.extras import require_backend, require_store
     from qembed.io import is_http_url
-    from qembed.models.resolve import resolve_model_path
+    from qembed.errors import ModelNotFoundError
+    from qembed.models.resolve import resolve_model_path, with_option_hint
     from qembed.server.app import (
         create_app,
         load_from_settings,
@@ -125,11 +126,17 @@ def serve(
         require_backend(settings.backend)
 
     in_process = not uses_engine_process(settings)
-    if settings.reranker and not is_http_url(settings.reranker):
-        resolve_model_path(settings.reranker)  # a missing reranker folder fails before any loading
-    if background_load:
+    try:
+        if settings.reranker and not is_http_url(settings.reranker):
+            resolve_model_path(settings.reranker)  # a missing reranker folder fails before any loading
+    except ModelNotFoundError as exc:
+        raise with_option_hint(exc, "reranker", "--reranker DIR or $QEMBED_RERANKER") from None
+    try:
         if not is_http_url(settings.model):
-            resolve_model_path(settings.model)  # fail now on a missing folder, not in the background
+            resolve_model_path(settings.model)  # fail now on a missing folder, not in the engine
+    except ModelNotFoundError as exc:
+        raise with_option_hint(exc, "embedding model", "--model DIR or $QEMBED_MODEL") from None
+    if background_load:
         app = create_app(settings)
     elif in_process:
         logger.info("loading %s", settings.model)

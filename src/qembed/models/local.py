@@ -29,7 +29,7 @@ from qembed.models.encoder import (
 from qembed.models.inputs import InputPreparer, suffix_special_ids
 from qembed.models.packed import PackedQwen3, supports_packed
 from qembed.models.prompts import is_instruct_prompt
-from qembed.models.resolve import default_model, resolve_model_path
+from qembed.models.resolve import default_model, model_kind, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +154,11 @@ class LocalEncoder:
 
         model = str(model if model is not None else default_model())
         self.path = resolve_model_path(model)
+        if model_kind(self.path) == "classifier":
+            raise InputError(f"{model} is a reranker or pair classifier (a …ForSequenceClassification model), "
+                             "not an embedding model: rerank with it (`qembed rerank --model …`, "
+                             "qembed.load_reranker) and embed with an embedding model such as "
+                             "Qwen/Qwen3-Embedding-0.6B", param="model")
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)

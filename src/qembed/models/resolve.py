@@ -67,8 +67,7 @@ def resolve_model_path(name_or_path: str) -> Path:
 
     hint = (
         f"Download it once where the Hub is reachable (`hf download {name_or_path} --local-dir DIR`, "
-        "or from ModelScope with QEMBED_USE_MODELSCOPE=true) and pass the folder instead, e.g. "
-        "`--model DIR` or `qembed.load_encoder('DIR')`."
+        "or from ModelScope with QEMBED_USE_MODELSCOPE=true) and use that folder in place of the Hub id."
     )
     try:
         local = snapshot_download(name_or_path, local_files_only=hub_offline())
@@ -97,11 +96,40 @@ def _from_modelscope(model_id: str) -> Path:
         raise ModelNotFoundError(
             f"model {model_id!r} is not available from ModelScope ({type(exc).__name__}: {detail}). "
             f"Download it once where ModelScope is reachable (`modelscope download --model {model_id} "
-            "--local_dir DIR`) and pass the folder instead.") from None
+            "--local_dir DIR`) and use that folder in place of the model id.") from None
     if not (Path(local) / "config.json").exists():
         raise ModelNotFoundError(f"ModelScope's copy of {model_id!r} at {local} has no config.json")
     logger.info("model %s resolved to %s (ModelScope)", model_id, local)
     return Path(local)
+
+
+def model_kind(path: str | os.PathLike[str]) -> str:
+    """What a model folder holds, from its files alone (no weights read).
+
+    ``"embedding"``: a sentence-transformers folder whose ``modules.json`` has a pooling module;
+    ``"classifier"``: a ``…ForSequenceClassification`` model (a cross-encoder or seq-cls reranker);
+    ``"other"``: anything else (a causal LM such as Qwen3-Reranker, a bare transformers encoder).
+    """
+    import json
+
+    folder = Path(path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        if any(str(m.get("type", "")).rsplit(".", 1)[-1] == "Pooling" for m in modules if isinstance(m, dict)):
+            return "embedding"
+    except (OSError, ValueError, AttributeError, TypeError):
+        pass
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        arch = (config.get("architectures") or [""])[0]
+    except (OSError, ValueError, AttributeError, TypeError, IndexError):
+        return "other"
+    return "classifier" if str(arch).endswith("ForSequenceClassification") else "other"
+
+
+def with_option_hint(exc: ModelNotFoundError, what: str, option: str) -> ModelNotFoundError:
+    """``exc`` with a last sentence naming the command-line option (or variable) that chose the model."""
+    return ModelNotFoundError(f"{exc.message} (the {what} comes from {option})")
 
 
 #: The manifest that marks a folder written by ``qembed export`` (see :mod:`qembed.models.export`).

@@ -39,7 +39,7 @@ from qembed.models.local import (
     pick_dtype,
 )
 from qembed.models.packed import PackedQwen3, supports_packed
-from qembed.models.resolve import resolve_model_path
+from qembed.models.resolve import model_kind, resolve_model_path
 from qembed.rerank.base import (
     DEFAULT_RERANKER,
     RerankResult,
@@ -117,6 +117,11 @@ class Reranker:
 
         model = str(model)
         self.path = resolve_model_path(model)
+        if model_kind(self.path) == "embedding":
+            raise InputError(f"{model} is an embedding model (a sentence-transformers folder with a pooling "
+                             "module), not a reranker: embed with it (`qembed embed --model …`) and rerank "
+                             "with a reranker such as Qwen/Qwen3-Reranker-0.6B, a sequence-classification "
+                             "model or a CrossEncoder folder", param="model")
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
