@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # encoder
     model: str = Field(DEFAULT_MODEL, min_length=1,
                        description="model folder, Hub id, or http(s) URL of an endpoint")
+    use_modelscope: bool = Field(
+        False, description="download Hub ids from ModelScope instead of the Hugging Face Hub (needs "
+                           "the modelscope extra; HF_ENDPOINT points the Hugging Face client at a mirror)")
     device: str | None = Field(None, pattern=r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$",
                                description="auto, cpu, cuda, cuda:N, mps or xpu")
     dtype: Dtype | None = Field(None, description="auto, bfloat16, float16 or float32; int8 on the "
