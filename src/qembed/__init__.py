@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qembed.errors import InputError, ModelNotFoundError, QembedError
+from qembed.errors import InputError, MissingExtraError, ModelNotFoundError, QembedError
 from qembed.models import (
     DEFAULT_MODEL,
     DEFAULT_QUERY_INSTRUCTION,
@@ -77,6 +77,7 @@ __all__ = [
     "SYMMETRIC_INSTRUCTION",
     "Encoder",
     "InputError",
+    "MissingExtraError",
     "ModelNotFoundError",
     "QembedError",
     "load_encoder",
