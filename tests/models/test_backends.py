@@ -160,22 +160,23 @@ def test_missing_runtime_package_says_what_to_install(backend: str, module: str,
                                                       tmp_path: Path) -> None:
     """The runtime's import is blocked in a fresh interpreter, as if the package were absent."""
     script = (f"import sys; sys.modules[{module!r}] = None\n"
-              "from qembed.errors import ModelLoadError\nfrom qembed.models import load_encoder\n"
+              "from qembed.errors import MissingExtraError\nfrom qembed.models import load_encoder\n"
               f"try:\n    load_encoder({str(tiny_model_path)!r}, backend={backend!r})\n"
-              "except ModelLoadError as exc:\n    print('ModelLoadError', exc.message)\n"
+              "except MissingExtraError as exc:\n    print('MissingExtraError', exc.message)\n"
               "from qembed.cli import main\n"
               f"sys.exit(main(['embed', 'hello', '--model', {str(tiny_model_path)!r}, '--backend', "
               f"{backend!r}, '--json']))\n")
     env = dict(os.environ, QEMBED_CACHE=str(tmp_path), HF_HUB_OFFLINE="1")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
                           check=False)
-    # the Python API: a ModelLoadError (not an ImportError) that names the package
-    assert done.stdout.startswith(f"ModelLoadError the {backend} backend needs the Python package "
-                                  f"'{module}'"), done.stdout + done.stderr
-    # the command line: `error: …` on stderr, exit 1 (a runtime failure), no traceback
-    assert done.returncode == 1, done.stderr
-    assert f"error: the {backend} backend needs the Python package '{module}'" in done.stderr
-    assert "pip install 'qembed[cpu]'" in done.stderr and "Traceback" not in done.stderr
+    # the Python API: a MissingExtraError (not an ImportError) that names the extra and the package
+    assert done.stdout.startswith(f"MissingExtraError the {backend} backend needs the 'cpu' extra: "
+                                  "pip install 'qembed[cpu]'"), done.stdout + done.stderr
+    assert module.split(".")[0] in done.stdout
+    # the command line: one `error: …` line on stderr, exit 2 (fixable by the caller), no traceback
+    assert done.returncode == 2, done.stderr
+    assert f"error: the {backend} backend needs the 'cpu' extra: pip install 'qembed[cpu]'" in done.stderr
+    assert done.stderr.count("error:") == 1 and "Traceback" not in done.stderr
     assert not list(tmp_path.iterdir())  # nothing was exported
 
 

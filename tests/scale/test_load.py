@@ -177,4 +177,4 @@ def test_ray_missing_says_which_package_to_install(tmp_path):
     (tmp_path / "a.txt").write_text("hello\n", encoding="utf-8")
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
-    assert 'pip install "qembed[ray]"' in proc.stderr and "Traceback" not in proc.stderr
+    assert "pip install 'qembed[ray]'" in proc.stderr and "Traceback" not in proc.stderr

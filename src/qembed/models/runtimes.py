@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from qembed.errors import InputError, ModelLoadError
+from qembed.errors import InputError
 
 #: Runtimes a local model can run on.
 BACKENDS = ("torch", "openvino", "onnx")
@@ -50,12 +50,10 @@ def check_precision(backend: str, dtype: Any) -> str:
 
 
 def require_runtime(backend: str) -> Any:
-    """Import the runtime package of ``backend`` (or ``"nncf"``), or say how to install it."""
-    module, package = _RUNTIME_PACKAGES[backend]
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise ModelLoadError(
-            f"the {backend} backend needs the Python package {package!r}, which is not installed "
-            f"({exc}); install it with `pip install 'qembed[cpu]'` (or `pip install {package}`)"
-        ) from None
+    """Import the runtime package of ``backend`` (or ``"nncf"``); without it,
+    :class:`~qembed.errors.MissingExtraError` names the ``cpu`` extra."""
+    from qembed.extras import require
+
+    module, _ = _RUNTIME_PACKAGES[backend]
+    require("cpu", f"the {backend} backend" if backend != "nncf" else "int8 weight compression", modules=(module,))
+    return importlib.import_module(module)
