@@ -201,3 +201,47 @@ def test_a_failed_save_leaves_the_knowledge_base_as_it_was(tiny_encoder, tmp_pat
         assert sorted(again.ids()) == sorted(list(before) + ["later-0"])
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("length", [500, 510, 512])
+def test_ids_up_to_the_limit_work_whatever_the_number_of_chunks(tiny_encoder, kb_uri, length):
+    from qembed.search.knowledge_base import chunk_ids
+    from qembed.store.base import MAX_ID_LENGTH
+
+    kb = KnowledgeBase.open(kb_uri, tiny_encoder, chunk_tokens=24, chunk_overlap=4)
+    try:
+        long_id = ("长" if length == 512 else "a") * (length - 1) + "z"
+        twin = long_id[:-1] + "y"  # same first 511 characters: its chunks must not meet long_id's
+        text = " ".join(f"word{i} shipping refunds" for i in range(120))  # a dozen or more chunks
+        kb.add([{"id": "short", "text": "a short document"}])
+        before = snapshot(kb)
+        result = kb.add([{"id": long_id, "text": text, "metadata": {"k": 1}}, {"id": twin, "text": text}])
+        assert result["documents"] == 2 and result["chunks"] >= 24
+        stored = snapshot(kb)
+        new = {i: m for i, (_, m) in stored.items() if i not in before}
+        assert all(len(i) <= MAX_ID_LENGTH for i in new)
+        assert {m["doc_id"] for m in new.values()} == {long_id, twin}
+        assert sorted(i for i, m in new.items() if m["doc_id"] == long_id) == sorted(
+            chunk_ids(long_id, result["chunks"] // 2))
+        assert kb.info()["documents"] == 3
+        hits = kb.search("word7 shipping", top_k=5, filter={"k": 1}, unique_documents=True)
+        assert [h.metadata["doc_id"] for h in hits] == [long_id]
+        again = kb.add([{"id": long_id, "text": text + " more", "metadata": {"k": 2}}])  # replaces whole
+        assert again["replaced"] == 1
+        assert {m["doc_id"] for _, (_, m) in snapshot(kb).items()} == {"short", long_id, twin}
+        assert kb.delete(long_id) == 1
+        left = snapshot(kb)
+        assert {m["doc_id"] for _, (_, m) in left.items()} == {"short", twin}
+        assert kb.delete([twin]) == 1 and snapshot(kb) == before
+    finally:
+        kb.close()
+
+
+def test_chunk_ids_keep_their_short_form_below_the_limit():
+    from qembed.search.knowledge_base import chunk_ids
+
+    assert chunk_ids("doc", 1) == ["doc"]
+    assert chunk_ids("doc", 3) == ["doc#0", "doc#1", "doc#2"]
+    assert chunk_ids("a" * 510, 10)[-1] == "a" * 510 + "#9"  # 512 characters: still the short form
+    bounded = chunk_ids("a" * 510, 11)
+    assert all(len(c) <= 512 and c.count("#") == 2 for c in bounded) and len(set(bounded)) == 11

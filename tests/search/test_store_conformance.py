@@ -159,3 +159,21 @@ def test_missing_store_is_not_found(store_uri):
         open_store(store_uri, create=False)
     with pytest.raises(NotFoundError):
         open_store(store_uri)  # no dim: cannot create
+
+
+def test_null_filter_matches_null_or_absent_on_both_backends(make_store):
+    store = make_store(DIM)
+    vecs = unit_rows(6, DIM, 3)
+    meta = [{"note": None, "n": 1}, {"note": "x", "n": 2}, {"n": 3}, {"note": [None]}, {"note": 0}, {"note": None}]
+    ids = [f"d{i}" for i in range(6)]
+    store.upsert(ids, vecs, metadata=meta)
+    assert sorted(store.ids({"note": None})) == ["d0", "d2", "d5"]  # null, absent, null
+    assert sorted(store.ids({"note": [None, "x"]})) == ["d0", "d1", "d2", "d5"]
+    assert sorted(store.ids({"n": [None, 3]})) == ["d2", "d3", "d4", "d5"]
+    hits = store.search(vecs[:1], k=10, filter={"note": None})[0]
+    assert sorted(h.id for h in hits) == ["d0", "d2", "d5"]
+    # a field only ever null is a known field (Milvus' "exists" does not see it)
+    store.upsert(["d6"], unit_rows(1, DIM, 4), metadata=[{"empty": None}])
+    assert sorted(store.ids({"empty": None})) == ids + ["d6"]
+    with pytest.raises(InputError, match="unknown metadata field 'nothing'"):
+        store.ids({"nothing": None})

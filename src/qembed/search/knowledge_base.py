@@ -5,7 +5,8 @@
 
 - :meth:`KnowledgeBase.add` chunks each document by tokens (with overlap), embeds the chunks with
   no instruction, and upserts them as ``docid`` (one chunk) or ``docid#0``, ``docid#1`` … with the
-  document id in ``metadata["doc_id"]``. Re-adding a document first removes its old chunks.
+  document id in ``metadata["doc_id"]`` (:func:`chunk_ids`: ids near the 512-character limit get
+  a bounded form). Re-adding a document first removes its old chunks.
 - :meth:`KnowledgeBase.search` embeds the query with the retrieval instruction and returns the
   nearest chunks (``mode="dense"``), BM25 matches (``"bm25"``), or both fused by reciprocal rank
   (``"hybrid"``, k=60). Metadata filters apply before the top-k is cut in every mode.
@@ -33,6 +34,7 @@ from qembed.io import is_milvus_server, is_milvus_uri
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
 from qembed.store import open_store
 from qembed.store.base import (
+    MAX_ID_LENGTH,
     Filter,
     Hit,
     VectorStore,
@@ -78,6 +80,29 @@ def check_document_id(value: Any, *, where: str = "document id", param: str = "d
         raise InputError(f"{where} {value!r} contains '#', which separates a document id from its chunk "
                          "number; document ids may not hold it", param=param)
     return value
+
+
+#: Hex digits of SHA-256 in the bounded chunk ids of long document ids (:func:`chunk_ids`).
+CHUNK_DIGEST = 32
+
+
+def chunk_ids(doc_id: str, n: int) -> list[str]:
+    """The store ids of a document's ``n`` chunks, never longer than ``MAX_ID_LENGTH``.
+
+    One chunk: the document id itself. Several: ``doc_id#0``, ``doc_id#1`` …; when the last of
+    those would pass the limit (a document id near 512 characters), every chunk of the document
+    gets ``<first characters of doc_id>#<32 hex digits of SHA-256 of doc_id>#<N>`` instead, cut to
+    the limit. Chunk ids hold ``#``, which document ids may not, so they never collide with one;
+    the bounded form has two, so it never collides with the short form. The document id of a
+    chunk is always ``metadata["doc_id"]``.
+    """
+    if n == 1:
+        return [doc_id]
+    if len(doc_id) + 1 + len(str(n - 1)) <= MAX_ID_LENGTH:
+        return [f"{doc_id}#{i}" for i in range(n)]
+    digest = hashlib.sha256(doc_id.encode("utf-8")).hexdigest()[:CHUNK_DIGEST]
+    keep = MAX_ID_LENGTH - len(digest) - 2 - len(str(n - 1))
+    return [f"{doc_id[:keep]}#{digest}#{i}" for i in range(n)]
 
 
 def document_id(text: str) -> str:
@@ -245,8 +270,7 @@ class KnowledgeBase:
         for doc in docs:
             full = f"{doc.title} {doc.text}" if doc.title else doc.text
             chunks = self.chunker.split(full)
-            for ch in chunks:
-                cid = doc.id if len(chunks) == 1 else f"{doc.id}#{ch.index}"
+            for cid, ch in zip(chunk_ids(doc.id, len(chunks)), chunks):
                 meta = dict(doc.metadata)
                 if doc.title:
                     meta.setdefault("title", doc.title)
@@ -268,13 +292,13 @@ class KnowledgeBase:
         with write_lock(self.store):  # the chunks to replace are read under the same lock
             clean = not getattr(self.store, "has_unsaved_changes", True)
             replaced = self._existing_chunks([d.id for d in docs])
+            n_replaced = len(documents_of(self.store, replaced)) if replaced else 0
             stale = [c for c in replaced if c not in new_ids]
             self.store.upsert([p[0] for p in pieces], vectors, texts=[p[1] for p in pieces],
                               metadata=[p[2] for p in pieces], delete=stale)
             self._changed()
             if save:
                 self._save_or_discard(clean)
-        n_replaced = len({self._doc_of(c) for c in replaced})
         logger.info("indexed %d document(s) as %d chunk(s) (%d replaced)", len(docs), len(pieces), n_replaced)
         return {"documents": len(docs), "chunks": len(pieces), "replaced": n_replaced}
 
@@ -325,7 +349,7 @@ class KnowledgeBase:
         info = dict(self.store.info())
         info["chunks"] = info.get("count")
         try:
-            info["documents"] = len({self._doc_of(d) for d in self.store.ids()})
+            info["documents"] = len({_document_of(r) for batch in self.store.scan() for r in batch})
         except InputError:
             info["documents"] = info.get("count")
         info["model"] = self.store.get_meta("model")
@@ -479,7 +503,23 @@ class KnowledgeBase:
 
     @staticmethod
     def _doc_of(chunk_id: str) -> str:
+        """The document id a chunk id starts with (chunks of short ids; see :func:`documents_of`)."""
         return chunk_id.split("#", 1)[0]
+
+
+def _document_of(record: Any) -> str:
+    """A stored chunk's document id: ``metadata["doc_id"]``, else the id up to its first ``#``."""
+    doc = (record.metadata or {}).get(DOC_ID)
+    return doc if isinstance(doc, str) else record.id.split("#", 1)[0]
+
+
+def documents_of(store: VectorStore, chunk_ids: Sequence[str]) -> set[str]:
+    """The document ids of stored chunks (by ``metadata["doc_id"]``; unknown chunk ids are skipped)."""
+    out: set[str] = set()
+    ids = list(chunk_ids)
+    for start in range(0, len(ids), 1000):
+        out |= {_document_of(r) for r in store.get(ids[start:start + 1000]) if r is not None}
+    return out
 
 
 def chunks_of(store: VectorStore, doc_ids: Sequence[str]) -> list[str]:
@@ -515,9 +555,9 @@ def delete_documents(store: VectorStore, ids: str | Sequence[str]) -> int:
         chunks = chunks_of(store, ids)
         if not chunks:
             return 0
+        found = documents_of(store, chunks)
         store.delete(chunks)
         _bump_bm25(store)
-    found = {c.split("#", 1)[0] for c in chunks}
     return len(found & set(ids)) or len(found)
 
 

@@ -257,11 +257,11 @@ def _load_in_background(app: FastAPI, loader: Callable[[], Encoder] | None) -> N
 # ---------------------------------------------------------------------- dependencies
 async def require_auth(request: Request) -> None:
     """401 unless ``Authorization: Bearer <api_key>`` matches exactly (when an API key is configured)."""
-    from qembed.server.errors import check_api_key  # the rule ServerMiddleware applies first
+    from qembed.server.errors import authorization_of, check_api_key  # ServerMiddleware's reading
 
     key = request.app.state.settings.api_key
     if key:
-        check_api_key(request.headers.get("authorization"), key)
+        check_api_key(authorization_of(request.scope.get("headers")), key)
 
 
 async def require_ready(request: Request) -> BatchedEncoder:
@@ -343,6 +343,7 @@ def create_app(
         version=__version__,
         summary="OpenAI-compatible embedding server for Qwen3-Embedding (and sentence-transformers models).",
         lifespan=lifespan,
+        **({} if settings.api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}),
     )
     app.state.settings = settings
     app.state.server = state

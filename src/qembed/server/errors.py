@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from qembed.errors import (  # noqa: F401  (the server's error kinds live in qembed.errors)
     AuthenticationError,
+    InputError,
     ModelNotServedError,
     NotReadyError,
     QembedError,
@@ -47,6 +48,20 @@ _TYPE_BY_STATUS = {
 #: Longest echo of a client's value in an error message, in characters.
 _MAX_ECHO = 120
 _LOC_PART = re.compile(r"[a-z_][a-z0-9_]*|[0-9]+")
+
+
+def authorization_of(headers: Any) -> str | None:
+    """The one ``Authorization`` header of a request (``None`` without one), for every key check.
+
+    ``headers``: the ASGI scope's list of ``(name, value)`` byte pairs. A request carrying the
+    header more than once is refused with 400 (``duplicate_authorization``), so no check can read
+    one copy while another check reads a different one.
+    """
+    values = [v for k, v in headers or () if k.lower() == b"authorization"]
+    if len(values) > 1:
+        raise InputError(f"the request carries {len(values)} Authorization headers; send exactly one",
+                         param="authorization", code="duplicate_authorization")
+    return values[0].decode("latin-1") if values else None
 
 
 def check_api_key(authorization: str | None, key: str) -> None:

@@ -2,9 +2,12 @@
 
 For every HTTP request, in this order:
 
-1. **API key** (when the server has one): every route but :data:`OPEN_PATHS` needs
+1. **API key** (when the server has one): every route but :func:`open_paths` needs
    ``Authorization: Bearer <key>``; a request without it is answered 401 before its body is read,
-   so a client without the key learns nothing from body errors.
+   so a client without the key learns nothing from body errors. The header is read once, by
+   :func:`~qembed.server.errors.authorization_of`: a request carrying it twice is a 400.
+   **Whole paths**: a path whose final line feed the route's pattern would drop
+   (``/v1/models%0A``) is answered 404 (:mod:`qembed.server.routing`).
 2. **Body size**: a ``Content-Length`` over ``max_body_bytes`` is answered 413 at once; a body
    streamed past it is cut off with 413.
 3. **Body timeout**: a body that stops arriving (e.g. shorter than its ``Content-Length``) is
@@ -23,6 +26,7 @@ import asyncio
 import json
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 from fastapi import HTTPException
@@ -30,15 +34,23 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qembed.errors import QembedError
-from qembed.server.errors import check_api_key, error_body
+from qembed.server.errors import authorization_of, check_api_key, error_body
 from qembed.server.metrics import ServerMetrics
+from qembed.server.routing import drops_final_line_feed
 
 logger = logging.getLogger(__name__)
 
-#: Paths served without the API key: health checks, metrics scrapes and the API docs.
-OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+#: Paths served without the API key: health checks and metrics scrapes, and the API docs
+#: (:data:`DOCS_PATHS`) unless the server runs with ``api_docs=False`` (``--no-api-docs``).
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 #: Seconds a request body may go without a byte arriving before the server answers 408.
 BODY_TIMEOUT = 30.0
+
+
+def open_paths(settings: Any) -> frozenset[str]:
+    """The paths ``settings`` serve without the API key."""
+    return OPEN_PATHS | DOCS_PATHS if getattr(settings, "api_docs", True) else OPEN_PATHS
 
 
 def _too_large_message(limit: int) -> str:
@@ -61,6 +73,8 @@ class ServerMiddleware:
         self._labels: dict[tuple[str, str], str] = {}
 
     def _label(self, scope: Scope) -> str:
+        if scope.get("qembed.unmatched"):
+            return "unmatched"
         route = scope.get("route")  # set by the router for the route that served the request
         label = getattr(route, "path", None) or getattr(route, "path_format", None)
         if isinstance(label, str) and label:
@@ -93,10 +107,17 @@ class ServerMiddleware:
         start = time.perf_counter()
         self.metrics.in_progress.inc()
         try:
-            denied = self._check_key(scope, headers)
+            denied = self._check_key(scope)
             if denied is not None:
-                await _send_error(send_wrapper, 401, denied.message, code=denied.code,
-                                  headers={"WWW-Authenticate": "Bearer"})
+                await _send_error(send_wrapper, denied.status_code, denied.message, param=denied.param,
+                                  code=denied.code,
+                                  headers={"WWW-Authenticate": "Bearer"} if denied.status_code == 401 else None)
+                return
+            routes = getattr(getattr(scope.get("app"), "router", None), "routes", None)
+            if drops_final_line_feed(routes, scope):
+                scope["qembed.unmatched"] = True
+                await _send_error(send_wrapper, 404, f"no route {scope.get('method')} "
+                                                     f"{urllib.parse.quote(scope.get('path', ''))}")
                 return
             if length is not None and length.isdigit() and int(length) > limit:
                 await _send_error(send_wrapper, 413, _too_large_message(limit), code="request_too_large")
@@ -139,15 +160,15 @@ class ServerMiddleware:
             self.metrics.requests.labels(endpoint=label, status=str(status["code"])).inc()
             self.metrics.latency.labels(endpoint=label).observe(time.perf_counter() - start)
 
-    def _check_key(self, scope: Scope, headers: dict[bytes, bytes]) -> QembedError | None:
-        """The 401 error for a request that needs the API key and lacks it (``None`` when fine)."""
+    def _check_key(self, scope: Scope) -> QembedError | None:
+        """The error (401, or 400 for a repeated header) for a request that needs the API key
+        and lacks it (``None`` when fine)."""
         settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
         key = getattr(settings, "api_key", None)
-        if not key or scope.get("path") in OPEN_PATHS:
+        if not key or scope.get("path") in open_paths(settings):
             return None
-        header = headers.get(b"authorization")
         try:
-            check_api_key(header.decode("latin-1") if header is not None else None, key)
+            check_api_key(authorization_of(scope.get("headers")), key)
         except QembedError as exc:
             return exc
         return None

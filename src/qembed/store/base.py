@@ -7,7 +7,8 @@ a folder on disk; :mod:`qembed.store.faiss_store`) and ``milvus`` (Milvus Lite f
 :mod:`qembed.store.milvus_store`). They share the verbs below and one conformance test suite.
 
 Filters are a mapping ``{field: value}`` over the metadata: every field must equal its value;
-a list value means "any of these". Filters apply before the top-k is cut, so a filtered search
+a list value means "any of these"; ``None`` (JSON null) matches a field that is null or absent
+(both backends; Milvus' ``is null``). Filters apply before the top-k is cut, so a filtered search
 returns ``min(k, number of matching documents)`` hits.
 """
 
@@ -168,7 +169,8 @@ class VectorStore(Protocol):
 #   nested keys) without unpaired surrogates or control characters other than tab, line feed
 #   and carriage return; integers within int64; finite floats; at most MAX_METADATA_DEPTH
 #   nested levels; at most MAX_METADATA_BYTES of UTF-8 JSON per document.
-# - filter values: strings under the same rule, int64 integers, finite floats, booleans, null;
+# - filter values: strings under the same rule, int64 integers, finite floats, booleans, null
+#   (null matches a field that is null or absent);
 #   at most MAX_FILTER_FIELDS fields and MAX_FILTER_VALUES values per field.
 
 
@@ -390,9 +392,11 @@ def metadata_matches(metadata: Mapping[str, Any], flt: Mapping[str, list[Any]] |
     if not flt:
         return True
     for key, values in flt.items():
-        if key not in metadata:
-            return False
-        have = metadata[key]
+        have = metadata.get(key)
+        if have is None:  # null or absent: only a null in the filter matches
+            if not any(v is None for v in values):
+                return False
+            continue
         if not any(_same(have, v) for v in values):
             return False
     return True

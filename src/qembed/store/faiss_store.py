@@ -801,9 +801,9 @@ def _where(flt: Mapping[str, list[Any]]) -> tuple[str, list[Any]]:
         ors = []
         strings = [v for v in values if isinstance(v, str)]
         numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if any(v is None for v in values):
-            ors.append("json_type(metadata, ?) = 'null'")
-            params.append(path)
+        if any(v is None for v in values):  # null: the field is null or absent (as Milvus' "is null")
+            ors.append("json_type(metadata, ?) IS NULL OR json_type(metadata, ?) = 'null'")
+            params += [path, path]
         for flag in {v for v in values if isinstance(v, bool)}:
             ors.append("json_type(metadata, ?) = ?")
             params += [path, "true" if flag else "false"]

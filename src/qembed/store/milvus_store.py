@@ -302,12 +302,21 @@ class MilvusStore:
             raise RemoteError(f"Milvus {method} failed: {_msg(exc)}") from None
 
     def _check_fields(self, flt: Mapping[str, list[Any]]) -> None:
-        missing = [key for key in flt
+        missing = [key for key, values in flt.items()
                    if not self._call("query", self._collection, filter=f'exists metadata["{key}"]',
-                                     output_fields=["id"], limit=1)]
+                                     output_fields=["id"], limit=1)
+                   and not (None in values and self._has_null_field(key))]
         if missing:
             raise InputError(f"filter on unknown metadata field {missing[0]!r}: no stored document has it",
                              param="filter")
+
+    def _has_null_field(self, key: str) -> bool:
+        """Whether a document holds ``key`` with the value null (Milvus' ``exists`` skips those,
+        and its ``is null`` does not tell null from absent: the rows' metadata is read)."""
+        for batch in self._iterate(["metadata"], f'metadata["{key}"] is null'):
+            if any(key in (r.get("metadata") or {}) for r in batch):
+                return True
+        return False
 
     def _iterate(self, fields: list[str], expr: str, batch_size: int = 1000) -> Iterator[list[dict[str, Any]]]:
         """Rows matching ``expr`` in primary-key order, ``batch_size`` at a time.
@@ -362,8 +371,9 @@ def filter_expression(flt: Mapping[str, list[Any]]) -> str:
     for key, values in flt.items():
         ors = []
         for v in values:
-            if v is None:
-                raise InputError("the milvus backend cannot filter on null values", param="filter")
+            if v is None:  # the field is null or absent (the FAISS store's rule too)
+                ors.append(f'metadata["{key}"] is null')
+                continue
             if isinstance(v, bool):
                 literal = "true" if v else "false"
             elif isinstance(v, str):

@@ -39,8 +39,9 @@ class SearchRequest(BaseModel):
     query: Text = Field(..., description="The question; it gets the retrieval instruction.")
     top_k: StrictInt = Field(10, description="Results to return (1..1000).")
     mode: Text = Field("dense", description="dense, bm25 or hybrid (reciprocal rank fusion).")
-    filter: dict[str, Scalar | list[Scalar]] | None = Field(
-        None, description="Metadata filter {field: value or [values]}, applied before the top-k is cut.")
+    filter: dict[str, Scalar | None | list[Scalar | None]] | None = Field(
+        None, description="Metadata filter {field: value or [values]}, applied before the top-k is cut; "
+                          "null matches a field that is null or absent.")
     unique_documents: StrictBool = Field(False, description="Keep only the best chunk of each document.")
     model: Text | None = Field(None, description="The served model name (optional).")
     rerank: StrictBool = Field(False, description="Two-stage search: the server's reranker (qembed serve "
@@ -123,7 +124,7 @@ async def add_documents(body: DocumentsRequest, request: Request) -> dict[str, A
     return {"object": "documents", **result, "count": kb.store.count()}
 
 
-@router.delete("/v1/documents/{doc_id:path}", summary="Delete a document (all its chunks)")
+@router.delete("/v1/documents/{doc_id:any}", summary="Delete a document (all its chunks)")
 async def delete_document(doc_id: str, request: Request) -> dict[str, Any]:
     kb = _kb(request)
 
