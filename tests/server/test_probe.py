@@ -162,7 +162,7 @@ def api_routes(app) -> list[tuple[str, str]]:
         for method in sorted(getattr(route, "methods", None) or ()):
             if method == "HEAD":
                 continue
-            out.append((method, route.path.replace("{doc_id:path}", "no-such-doc")))
+            out.append((method, route.path.replace("{doc_id:any}", "no-such-doc")))
     return out
 
 

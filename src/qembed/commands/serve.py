@@ -36,7 +36,13 @@ def serve(
         None, "--served-model-name", help="Name clients pass as `model` (default: the folder's name)."),
     api_key: str | None = typer.Option(
         None, "--api-key", envvar="QEMBED_API_KEY",
-        help="Require 'Authorization: Bearer KEY' on the API (/health and /metrics stay open)."),
+        help="Require 'Authorization: Bearer KEY' on every route except the open ones: /health, "
+             "/metrics, and the API docs /docs, /docs/oauth2-redirect, /redoc, /openapi.json "
+             "(see --no-api-docs)."),
+    api_docs: bool | None = typer.Option(
+        None, "--api-docs/--no-api-docs",
+        help="Serve the API docs /docs, /redoc and /openapi.json, open without a key (default); "
+             "--no-api-docs closes them (404)."),
     max_batch_tokens: int | None = typer.Option(
         None, "--max-batch-tokens", help="Tokens per forward pass: real tokens for packed Qwen3 passes, inputs x longest for padded ones (default 4096 CPU, 16384 GPU)."),
     max_batch_size: int | None = typer.Option(
@@ -101,7 +107,7 @@ def serve(
     del is_embedding  # SGLang flag: every qembed model is an embedding model
     updates = {
         "model": model, "host": host, "port": port, "served_model_name": served_model_name,
-        "api_key": api_key, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
+        "api_key": api_key, "api_docs": api_docs, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
         "max_request_bytes": max_request_bytes, "index": index, "reranker": reranker, "device": device,

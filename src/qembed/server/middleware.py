@@ -16,7 +16,7 @@ For every HTTP request, in this order:
    500 with an OpenAI-shaped body *here*, so the keep-alive connection stays open (an exception
    reaching the ASGI server would make it drop the connection).
 5. **Metrics**: status and latency per route; the ``endpoint`` label is the route's path
-   template (``/v1/documents/{doc_id:path}``), ``unmatched`` for unknown paths, so arbitrary
+   template (``/v1/documents/{doc_id:any}``), ``unmatched`` for unknown paths, so arbitrary
    URLs cannot blow up the metric's cardinality.
 """
 
