@@ -176,42 +176,36 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def document_errors(app: FastAPI) -> None:
-    """Make ``/openapi.json`` describe the errors the server answers.
+    """Make ``/openapi.json`` describe what the server enforces and answers.
 
     FastAPI documents a 422 ``HTTPValidationError`` for every route with parameters; this server
-    answers bad requests 400 with an OpenAI-shaped body instead. The schema therefore lists, for
-    every operation, ``400`` (the body is invalid) and ``default`` (any other error: 401, 404, 408,
-    409, 413, 429, 500, 503), both with the :class:`~qembed.server.schemas.ErrorResponse` body, and
-    no 422. Called by :func:`install_error_handlers`.
+    answers bad requests 400 with an OpenAI-shaped body instead. FastAPI's schema is built once
+    (without the 422 and its components, with :class:`~qembed.server.schemas.ErrorResponse`);
+    every request for it then gets :func:`qembed.server.openapi.served_schema` of it: the limits
+    the handlers check, those of the served model and settings, and for every operation each
+    status it can answer. Called by :func:`install_error_handlers`.
     """
+    from qembed.server.openapi import served_schema
     from qembed.server.schemas import ErrorResponse
 
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        error = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-        components.update(error.pop("$defs", {}))
-        components["ErrorResponse"] = error
-        body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
-        for item in schema.get("paths", {}).values():
-            for method, operation in item.items():
-                if not isinstance(operation, dict) or "responses" not in operation:
-                    continue
-                responses = operation["responses"]
-                invalid = responses.pop("422", None) is not None
-                if invalid or method in ("post", "put", "patch", "delete"):
-                    responses["400"] = {"description": "Bad request: the body or a parameter is invalid",
-                                        "content": body}
-                responses.setdefault("default", {"description": "Error (OpenAI-shaped body)", "content": body})
-        used = json.dumps(schema.get("paths", {}))
-        for name in ("HTTPValidationError", "ValidationError"):
-            if f"#/components/schemas/{name}" not in used:
-                components.pop(name, None)
-        app.openapi_schema = schema
-        return schema
+        if not app.openapi_schema:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            error = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(error.pop("$defs", {}))
+            components["ErrorResponse"] = error
+            for item in schema.get("paths", {}).values():
+                for operation in item.values():
+                    if isinstance(operation, dict):
+                        operation.get("responses", {}).pop("422", None)
+            used = json.dumps(schema.get("paths", {}))
+            for name in ("HTTPValidationError", "ValidationError"):
+                if f"#/components/schemas/{name}" not in used:
+                    components.pop(name, None)
+            app.openapi_schema = schema
+        return served_schema(app.openapi_schema, app)
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -1,7 +1,8 @@
 """Request and response bodies of the OpenAI-compatible endpoints (they also shape ``/docs``).
 
 Request fields are strict: a string field takes a JSON string of valid Unicode (:data:`Text`:
-no unpaired surrogate such as ``"\\ud800"``), an integer field a JSON integer, a boolean field
+no unpaired surrogate such as ``"\\ud800"``), an integer field a JSON integer (:data:`Integer`:
+``41.0`` too, as JSON Schema has it), a boolean field
 ``true`` or ``false`` (never ``"no"`` or ``0``).
 """
 
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -46,6 +48,18 @@ def _valid_unicode(text: str) -> str:
 #: A request string: a JSON string (no coercion) of valid Unicode.
 Text = Annotated[StrictStr, AfterValidator(_valid_unicode)]
 
+
+def _whole_number(value: Any) -> Any:
+    """``41.0`` → ``41``: JSON Schema counts a number without a fraction as an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A request integer: a JSON integer, or a number without a fraction (``41.0``, which JSON Schema's
+#: ``integer`` includes); never a string or a boolean.
+Integer = Annotated[StrictInt, BeforeValidator(_whole_number)]
+
 _INPUT_SCHEMA = {
     "anyOf": [
         {"type": "string", "minLength": 1},
@@ -70,7 +84,7 @@ class EmbeddingRequest(BaseModel):
     model: Text | None = Field(None, description="The served model name (see GET /v1/models).")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="`float` (JSON numbers) or `base64` (little-endian float32 bytes).")
-    dimensions: StrictInt | None = Field(
+    dimensions: Integer | None = Field(
         None, description="Matryoshka size: the first N values, re-normalised (32 up to the model size).")
     user: Text | None = Field(None, description="End-user id (accepted and logged at debug level).")
     instruction: Text | None = Field(
@@ -160,6 +174,8 @@ def parse_input(value: Any, max_items: int) -> tuple[str, list]:
             f"lists, got {_json_type(value)}", param="input")
     if not value:
         raise InputError("input is an empty list: pass at least one input", param="input")
+    value = [_whole_number(x) if isinstance(x, float) else
+             [_whole_number(t) for t in x] if isinstance(x, list) else x for x in value]  # 350.0 is 350
     if all(isinstance(x, int) and not isinstance(x, bool) for x in value):
         kind, items = "ids", [value]
     elif all(isinstance(x, str) for x in value):

@@ -16,13 +16,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from qembed.envelope import cluster_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.server.routes import task_encoder
-from qembed.server.schemas import Text
+from qembed.server.schemas import Integer, Text
 
 router = APIRouter(tags=["Tasks"])
 
@@ -42,23 +42,23 @@ class ClusterRequest(BaseModel):
 
     input: list[Text] = Field(..., description=f"Texts to cluster (2..{MAX_CLUSTER_TEXTS}).")
     method: Text = Field("kmeans", description="kmeans or hdbscan.")
-    clusters: StrictInt | Literal["auto"] | None = Field(
+    clusters: Integer | Literal["auto"] | None = Field(
         None, description="kmeans: number of clusters (≥ 2) or 'auto' (best silhouette; the default).")
-    k: StrictInt | Literal["auto"] | None = Field(None, deprecated=True,
+    k: Integer | Literal["auto"] | None = Field(None, deprecated=True,
                                                        description="Older name of `clusters`.")
-    n_init: StrictInt = Field(10, ge=1, le=100, description="kmeans: initialisations tried; the one with "
+    n_init: Integer = Field(10, ge=1, le=100, description="kmeans: initialisations tried; the one with "
                                                            "the lowest inertia is kept.")
-    min_cluster_size: StrictInt | None = Field(None, description="hdbscan: smallest cluster.")
-    min_samples: StrictInt | None = Field(None, description="hdbscan: neighbourhood size for density.")
+    min_cluster_size: Integer | None = Field(None, description="hdbscan: smallest cluster.")
+    min_samples: Integer | None = Field(None, description="hdbscan: neighbourhood size for density.")
     reassign_outliers: StrictBool = Field(False, description="hdbscan: move outliers to the nearest cluster.")
-    seed: StrictInt = Field(0, ge=0, le=2**32 - 1,
+    seed: Integer = Field(0, ge=0, le=2**32 - 1,
                             description="Random seed (0 to 2^32 - 1); the same seed gives the same result.")
-    top_keywords: StrictInt = Field(10, description="Keywords per cluster.")
-    examples: StrictInt = Field(3, description="Representative texts per cluster.")
+    top_keywords: Integer = Field(10, description="Keywords per cluster.")
+    examples: Integer = Field(3, description="Representative texts per cluster.")
     words: list[Text] | None = Field(None, description="Extra Chinese words for jieba.")
     instruction: Text | None = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    dimensions: StrictInt | None = Field(None, description="Matryoshka size.")
+    dimensions: Integer | None = Field(None, description="Matryoshka size.")
     model: Text | None = Field(None, description="The served model name (optional).")
 
 
@@ -73,6 +73,11 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
         value = getattr(body, name)
         if not 1 <= value <= MAX_PER_CLUSTER:
             raise InputError(f"{name} must be between 1 and {MAX_PER_CLUSTER}, got {value}", param=name)
+    # out of range whatever the method (hdbscan reads them, kmeans would ignore them): one rule
+    for name, low in (("min_cluster_size", 2), ("min_samples", 1)):
+        value = getattr(body, name)
+        if value is not None and value < low:
+            raise InputError(f"{name} must be at least {low}, got {value}", param=name)
     if body.words is not None and len(body.words) > MAX_WORDS:
         raise InputError(f"words has {len(body.words)} entries, more than the limit of {MAX_WORDS}",
                          param="words")

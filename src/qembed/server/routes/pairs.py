@@ -21,7 +21,7 @@ from qembed.envelope import classify_body, dedup_body, similarity_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.server.routes import task_encoder
-from qembed.server.schemas import Text
+from qembed.server.schemas import Integer, Text
 
 router = APIRouter(tags=["Tasks"])
 
@@ -46,7 +46,7 @@ class SimilarityRequest(BaseModel):
     threshold: Number | None = Field(None, deprecated=True, description="Older name of `min_similarity`.")
     instruction: Text | None = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    dimensions: StrictInt | None = Field(None, description="Matryoshka size.")
+    dimensions: Integer | None = Field(None, description="Matryoshka size.")
     model: Text | None = Field(None, description="The served model name (optional).")
 
 
@@ -59,13 +59,13 @@ class ClassifyRequest(BaseModel):
     input: Text | list[Text] = Field(..., description="A text or a list of texts.")
     labels: list[Text] = Field(..., description="Label names or 'name: description' (a name may "
                                                      "repeat with other descriptions).")
-    top_k: StrictInt | None = Field(None, description="Labels listed per text (default all).")
+    top_k: Integer | None = Field(None, description="Labels listed per text (default all).")
     temperature: Number = Field(0.05, description="Softmax temperature of `probability`.")
     instruction: Text | None = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
     label_instruction: Text | None = Field(None, description="Instruction for the labels "
                                                    "(default: `instruction`).")
-    dimensions: StrictInt | None = None
+    dimensions: Integer | None = None
     model: Text | None = None
 
 
@@ -78,12 +78,12 @@ class DedupRequest(BaseModel):
     min_similarity: Number | None = Field(None, description="Cosine in [-1, 1] at or above which two texts "
                                                                "are near-duplicates (default 0.9).")
     threshold: Number | None = Field(None, deprecated=True, description="Older name of `min_similarity`.")
-    k: StrictInt | None = Field(None, deprecated=True, description="Ignored: every pair at or above "
+    k: Integer | None = Field(None, deprecated=True, description="Ignored: every pair at or above "
                                                                       "`min_similarity` is found.")
     return_texts: StrictBool = Field(False, description="Include each member's text in the groups.")
     instruction: Text | None = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
-    dimensions: StrictInt | None = None
+    dimensions: Integer | None = None
     model: Text | None = None
 
 

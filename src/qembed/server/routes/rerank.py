@@ -21,7 +21,7 @@ import numpy as np
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from qembed.config import Settings
 from qembed.errors import InputError, NotFoundError, QembedError
@@ -29,7 +29,7 @@ from qembed.io import is_http_url
 from qembed.rerank.base import RerankResult, check_top_n, rank, rerank_body
 from qembed.rerank.inputs import RerankInputs, validate_documents, validate_query
 from qembed.server.errors import ModelNotServedError
-from qembed.server.schemas import Text
+from qembed.server.schemas import Integer, Text
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class RerankRequest(BaseModel):
     documents: list[Text | RerankDocument] = Field(
         ..., description="Documents: strings or objects with a `text` field.")
     model: Text | None = Field(None, description="The served reranker's name (optional).")
-    top_n: StrictInt | None = Field(None, description="Results to return (default: all), best first.")
+    top_n: Integer | None = Field(None, description="Results to return (default: all), best first.")
     return_documents: StrictBool = Field(True, description="Include each document's text in its result.")
     instruction: Text | None = Field(
         None, description="qembed extension: the task instruction (null: the model's default, "

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from qembed.config import Settings
 from qembed.envelope import search_body
 from qembed.errors import InputError, NotFoundError
-from qembed.server.schemas import Text
+from qembed.server.schemas import Integer, Text
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class SearchRequest(BaseModel):
         {"query": "买了东西两天了怎么还不发快递?", "top_k": 3, "mode": "dense"}]})
 
     query: Text = Field(..., description="The question; it gets the retrieval instruction.")
-    top_k: StrictInt = Field(10, description="Results to return (1..1000).")
+    top_k: Integer = Field(10, description="Results to return (1..1000).")
     mode: Text = Field("dense", description="dense, bm25 or hybrid (reciprocal rank fusion).")
     filter: dict[str, Scalar | None | list[Scalar | None]] | None = Field(
         None, description="Metadata filter {field: value or [values]}, applied before the top-k is cut; "
@@ -47,7 +47,7 @@ class SearchRequest(BaseModel):
     rerank: StrictBool = Field(False, description="Two-stage search: the server's reranker (qembed serve "
                                                   "--reranker) reorders the first stage's top `candidates` "
                                                   "chunks; scores are then the reranker's.")
-    candidates: StrictInt = Field(100, description="First-stage chunks reranked when `rerank` is true (1..1000).")
+    candidates: Integer = Field(100, description="First-stage chunks reranked when `rerank` is true (1..1000).")
 
 
 class DocumentIn(BaseModel):
@@ -90,6 +90,9 @@ def _kb(request: Request):
 @router.post("/v1/search", summary="Search the knowledge base")
 async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     kb = _kb(request)
+    if not 1 <= body.candidates <= 1000:  # checked with or without rerank: one rule for the field
+        raise InputError(f"candidates must be an integer from 1 to 1000, got {body.candidates}",
+                         param="candidates")
     reranker: Any = False
     if body.rerank:
         reranker = getattr(request.app.state, "reranker", None)
