@@ -324,3 +324,27 @@ def test_padded_or_altered_tokens_are_refused(keyed_server, token):
     assert_error(r, 401)
     ok = httpx.post(keyed_server + "/v1/embeddings", json={"input": "hi"}, headers={"authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+def test_integral_numbers_are_integers_as_json_schema_has_it(kb_server):
+    # JSON Schema's "integer" includes 41.0: what the schema allows, the server takes
+    r = post_raw(kb_server, "/v1/embeddings", {"input": "hi", "dimensions": 48.0})
+    assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == 48
+    r = post_raw(kb_server, "/v1/embeddings", {"input": [350.0, 351]})
+    assert r.status_code == 200, r.text
+    assert post_raw(kb_server, "/v1/search", {"query": "订单", "top_k": 2.0}).status_code == 200
+    for body, param in (({"input": "hi", "dimensions": 48.5}, "dimensions"),
+                        ({"input": "hi", "dimensions": "48"}, "dimensions"),
+                        ({"input": [350.5]}, "input"), ({"input": "hi", "dimensions": True}, "dimensions")):
+        assert_error(post_raw(kb_server, "/v1/embeddings", body), 400, param=param)
+
+
+def test_parameters_out_of_range_are_refused_whatever_the_mode(kb_server):
+    # candidates is read only with rerank, min_samples only by hdbscan: still one rule for each field
+    assert_error(post_raw(kb_server, "/v1/search", {"query": "x", "candidates": 1001}), 400, param="candidates")
+    assert_error(post_raw(kb_server, "/v1/search", {"query": "x", "candidates": 0}), 400, param="candidates")
+    texts = ["a cat", "a dog", "a car", "a bus"]
+    assert_error(post_raw(kb_server, "/v1/cluster", {"input": texts, "clusters": 2, "min_samples": 0}), 400,
+                 param="min_samples")
+    assert_error(post_raw(kb_server, "/v1/cluster", {"input": texts, "clusters": 2, "min_cluster_size": 1}), 400,
+                 param="min_cluster_size")
