@@ -18,6 +18,7 @@ labels must name two distinct names, the part before ``:``).
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -25,6 +26,8 @@ import sys
 import pytest
 
 from qembed.server.testing import running_server
+
+logger = logging.getLogger(__name__)
 
 KEY = "fuzz-key"
 #: Examples per operation and phase.
@@ -66,6 +69,7 @@ def test_schemathesis_with_every_check_finds_nothing(fuzz_server, tmp_path):
         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     out = run.stdout + run.stderr
     cases = re.search(r"(\d+) generated", out)
+    logger.info("schemathesis: %s", " ".join(out.split("Test cases:")[-1].split())[:200])
     assert run.returncode == 0, out[-6000:]
     assert cases and int(cases.group(1)) >= 500, out[-2000:]  # the run really exercised the API
     assert "ST202" not in out and "Undocumented" not in out and "Server error" not in out, out[-4000:]

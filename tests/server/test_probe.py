@@ -20,6 +20,7 @@ import collections
 import http.client
 import json
 import logging
+import re
 import urllib.parse
 
 import httpx
@@ -162,7 +163,7 @@ def api_routes(app) -> list[tuple[str, str]]:
         for method in sorted(getattr(route, "methods", None) or ()):
             if method == "HEAD":
                 continue
-            out.append((method, route.path.replace("{doc_id:any}", "no-such-doc")))
+            out.append((method, re.sub(r"\{doc_id(:\w+)?\}", "no-such-doc", route.path)))
     return out
 
 
