@@ -108,3 +108,13 @@ def test_vector_size_mismatch_is_explained(tiny_encoder, minilm_encoder):
     clf = train_classifier(tiny_encoder, ["a", "b", "c", "d"], ["x", "x", "y", "y"], test_size=0)
     with pytest.raises(InputError, match="size 384 but this classifier"):
         clf.predict(minilm_encoder, ["hello"])
+
+
+@pytest.mark.parametrize("temperature", [1e-300, 5e-324, 1e-3, 1e6])
+def test_probabilities_stay_finite_at_any_positive_temperature(tiny_encoder, temperature):
+    clf = ZeroShotClassifier(tiny_encoder, ["billing: money", "shipping: parcels", "login: passwords"])
+    [pred] = clf.predict(["where is my parcel"], temperature=temperature)
+    probs = [p["probability"] for p in pred["labels"]]
+    assert all(np.isfinite(probs)) and sum(probs) == pytest.approx(1.0)
+    if temperature < 1e-100:  # the arg-max label takes it all
+        assert probs[0] == 1.0

@@ -48,8 +48,12 @@ def encoder_reference(encoder: Encoder) -> str:
     return str(base_url) if base_url else encoder.name
 
 
-def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    z = x - x.max(axis=axis, keepdims=True)
+def _softmax(x: np.ndarray, temperature: float = 1.0, axis: int = -1) -> np.ndarray:
+    """softmax(x / temperature), the maximum subtracted before dividing: no overflow for any
+    positive temperature (a tiny one gives the arg-max one-hot, not NaN)."""
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore"):  # a gap over a tiny temperature is -inf: exp gives 0
+        z = (x - x.max(axis=axis, keepdims=True)) / temperature
     e = np.exp(z)
     return e / e.sum(axis=axis, keepdims=True)
 
@@ -136,7 +140,7 @@ class ZeroShotClassifier:
         if not temp > 0:
             raise InputError(f"temperature must be positive, got {temperature}", param="temperature")
         sims = self.scores(texts, progress=progress)
-        probs = _softmax(sims / temp, axis=1)
+        probs = _softmax(sims, temp, axis=1)
         results = []
         for row, prow in zip(sims, probs):
             order = np.argsort(-row, kind="stable")[:k]
