@@ -41,8 +41,9 @@ MARKERS = {
 #: ``QEMBED_*`` variables read outside ``Settings``: what each does. The build fails when the
 #: package reads one that is not described here, or when one described here is no longer read.
 OTHER_VARIABLES = {
-    "QEMBED_COMPILE": "`0`/`false`/`no` turns off `torch.compile` of the packed Qwen3 passes for "
-                      "encoders loaded in Python without an explicit `compile=` argument.",
+    "QEMBED_COMPILE": "`auto` (default), `true` or `false`: when the packed Qwen3 passes are "
+                      "compiled, for encoders loaded in Python without an explicit `compile=` "
+                      "argument (see [Compiling](settings.md#compiling)).",
     "QEMBED_SWITCH_INTERVAL": "the interpreter's thread switch interval in seconds set by "
                               "`qembed serve` (default `0.0005`, so the event loop answers promptly "
                               "while other threads run).",

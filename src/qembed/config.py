@@ -62,9 +62,10 @@ class Settings(BaseSettings):
         None, ge=1,
         description="inputs per forward pass (default: 256 for packed Qwen3 passes; padded ones "
                     "32 CPU, 256 CUDA)")
-    compile: bool | None = Field(
-        None, description="fuse the packed Qwen3 passes' element-wise ops with torch.compile "
-                          "(default: on for CPU and CUDA)")
+    compile: Literal["auto"] | bool = Field(
+        "auto", description="fuse the packed Qwen3 passes' element-wise ops with torch.compile: auto "
+                            "(on CPU and CUDA, in a server at start-up, elsewhere once one call brings "
+                            "enough tokens to repay it; see qembed.models.compile), true or false")
 
     # server
     host: str = Field("127.0.0.1", min_length=1, description="address the server listens on")

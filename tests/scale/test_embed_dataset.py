@@ -49,6 +49,11 @@ def test_cli_run_equals_single_process_and_keeps_ids_and_order(ray_runtime, mixe
     assert summary["rows"] == summary["embedded"] == len(texts) == 114
     assert summary["workers"] == 2 and summary["dim"] == tiny_encoder.dim
     assert summary["rows_per_second"] > 0 and summary["input_files"] == 3
+    # what the run does shows on stderr from the start, in order, ending with the rows done
+    steps = ["using the Ray runtime", "counting the rows of 3 file(s)", "114 of 114 row(s) to embed",
+             "first rows embedded after", "114/114 rows done (100%)"]
+    at = [err.find(step) for step in steps]
+    assert -1 not in at and at == sorted(at), err
 
     index, got_ids, vectors = read_dataset(out)
     assert index.tolist() == list(range(len(texts)))  # every row once, in input order

@@ -41,6 +41,36 @@ def _wait_for_line(proc: subprocess.Popen, needle: str, lines: list[str], timeou
         time.sleep(0.05)
 
 
+#: What ``qembed serve`` logs while it starts, in this order (the engine's lines come from its own
+#: process): the user sees progress from the first second, with timings.
+START_UP_STEPS = [
+    "starting: loading the server code",
+    "resolving the model",
+    "model folder:",
+    "starting the engine process",
+    "qembed-engine: engine process",  # importing torch and loading …
+    "loaded the weights in",
+    "compiling the packed passes",  # compile auto: a server compiles at start-up
+    "compiled and warmed up in",
+    "loaded in",
+    "the engine is ready after",
+    "serving ",
+    "ready after",
+    "listening on http://127.0.0.1:{port}",
+    "Uvicorn running on",
+]
+
+
+def _assert_start_up_steps(lines: list[str], port: int) -> None:
+    text = "".join(lines)
+    start = 0
+    for step in START_UP_STEPS:
+        found = text.find(step.format(port=port), start)
+        assert found >= 0, f"{step!r} missing, or out of order, in:\n{text}"
+        start = found
+    assert "compiled" in text[text.find("the engine is ready after"):].splitlines()[0]
+
+
 @pytest.mark.slow
 def test_serve_subprocess_scenario_and_sigterm(tiny_model_path, tiny_encoder):
     port = _free_port()
@@ -53,6 +83,7 @@ def test_serve_subprocess_scenario_and_sigterm(tiny_model_path, tiny_encoder):
     lines: list[str] = []
     try:
         _wait_for_line(proc, f"Uvicorn running on http://127.0.0.1:{port}", lines)
+        _assert_start_up_steps(lines, port)
         client = openai.Client(base_url=f"http://127.0.0.1:{port}/v1", api_key="EMPTY")
         name = tiny_model_path.name  # the served name defaults to the folder's name
         assert [m.id for m in client.models.list().data] == [name]

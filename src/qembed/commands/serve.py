@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -74,8 +75,9 @@ def serve(
         None, "--engine-threads", help="torch threads of the engine (default: one per core)."),
     compile_: bool | None = typer.Option(
         None, "--compile/--no-compile",
-        help="Fuse the packed Qwen3 passes' element-wise ops with torch.compile (default on; the "
-             "first start compiles for ~30 s on 2 CPU cores, later starts reuse torch's cache)."),
+        help="Fuse the packed Qwen3 passes' element-wise ops with torch.compile (default: compile "
+             "at start-up, $QEMBED_COMPILE; the first start compiles for ~30 s on 2 CPU cores, later "
+             "starts reuse the kernels cached under ~/.cache/qembed/torchinductor)."),
     background_load: bool = typer.Option(
         False, "--background-load",
         help="Listen at once and load the model in the background (/health answers 503 until it is "
@@ -89,6 +91,8 @@ def serve(
 
     qembed serve --model-path /models/Qwen3-Embedding-0.6B --host 0.0.0.0 --port 30000
     """
+    started = time.perf_counter()
+    logger.info("starting: loading the server code")
     import uvicorn
     from pydantic import ValidationError
 
@@ -138,8 +142,9 @@ def serve(
     except ModelNotFoundError as exc:
         raise with_option_hint(exc, "reranker", "--reranker DIR or $QEMBED_RERANKER") from None
     try:
-        if not is_http_url(settings.model):
-            resolve_model_path(settings.model)  # fail now on a missing folder, not in the engine
+        if not is_http_url(settings.model):  # fail now on a missing folder, not in the engine
+            logger.info("resolving the model %s", settings.model)
+            logger.info("model folder: %s", resolve_model_path(settings.model))  # a Hub id may download here
     except ModelNotFoundError as exc:
         raise with_option_hint(exc, "embedding model", "--model DIR or $QEMBED_MODEL") from None
     if background_load:
@@ -171,6 +176,8 @@ def serve(
         server.should_exit = True
 
     app.state.server.on_fatal = stop
+    logger.info("%s after %.1fs; listening on http://%s:%d", "ready" if app.state.server.status == "ready"
+                else "loading in the background", time.perf_counter() - started, settings.host, settings.port)
     server.run()
     if fatal:
         logger.error("exiting: %s", fatal[0])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from qembed.errors import InputError, QembedError
+from qembed.models.compile import BREAK_EVEN_TOKENS, compile_setting, should_compile
 from qembed.models.encoder import (
     check_dimensions,
     check_finite,
@@ -129,10 +131,11 @@ class LocalEncoder:
         packed: run Qwen3 models on packed passes (:mod:`qembed.models.packed`: no padding, only
             real tokens); ``None`` (default) packs whenever the model allows, ``False`` always
             uses the padded sentence-transformers forward.
-        compile: fuse the packed passes' element-wise ops with :func:`torch.compile`; ``None``
-            (default) compiles on CPU and CUDA unless ``QEMBED_COMPILE=0``. The first load of a
-            model compiles for about half a minute on 2 CPU cores; later loads reuse
-            the compiled kernels from torch's cache.
+        compile: fuse the packed passes' element-wise ops with :func:`torch.compile`: ``True``
+            at load, ``False`` never, ``"auto"`` (and ``None``, the default, unless
+            ``QEMBED_COMPILE`` says otherwise) on CPU and CUDA once one call brings enough tokens
+            to repay it (:mod:`qembed.models.compile`; servers compile at start-up). Compiling
+            takes ~3 s on 2 CPU cores with the kernels in the cache, ~25 s without.
     """
 
     def __init__(
@@ -148,10 +151,12 @@ class LocalEncoder:
         padding_side: str = "right",
         name: str | None = None,
         packed: bool | None = None,
-        compile: bool | None = None,
+        compile: bool | str | None = None,
     ) -> None:
+        started = time.perf_counter()
         from sentence_transformers import SentenceTransformer
 
+        imported = time.perf_counter()
         model = str(model if model is not None else default_model())
         self.path = resolve_model_path(model)
         if model_kind(self.path) == "classifier":
@@ -177,6 +182,8 @@ class LocalEncoder:
             )
         except OSError as exc:
             raise QembedError(f"could not load model from {self.path}: {exc}") from None
+        logger.info("loaded the weights in %.1fs (libraries imported in %.1fs)",
+                    time.perf_counter() - imported, imported - started)
         self._st.eval()
         self._transformer = self._st[0]
         self.tokenizer = self._transformer.tokenizer
@@ -217,6 +224,7 @@ class LocalEncoder:
             instruct_style=instruct_style, prompt_style=bool(instruct_style or any(prompts.values())),
             prompts=prompts, end_ids=end_ids, last_token=self._last_token)
         self._packed: PackedQwen3 | None = None
+        self._compile_auto = False
         if packed is not False:
             self._packed = self._make_packed(compile)
             if packed and self._packed is None:
@@ -331,12 +339,32 @@ class LocalEncoder:
         model = self._transformer.auto_model
         if not self._last_token or not supports_packed(model) or self.device.startswith("mps"):
             return None
-        if compile is None:
-            compile = os.environ.get("QEMBED_COMPILE", "1").lower() not in ("0", "false", "no")
-            compile = compile and self.device.split(":")[0] in ("cpu", "cuda")
-        runner = PackedQwen3(model, compile=bool(compile))
+        setting = compile_setting(compile)
+        self._compile_auto = setting == "auto"  # compile later, for a call large enough
+        runner = PackedQwen3(model, compile=should_compile(setting, self.device))
+        t0 = time.perf_counter()
+        if runner.compiled:
+            logger.info("compiling the packed passes (torch.compile: seconds with the kernels in "
+                        "torch's cache, about half a minute without)")
         runner.warmup()
+        logger.info("%s in %.1fs", "compiled and warmed up" if runner.compiled else "warmed up",
+                    time.perf_counter() - t0)
         return runner
+
+    def _maybe_compile(self, tokens: int) -> None:
+        """``compile="auto"``: compile the packed passes before a call of ``tokens`` tokens when
+        that many repay it (:func:`~qembed.models.compile.should_compile`); tried once."""
+        if not (self._compile_auto and self._packed is not None and not self._packed.compiled):
+            return
+        if not should_compile("auto", self.device, tokens=tokens):
+            return
+        self._compile_auto = False
+        kind = self.device.split(":")[0]
+        logger.info("compiling the packed passes: %d tokens to embed (auto compiles from %d)", tokens,
+                    BREAK_EVEN_TOKENS.get(kind, BREAK_EVEN_TOKENS["cpu"]))
+        t0 = time.perf_counter()
+        if self._packed.enable_compile():
+            logger.info("compiled in %.1fs", time.perf_counter() - t0)
 
     def forward_batch(self, batch: list[list[int]]) -> np.ndarray:
         """One forward pass over token-id sequences; float32 unit vectors at full size."""
@@ -366,6 +394,7 @@ class LocalEncoder:
         """
         dimensions = check_dimensions(dimensions, self.dim)
         ids = list(ids)
+        self._maybe_compile(sum(len(x) for x in ids))
         batches = plan_batches([len(x) for x in ids], self.max_batch_tokens, self.max_batch_size,
                                packed=self.packed)
         out = np.empty((len(ids), self.dim), dtype=np.float32)

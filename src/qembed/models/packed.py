@@ -160,6 +160,9 @@ class PackedQwen3:
         return flash_attn_varlen_func
 
     def _compile(self) -> None:
+        from qembed.models.compile import use_persistent_cache
+
+        use_persistent_cache()
         try:
             kwargs: dict[str, Any] = {"dynamic": True, "fullgraph": True}
             self._add_norm = torch.compile(_add_rms_norm, **kwargs)
@@ -169,11 +172,23 @@ class PackedQwen3:
         except Exception as exc:  # noqa: BLE001 - fall back to eager
             logger.warning("torch.compile is unavailable (%s); using unfused element-wise ops", exc)
 
+    def enable_compile(self) -> bool:
+        """Compile the fused ops now and warm them up (a model loaded eagerly, then given a large
+        call); ``False`` when compilation is unavailable (the eager ops stay)."""
+        if not self.compiled:
+            self._compile()
+            if self.compiled:
+                self.warmup()
+        return self.compiled
+
     def warmup(self, lengths: Sequence[int] = (7, 3)) -> None:
-        """Run (and compile) one pass so the first request does not pay for it."""
+        """Run (and compile) passes so the first request does not pay for it: one of several
+        sequences and, when compiled, one of a single sequence (a size torch specialises on)."""
         seqs = [[1] * n for n in lengths]
         try:
             self.forward(seqs)
+            if self.compiled:
+                self.forward(seqs[:1])
         except Exception as exc:  # noqa: BLE001 - compilation can fail without a compiler
             if not self.compiled:
                 raise

@@ -115,6 +115,17 @@ class InputSource(Datasource):
         return read
 
 
+def _log_to_stderr() -> None:
+    """qembed's INFO lines on this worker's stderr (once per process)."""
+    root = logging.getLogger("qembed")
+    if not any(getattr(h, "_qembed_worker", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        handler._qembed_worker = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+
+
 class Embedder:
     """A Ray Data actor: loads the model once, then embeds each batch it is given (with the
     encoder's own token-budget batching) and writes it as Parquet parts of the output folder.
@@ -124,6 +135,8 @@ class Embedder:
     """
 
     def __init__(self, *, model: str, output: str, settings: dict[str, Any], threads: int | None) -> None:
+        _log_to_stderr()  # Ray forwards a worker's stderr to the driver: the loading steps show there
+        logger.info("worker loading %s", model)
         if threads:
             import torch
 

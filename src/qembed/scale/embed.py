@@ -63,19 +63,53 @@ def import_ray() -> Any:
 def _connect(ray: Any, address: str, num_cpus: float | None) -> bool:
     """Join or start a Ray runtime; ``True`` when this call started it (and must shut it down)."""
     if ray.is_initialized():
+        logger.info("using the Ray runtime this process already joined")
         return False
+    t0 = time.perf_counter()
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True,
                               "logging_level": logging.WARNING}
     if address == "local":
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, **kwargs)
+        cpus = num_cpus or os.cpu_count() or 1
+        logger.info("starting a local Ray runtime (%s CPUs)", cpus)
+        ray.init(num_cpus=cpus, **kwargs)
     else:
         if num_cpus:
             raise InputError("num_cpus applies to a local runtime (ray='local') only", param="num_cpus")
+        logger.info("joining the Ray cluster at %s", address)
         try:
             ray.init(address=address, **kwargs)
         except ConnectionError as exc:
             raise QembedError(f"cannot join the Ray cluster at {address}: {exc}") from None
+    logger.info("Ray is up after %.1fs", time.perf_counter() - t0)
     return True
+
+
+class Progress:
+    """Progress of the embedding step as log lines on stderr: rows done of the total, the rate
+    since the first rows came back and the time left, at most every ``every`` seconds (and at
+    the end), so a run without a terminal shows what it does too."""
+
+    def __init__(self, total: int, every: float = 10.0) -> None:
+        self.total, self.every = total, every
+        self.done = 0
+        self.t0 = time.perf_counter()
+        self.first: float | None = None
+        self.shown = float("-inf")
+
+    def update(self, rows: int) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+            logger.info("first rows embedded after %.1fs (the workers have loaded the model)", now - self.t0)
+        self.done += rows
+        if self.done < self.total and now - self.shown < self.every:
+            return
+        self.shown = now
+        elapsed = now - self.t0
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = f", ~{(self.total - self.done) / rate:.0f}s left" if rate and self.done < self.total else ""
+        logger.info("%d/%d rows done (%.0f%%), %.1f rows/s%s", self.done, self.total,
+                    100.0 * self.done / max(self.total, 1), rate, left)
 
 
 def _unwrap(exc: BaseException) -> BaseException | None:
@@ -231,7 +265,8 @@ def embed_dataset(
             else:  # share the CPUs, keeping a little for the readers and the driver
                 cpus_per_worker = max(0.5, (float(resources.get("CPU", 1)) - 0.25) / concurrency)
         threads = max(1, round(cpus_per_worker)) if not gpus_per_worker else None
-        logger.info("%d of %d row(s) to embed with %s on %d worker(s)", todo, total, target, concurrency)
+        logger.info("%d of %d row(s) to embed with %s on %d worker(s); starting the workers (each loads "
+                    "the model first)", todo, total, target, concurrency)
         t0 = time.perf_counter()
         results: list[dict[str, Any]] = []
         if todo:
@@ -250,9 +285,12 @@ def embed_dataset(
                                  "shard_rows": int(manifest["shard_rows"])},
                 },
             )
+            progress = Progress(todo)
             try:
                 for batch in data.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    results += batch.to_pylist()
+                    rows = batch.to_pylist()
+                    results += rows
+                    progress.update(sum(r["end"] - r["start"] for r in rows))
             except Exception as exc:  # noqa: BLE001 - Ray wraps the actors' errors
                 cause = _unwrap(exc)
                 if cause is not None:
@@ -337,6 +375,7 @@ def _plan(rt: Any, files: list[InputFile], model: str, input: str, instruction: 
     columns = Columns(text=text_column or "text", id=id_column)
     if id_column is None:
         columns = Columns(text=columns.text, id=detect_id_column(files, columns.text))
+    logger.info("counting the rows of %d file(s)", len(files))
     count = rt.remote(num_cpus=0.05)(count_rows)
     try:
         counts = rt.get([count.remote(f, columns) for f in files])

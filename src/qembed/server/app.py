@@ -30,6 +30,7 @@ from qembed import __version__
 from qembed.config import Settings
 from qembed.errors import InputError, QembedError
 from qembed.io import is_http_url
+from qembed.models.compile import server_compile
 from qembed.models.encoder import Encoder, check_dimensions, truncate_dimensions
 from qembed.models.inputs import InputPreparer
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
@@ -111,7 +112,7 @@ def load_from_settings(settings: Settings) -> Encoder:
         settings.model, device=settings.device, dtype=settings.dtype,
         max_input_tokens=settings.max_input_tokens, truncate=settings.truncate,
         max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-        name=settings.served_model_name, compile=settings.compile,
+        name=settings.served_model_name, compile=server_compile(settings.compile),
         **({"backend": settings.backend} if settings.backend else {}),
     )
 
@@ -121,7 +122,7 @@ def engine_spec(settings: Settings) -> EngineSpec:
     return EngineSpec(model=settings.model, device=settings.device, dtype=settings.dtype,
                       max_input_tokens=settings.max_input_tokens, truncate=settings.truncate,
                       max_batch_tokens=settings.max_batch_tokens, max_batch_size=settings.max_batch_size,
-                      name=settings.served_model_name, compile=settings.compile,
+                      name=settings.served_model_name, compile=server_compile(settings.compile),
                       threads=settings.engine_threads, omp_wait_policy=settings.omp_wait_policy,
                       backend=settings.backend)
 
@@ -184,14 +185,15 @@ def start_engine(app: FastAPI) -> None:
 
     Raises :class:`~qembed.errors.QembedError` when the model cannot be loaded.
     """
-    from transformers import AutoTokenizer
-
     state: ServerState = app.state.server
     settings = state.settings
     engine = ProcessEngine(engine_spec(settings), max_batch_tokens=settings.max_batch_tokens,
                            max_batch_size=settings.max_batch_size, metrics=state.metrics,
                            on_exit=lambda code: _engine_exited(app, code), log_level=settings.log_level,
                            linger=settings.batch_linger_ms / 1000)
+    engine.launch()
+    from transformers import AutoTokenizer  # seconds of imports, while the engine loads
+
     info = engine.start(timeout=settings.engine_start_timeout)
     if state.closing:
         engine.close()

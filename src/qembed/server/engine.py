@@ -33,6 +33,7 @@ import os
 import signal
 import struct
 import threading
+import time
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -162,8 +163,10 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
     # Signals go to the front: it drains and then stops the engine with a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=batching.get("log_level", "WARNING"),
+    logging.basicConfig(level=batching.get("log_level", "WARNING"), datefmt="%H:%M:%S",
                         format="%(asctime)s %(levelname)s qembed-engine: %(message)s")
+    started = time.perf_counter()
+    logger.info("engine process %d: importing torch and loading %s", os.getpid(), spec["model"])
     try:
         import torch
 
@@ -236,6 +239,7 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
                 return
 
     info = describe(encoder)
+    logger.info("engine process %d: %s loaded in %.1fs", os.getpid(), encoder.name, time.perf_counter() - started)
     send(b"H" + json.dumps(info).encode("utf-8"))
     threading.Thread(target=receive, name="qembed-engine-receiver", daemon=True).start()
     batcher.run()  # the forward passes run on the main thread until the front says stop
@@ -276,23 +280,38 @@ class ProcessEngine:
         self._alive = False
         self._ready = threading.Event()
         self._reader: threading.Thread | None = None
+        self._launched = 0.0
+        self._launched_waiting = False  # launch() ran and start() has not waited for it yet
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self, timeout: float | None = None) -> dict[str, Any]:
-        """Start the process and wait until the model is loaded; returns :func:`describe`'s data.
-
-        Raises :class:`~qembed.errors.QembedError` when the engine cannot load the model.
-        """
+    def launch(self) -> None:
+        """Start the process without waiting: it imports and loads the model while the caller does
+        its own start-up work; :meth:`start` then waits for it."""
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
         self._process = ctx.Process(target=engine_main, args=(child, asdict(self.spec), self.batching),
                                     name="qembed-engine", daemon=True)
+        self._launched = time.perf_counter()
         with _child_environment(self.spec.omp_wait_policy):
             self._process.start()
         child.close()  # our copy: the pipe must close when the engine dies
+        logger.info("engine process %s started; it loads the model", self._process.pid)
         self._conn = parent
         self._stopping = False
-        if not parent.poll(timeout):
+        self._launched_waiting = True
+
+    def start(self, timeout: float | None = None) -> dict[str, Any]:
+        """Start the process (unless :meth:`launch` did) and wait until the model is loaded, at
+        most ``timeout`` seconds from the launch; returns :func:`describe`'s data.
+
+        Raises :class:`~qembed.errors.QembedError` when the engine cannot load the model.
+        """
+        if not self._launched_waiting:
+            self.launch()
+        self._launched_waiting = False
+        parent, started = self._conn, self._launched
+        left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
+        if not parent.poll(left):
             self._kill()
             raise QembedError(f"the engine did not load {self.spec.model} within {timeout:.0f}s")
         try:
@@ -305,6 +324,10 @@ class ProcessEngine:
             raise QembedError(json.loads(message[1:])["message"])
         self.info = json.loads(message[1:])
         self.dim = int(self.info["dim"])
+        facts = self.info.get("info") or {}
+        logger.info("the engine is ready after %.1fs (%s, %s on %s%s)", time.perf_counter() - started,
+                    self.info["name"], facts.get("dtype", "?"), facts.get("device", "?"),
+                    ", compiled" if facts.get("compiled") else "")
         self._alive = True
         self._reader = threading.Thread(target=self._read, name="qembed-engine-reader", daemon=True)
         self._reader.start()
