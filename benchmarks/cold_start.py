@@ -53,8 +53,12 @@ def model_dir(name: str) -> Path:
 
 
 def env_for(src: Path, **extra: str) -> dict[str, str]:
+    """The environment of a measured run: ``src`` first on the path, offline, and one inductor
+    cache folder for every variant (warmed before the runs that are timed)."""
     env = {k: v for k, v in os.environ.items() if k != "QEMBED_COMPILE"}
-    env.update(PYTHONPATH=str(src), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **extra)
+    env.update(PYTHONPATH=str(src), HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               TORCHINDUCTOR_CACHE_DIR=str(CACHE / "torchinductor"))
+    env.update(extra)
     return env
 
 
@@ -111,19 +115,21 @@ def variants(before: Path | None) -> list[tuple[str, dict[str, str]]]:
 
 # ------------------------------------------------------------------------------ parts
 def part_embed(model: Path, repeats: int, before: Path | None) -> list[dict]:
-    rows = []
-    floor = {
-        "imports only (torch, sentence-transformers)": [
-            sys.executable, "-c", "import torch, sentence_transformers"],
-        "imports + model load (LocalEncoder, no compile)": [
-            sys.executable, "-c", f"from qembed.models.local import LocalEncoder; LocalEncoder({str(model)!r}, compile=False)"],
-    }
-    for label, cmd in floor.items():
-        rows.append({"what": label, "seconds": [timed(cmd, env_for(SRC)) for _ in range(repeats)]})
-    for label, env in variants(before):
-        cmd = qembed("embed", "--model", str(model), TEXT)
-        rows.append({"what": f"qembed embed, one text: {label}", "seconds": [timed(cmd, env) for _ in range(repeats)]})
-    return rows
+    runs = [
+        ("imports only (torch, sentence-transformers)",
+         [sys.executable, "-c", "import torch, sentence_transformers"], env_for(SRC)),
+        ("imports + model load (LocalEncoder, no compile)",
+         [sys.executable, "-c", f"from qembed.models.local import LocalEncoder; LocalEncoder({str(model)!r}, compile=False)"],
+         env_for(SRC)),
+    ]
+    runs += [(f"qembed embed, one text: {label}", qembed("embed", "--model", str(model), TEXT), env)
+             for label, env in variants(before)]
+    timed(qembed("embed", "--model", str(model), TEXT), env_for(SRC, QEMBED_COMPILE="true"))  # warm the cache
+    seconds: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    for _ in range(repeats):  # round-robin, so a busy moment of the machine hits every variant alike
+        for label, cmd, env in runs:
+            seconds[label].append(timed(cmd, env))
+    return [{"what": label, "seconds": s} for label, s in seconds.items()]
 
 
 def free_port() -> int:
@@ -278,15 +284,15 @@ def main() -> None:
         path = model_dir(name)
         print(f"model {name} ({path})", flush=True)
         rows: list[dict] = []
-        if "embed" in args.parts:
-            rows += part_embed(path, args.repeats, args.before)
-        if "serve" in args.parts:
-            rows += part_serve(path, args.before, args.show_log)
-        if "ray" in args.parts:
-            rows += part_ray(path, args.before, args.ray_rows)
-        if "break-even" in args.parts:
-            rows += part_break_even(path, args.sentences)
-        show(name, rows)
+        for part, run in (("embed", lambda: part_embed(path, args.repeats, args.before)),
+                          ("serve", lambda: part_serve(path, args.before, args.show_log)),
+                          ("ray", lambda: part_ray(path, args.before, args.ray_rows)),
+                          ("break-even", lambda: part_break_even(path, args.sentences))):
+            if part in args.parts:
+                new = run()
+                show(name, new)  # as each part ends: a long run shows its figures early
+                sys.stdout.flush()
+                rows += new
         results[name] = rows
     if args.json:
         print(json.dumps(results, indent=2))

@@ -33,7 +33,7 @@ COMPILE_DEVICES = ("cpu", "cuda")
 #: the fused kernels repays compiling with a warm cache (benchmarks/cold_start.py, 2-core AMD EPYC
 #: Zen 4, random Qwen3-Embedding-0.6B bf16; see docs/benchmarks.md). CUDA is taken to be alike
 #: until measured.
-BREAK_EVEN_TOKENS = {"cpu": 20_000, "cuda": 20_000}
+BREAK_EVEN_TOKENS = {"cpu": 25_000, "cuda": 25_000}
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")

@@ -153,10 +153,6 @@ class LocalEncoder:
         packed: bool | None = None,
         compile: bool | str | None = None,
     ) -> None:
-        started = time.perf_counter()
-        from sentence_transformers import SentenceTransformer
-
-        imported = time.perf_counter()
         model = str(model if model is not None else default_model())
         self.path = resolve_model_path(model)
         if model_kind(self.path) == "classifier":
@@ -173,6 +169,10 @@ class LocalEncoder:
         self.truncate = bool(truncate)
 
         logger.info("loading %s on %s (%s)", self.path, self.device, str(self.dtype).replace("torch.", ""))
+        started = time.perf_counter()
+        from sentence_transformers import SentenceTransformer  # seconds: transformers' model code
+
+        imported = time.perf_counter()
         try:
             self._st = SentenceTransformer(
                 str(self.path),
