@@ -354,7 +354,8 @@ class LocalEncoder:
     def _maybe_compile(self, tokens: int) -> None:
         """``compile="auto"``: compile the packed passes before a call of ``tokens`` tokens when
         that many repay it (:func:`~qembed.models.compile.should_compile`); tried once."""
-        if not (self._compile_auto and self._packed is not None and not self._packed.compiled):
+        packed = getattr(self, "_packed", None)  # subclasses (the compiled backends) have none
+        if not (getattr(self, "_compile_auto", False) and packed is not None and not packed.compiled):
             return
         if not should_compile("auto", self.device, tokens=tokens):
             return
