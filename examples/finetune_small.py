@@ -32,7 +32,7 @@ def main() -> None:
     output = args.output or Path(tempfile.mkdtemp()) / "tuned"
     config = EmbeddingTuneConfig(model=args.model, loss="cosent", epochs=args.epochs, batch_size=8)
     report = tune_embeddings(load_pairs(args.input), output, config, dev=load_pairs(args.dev),
-                             merge=True, overwrite=True, show_progress_bar=False)
+                             merge=True, overwrite=True, progress=False)
     for when in ("before", "after"):
         m = report[when]
         print(f"{when:6}: dev Spearman {m['spearman']:.3f}, calibrated accuracy {m['accuracy']:.3f}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from qembed.deprecated import install_module_aliases
 from qembed.errors import InputError, MissingExtraError, ModelNotFoundError, QembedError
 from qembed.models import (
     DEFAULT_MODEL,
@@ -44,6 +45,8 @@ from qembed.models import (
 )
 
 __version__ = "0.1.0"
+
+install_module_aliases()  # old module paths (qembed.deprecated.MODULES) still import
 
 # Task-level API, imported on first use so `import qembed` stays light.
 _LAZY = {

@@ -17,18 +17,20 @@ than one batch).
 from __future__ import annotations
 
 import sys
-import warnings
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from qembed.errors import InputError
 from qembed.models.resolve import DEFAULT_MODEL
+from qembed.models.runtimes import BACKENDS, DTYPES, canonical_backend, canonical_dtype
 
-#: ``--dtype`` values (the short spellings are accepted too).
-Dtype = Literal["auto", "bfloat16", "float16", "float32", "bf16", "fp16", "fp32", "half", "float", "int8"]
-#: ``--backend`` values: the runtime of a local model.
-Backend = Literal["torch", "openvino", "onnx"]
+#: ``--dtype`` values after :func:`~qembed.models.runtimes.canonical_dtype` (which also takes the short
+#: spellings, e.g. ``bf16``).
+Dtype = Literal[DTYPES]  # type: ignore[valid-type]
+#: ``--backend`` values after :func:`~qembed.models.runtimes.canonical_backend` (``ov``, ``ort`` … too).
+Backend = Literal[BACKENDS]  # type: ignore[valid-type]
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace",
                    "CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG", "TRACE"]
 
@@ -47,11 +49,12 @@ class Settings(BaseSettings):
                            "the modelscope extra; HF_ENDPOINT points the Hugging Face client at a mirror)")
     device: str | None = Field(None, pattern=r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$",
                                description="auto, cpu, cuda, cuda:N, mps or xpu")
-    dtype: Dtype | None = Field(None, description="auto, bfloat16, float16 or float32; int8 on the "
-                                                  "openvino and onnx backends")
+    dtype: Dtype | None = Field(None, description="auto, bfloat16, float16 or float32 (bf16, fp16, "
+                                                  "fp32 … accepted); int8 on the openvino and onnx "
+                                                  "backends")
     backend: Backend | None = Field(
         None, description="runtime of a local model: torch (default), openvino or onnx (exported once "
-                          "and cached; int8 weights by default)")
+                          "and cached; int8 weights by default; ov, ort … accepted)")
     max_input_tokens: int | None = Field(None, ge=1, description="longest input in tokens")
     truncate: bool = Field(True, description="truncate long inputs instead of rejecting them")
     max_batch_tokens: int | None = Field(
@@ -102,6 +105,22 @@ class Settings(BaseSettings):
     engine_start_timeout: float = Field(
         1800.0, gt=0, description="seconds the engine may take to load the model")
 
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _canonical_dtype(cls, value: Any) -> Any:
+        try:
+            return canonical_dtype(value)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _canonical_backend(cls, value: Any) -> Any:
+        try:
+            return canonical_backend(value)
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+
 
 def resolve_instruction(instruction: str | None, default: str | None) -> str | None:
     """The instruction to encode with: ``None`` → ``default`` (the task's), ``""`` → none (``None``)."""
@@ -120,24 +139,3 @@ def want_progress(progress: bool | None, n: int, batch: int = 64) -> bool:
     except (AttributeError, ValueError):
         tty = False
     return tty and n > batch
-
-
-def renamed(function: str, given: dict[str, Any], renames: dict[str, str | None]) -> dict[str, Any]:
-    """Map keyword arguments given under older names to their current names.
-
-    ``renames``: ``{old: new}`` (``new`` ``None``: the argument is ignored now). Each old name
-    used warns once (``DeprecationWarning``); any other unknown name raises ``TypeError`` as
-    Python would.
-    """
-    out: dict[str, Any] = {}
-    for name, value in given.items():
-        if name not in renames:
-            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}")
-        new = renames[name]
-        if new is None:
-            warnings.warn(f"{function}(): {name} is ignored", DeprecationWarning, stacklevel=3)
-            continue
-        if name != new:
-            warnings.warn(f"{function}(): {name} is now called {new}", DeprecationWarning, stacklevel=3)
-        out[new] = value
-    return out

@@ -17,7 +17,7 @@ import pytest
 import typer
 
 from qembed.cli import app, main
-from qembed.commands._common import IGNORED, rewrite_deprecated, want_progress
+from qembed.commands._common import want_progress
 
 # --------------------------------------------------------------------------- the app's commands
 
@@ -258,34 +258,6 @@ def test_corrupt_index_is_a_runtime_failure(capsys, tmp_path: Path, tiny_model_p
     assert main(["search", "x", "--index", str(corrupt), "--model", str(tiny_model_path)]) == 1
     err = capsys.readouterr().err
     assert "error: " in err and "corrupt" in err and "Traceback" not in err
-
-
-def test_old_spellings_still_work_and_warn_once(capsys, tiny_model_path, tmp_path: Path):
-    src = tmp_path / "t.txt"
-    src.write_text("a cat\na cat\na dog\n", encoding="utf-8")
-    args = [str(src), "--threshold", "0.5", "--k", "5", "-m", str(tiny_model_path), "--dtype", "float32",
-            "--json", "--threshold", "0.99"]  # the last value wins, as with any option given twice
-    assert main(["dedup", *args]) == 0
-    captured = capsys.readouterr()
-    doc = json.loads(captured.out)
-    assert doc["min_similarity"] == 0.99 and doc["n_groups"] == 1 and doc["keep"] == [0, 2]
-    assert captured.err.count("warning: --threshold is deprecated; use --min-similarity") == 1  # once a run
-    assert "warning: --k is deprecated and ignored" in captured.err
-    assert "use --input FILE" in captured.err
-    # hidden: not in the help, not even the FILE argument in the usage line
-    assert main(["dedup", "--help"]) == 0
-    out = capsys.readouterr().out
-    assert "--threshold" not in out and "--k " not in out and "[file]" not in out.lower()
-
-
-def test_rewrite_of_old_spellings(capsys):
-    mapping = {"--pairs": "--input", "-t": "--min-similarity", "--threshold": "--min-similarity", "--k": IGNORED}
-    args = ["--pairs", "p.jsonl", "-t0.9", "--threshold=0.8", "--k", "5", "--k=7", "text", "--", "--k"]
-    assert rewrite_deprecated(args, mapping) == [
-        "--input", "p.jsonl", "--min-similarity", "0.9", "--min-similarity=0.8", "text", "--", "--k"]
-    err = capsys.readouterr().err
-    assert "warning: --pairs is deprecated; use --input" in err and "warning: --k is deprecated and ignored" in err
-    assert rewrite_deprecated(["--input", "x", "-m", "model"], mapping) == ["--input", "x", "-m", "model"]
 
 
 # --------------------------------------------------------------------------- one envelope, CLI = REST

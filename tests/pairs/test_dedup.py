@@ -69,7 +69,7 @@ class VectorEncoder:
         self.x = x
         self.dim = x.shape[1]
 
-    def encode(self, texts, instruction=None, dimensions=None, show_progress_bar=False):
+    def encode(self, texts, instruction=None, dimensions=None, progress=False):
         return self.x[[int(t) for t in texts]]
 
 
@@ -118,13 +118,6 @@ def test_the_threshold_itself_counts():
     x = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0]], dtype=np.float32)  # cos(0, 1) = 0.6 exactly
     rows, cols = similar_pairs(x, min_similarity=0.6)
     assert list(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 2)]
-
-
-def test_old_spellings_still_work(tiny_encoder):
-    with pytest.warns(DeprecationWarning, match="k is ignored"):
-        old = find_duplicates(tiny_encoder, ["a", "a", "b"], threshold=0.999, k=3)
-    assert old.min_similarity == old.threshold == 0.999
-    assert [g.members for g in old.groups] == [[0, 1]]
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -43,7 +43,7 @@ def test_each_distinct_sentence_is_encoded_once(tiny_encoder):
             self.inner = inner
             self.name, self.dim = inner.name, inner.dim
 
-        def encode(self, texts, instruction=None, dimensions=None, show_progress_bar=False):
+        def encode(self, texts, instruction=None, dimensions=None, progress=False):
             calls.append(list(texts))
             return self.inner.encode(texts, instruction=instruction, dimensions=dimensions)
 

@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
-from qembed.config import renamed, resolve_instruction, want_progress
+from qembed.config import resolve_instruction, want_progress
+from qembed.deprecated import old_argument_order, old_keywords
 from qembed.errors import InputError
 from qembed.models.encoder import Encoder, normalize, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
@@ -284,6 +284,8 @@ def centroids_of(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- public API
 
 
+@old_argument_order
+@old_keywords
 def cluster(
     encoder: Encoder | None,
     texts: Sequence[str],
@@ -307,7 +309,6 @@ def cluster(
     backend: str = "auto",
     words: Iterable[str] = (),
     progress: bool | None = False,
-    **deprecated: Any,
 ) -> ClusterResult:
     """Cluster ``texts`` and name each cluster by its keywords.
 
@@ -322,17 +323,7 @@ def cluster(
     ``backend``: the K-Means implementation (:func:`kmeans_backend`); ``reduce``/``reduce_dims``:
     HDBSCAN's dimension reduction (:func:`hdbscan_labels`). ``words``: extra Chinese words for
     jieba. The same ``seed`` gives the same result. Raises :class:`InputError` for bad input.
-
-    Older spellings still accepted for one release: ``cluster(texts, encoder)``, ``k=``,
-    ``show_progress_bar=``.
     """
-    legacy = renamed("cluster", deprecated, {"k": "clusters", "show_progress_bar": "progress"})
-    clusters = legacy.get("clusters", clusters)
-    progress = legacy.get("progress", progress)
-    if _looks_like_texts(encoder) and (texts is None or hasattr(texts, "encode")):
-        warnings.warn("cluster(texts, encoder) is now cluster(encoder, texts)", DeprecationWarning,
-                      stacklevel=2)
-        encoder, texts = texts, encoder  # type: ignore[assignment]
     k = clusters
     if isinstance(n_init, bool) or not isinstance(n_init, (int, np.integer)) or n_init < 1:
         raise InputError(f"n_init must be a positive integer, got {n_init!r}", param="n_init")
@@ -368,7 +359,7 @@ def cluster(
             raise InputError("pass an encoder or precomputed embeddings")
         logger.info("embedding %d text(s) with %s", n, getattr(encoder, "name", "encoder"))
         vectors = encoder.encode(texts, instruction=resolve_instruction(instruction, SYMMETRIC_INSTRUCTION),
-                                 dimensions=dimensions, show_progress_bar=want_progress(progress, n))
+                                 dimensions=dimensions, progress=want_progress(progress, n))
     else:
         vectors = np.asarray(embeddings, dtype=np.float32)
         if vectors.ndim != 2 or len(vectors) != n:
@@ -447,10 +438,6 @@ def cluster(
     params["languages"] = dict(sorted(_count(languages).items()))
     return ClusterResult(texts=rows, clusters=clusters, method=method, params=params,
                          embeddings=vectors, centroids=cents)
-
-
-def _looks_like_texts(value: Any) -> bool:
-    return isinstance(value, (list, tuple)) and all(isinstance(t, str) for t in value)
 
 
 def _count(items: Iterable[str]) -> dict[str, int]:

@@ -46,8 +46,9 @@ progress                                       ``--progress/--no-progress``     
   usage errors included), 1 for runtime failures (a model that cannot load, a remote endpoint that
   fails, a damaged index), 130 on Ctrl-C.
 - Old spellings (``--pairs``, ``--data``, ``--train``, ``--k``, ``--threshold``, ``--precision``,
-  ``--csv``, ``--sentence1-column``, ``--no-instructions`` …) still work for one release: they are
-  hidden, map onto the new names and print a ``warning:`` on stderr once.
+  ``--csv``, ``--sentence1-column``, ``--no-instructions`` …; the table is
+  :data:`qembed.deprecated.CLI_OPTIONS`) still work until the release :mod:`qembed.deprecated` names:
+  they are hidden, map onto the new names and print a ``warning:`` on stderr once.
 """
 
 from __future__ import annotations
@@ -66,18 +67,14 @@ import numpy as np
 import typer
 from typer.core import TyperCommand
 
+from qembed import deprecated
+from qembed.deprecated import IGNORED
 from qembed.errors import InputError, QembedError
+from qembed.models.runtimes import BACKENDS, DTYPES, canonical_backend, canonical_dtype  # noqa: F401
 
 logger = logging.getLogger("qembed")
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-#: Values ``--backend`` takes (``None``: torch).
-BACKENDS = ("torch", "openvino", "onnx")
-#: Values ``--dtype`` takes, and the old training spellings it still accepts.
-DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")
-DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32",
-                 "float": "float32"}
 
 # ----------------------------------------------------------------------------- shared options
 ModelOpt = typer.Option(
@@ -139,8 +136,6 @@ def clusters_option(help: str = "kmeans: number of clusters (≥ 2) or 'auto' (b
 
 
 # ----------------------------------------------------------------------------- old spellings
-#: Marks an old option that took a value and is now ignored (the value is dropped too).
-IGNORED = object()
 _warned: set[str] = set()
 
 
@@ -156,15 +151,17 @@ def warn_once(message: str) -> None:
         typer.echo(f"warning: {message}", err=True)
 
 
-def deprecated_options(mapping: Mapping[str, Any], *, notes: Mapping[str, str] | None = None) -> Callable[[F], F]:
-    """Declare the old spellings a command still accepts: ``{"--pairs": "--input", "--k": IGNORED}``.
+def deprecated_options(command: str) -> Callable[[F], F]:
+    """Declare that ``command`` (as typed after ``qembed``) accepts the old spellings
+    :data:`qembed.deprecated.CLI_OPTIONS` lists for it.
 
     The command's parser (:class:`QembedCommand`) rewrites them before parsing and warns once.
-    ``notes`` adds a sentence to the warning of an old name.
     """
+    mapping, notes = deprecated.cli_options(command)
+
     def mark(fn: F) -> F:
-        fn.__qembed_deprecated__ = dict(mapping)  # type: ignore[attr-defined]
-        fn.__qembed_deprecated_notes__ = dict(notes or {})  # type: ignore[attr-defined]
+        fn.__qembed_deprecated__ = mapping  # type: ignore[attr-defined]
+        fn.__qembed_deprecated_notes__ = notes  # type: ignore[attr-defined]
         return fn
     return mark
 
@@ -188,12 +185,11 @@ def rewrite_deprecated(args: Sequence[str], mapping: Mapping[str, Any],
             continue
         new = mapping[name]
         note = (notes or {}).get(name)
+        warn_once(deprecated.cli_message(name, new, note))
         if new is IGNORED:
-            warn_once(f"{name} is deprecated and ignored" + (f": {note}" if note else ""))
             if not sep and attached is None:
                 next(it, None)  # drop its value
             continue
-        warn_once(f"{name} is deprecated; use {new}" + (f" ({note})" if note else ""))
         if sep:
             out.append(f"{new}={value}")
         elif attached is not None:
@@ -248,7 +244,7 @@ def positional_input(value: Any, input: Any, *, option: str = "--input") -> Any:
         return input
     if input not in (None, [], ()):
         fail(f"give the input file once, with {option}")
-    warn_once(f"the input file as an argument is deprecated; use {option} FILE")
+    warn_once(deprecated.cli_positional_message(option))
     return value
 
 
@@ -263,23 +259,19 @@ def resolve_instruction(instruction: str | None, no_instruction: bool, default: 
 
 
 def normalize_dtype(value: str | None) -> str | None:
-    """``--dtype`` as one of :data:`DTYPES` (old training spellings such as ``bf16`` accepted)."""
-    if value is None:
-        return None
-    key = value.strip().lower()
-    key = DTYPE_ALIASES.get(key, key)
-    if key not in DTYPES:
-        fail(f"--dtype must be one of {', '.join(DTYPES)}, got {value!r}")
-    return key
+    """``--dtype`` as one of :data:`~qembed.models.runtimes.DTYPES` (the short spellings accepted)."""
+    try:
+        return canonical_dtype(value)
+    except InputError as exc:
+        fail(exc.message)
 
 
 def check_backend(backend: str | None) -> str | None:
-    if backend is None:
-        return None
-    key = backend.strip().lower()
-    if key not in BACKENDS:
-        fail(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return key
+    """``--backend`` as one of :data:`~qembed.models.runtimes.BACKENDS` (the short spellings accepted)."""
+    try:
+        return canonical_backend(backend)
+    except InputError as exc:
+        fail(exc.message)
 
 
 def want_progress(progress: bool | None, n_items: int, encoder: Any = None, *, batch: int | None = None) -> bool:

@@ -50,9 +50,6 @@ MinSizeOpt = typer.Option(None, "--min-cluster-size", help="hdbscan: smallest cl
                           "(default: 1% of the texts, 3..500).")
 SeedOpt = typer.Option(0, "--seed", help="Random seed; the same seed gives the same result.")
 _SYMMETRIC = f"'{SYMMETRIC_INSTRUCTION}'"
-_OLD = {"--k": "--clusters", "--no-instructions": "--no-instruction"}
-
-
 def _read_input(path: Path, text_column: str | None) -> list[str]:
     """Texts of FILE; blank lines/values are skipped and counted in a warning."""
     texts = read_texts(path, text_column=text_column, skip_empty=True)
@@ -77,7 +74,7 @@ def _parse_clusters(value: str | None) -> int | str | None:
         raise InputError(f"--clusters must be an integer or 'auto', got {value!r}") from None
 
 
-@deprecated_options({**_OLD, "--csv": "--output"})
+@deprecated_options("cluster")
 def cluster_command(
     file: Path | None = typer.Argument(None, hidden=True),
     input: Path | None = input_option("Texts: .txt (a line each), .jsonl/.json (field 'text'), "
@@ -168,7 +165,7 @@ def cluster_command(
         typer.echo(f"report -> {report}")
 
 
-@deprecated_options({**_OLD, "--data": "--input"})
+@deprecated_options("eval clustering")
 def eval_clustering_command(
     input: Path = input_option("Labelled texts: .jsonl/.json/.csv/.tsv with fields 'text' and 'label'.",
                                required=True),

@@ -101,7 +101,7 @@ def embed(
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key, **kwargs)
     logger.info("embedding %d text(s) with %s", len(items), encoder.name)
     vectors = encoder.encode(items, instruction=instr or None, dimensions=dimensions,
-                             show_progress_bar=want_progress(progress, len(items), encoder))
+                             progress=want_progress(progress, len(items), encoder))
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix.lower() == ".npy":

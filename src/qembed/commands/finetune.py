@@ -32,8 +32,6 @@ from qembed.extras import require
 
 TrainDtypeOpt = typer.Option("auto", "--dtype", help="auto (bfloat16 on CUDA, float32 elsewhere), bfloat16 "
                                                     "or float32.")
-_OLD_DTYPE = {"--precision": "--dtype"}
-_DTYPE_NOTE = {"--precision": "bf16 and fp32 are still accepted"}
 
 
 def _precision(dtype: str) -> str:
@@ -98,7 +96,7 @@ def data_lengths(
 
 
 # ---------------------------------------------------------------------------- classifier
-@deprecated_options({"--train": "--input", **_OLD_DTYPE}, notes=_DTYPE_NOTE)
+@deprecated_options("finetune classifier")
 def finetune_classifier(
     input: Path = input_option("Labelled training pairs: sentence1, sentence2, label (0/1).", required=True),
     dev: Path = typer.Option(..., "--dev", help="Labelled dev pairs, evaluated after every epoch."),
@@ -159,7 +157,7 @@ def finetune_classifier(
                f"(dev majority class: {100 * doc['dev_majority_accuracy']:.2f}%) -> {output}")
 
 
-@deprecated_options({"--threshold": "--min-probability", **_OLD_DTYPE}, notes=_DTYPE_NOTE)
+@deprecated_options("classify-pairs")
 def classify_pairs(
     file: Path | None = typer.Argument(None, hidden=True),
     input: Path | None = input_option("Pairs to score (sentence1, sentence2[, label])."),
@@ -241,8 +239,7 @@ def classify_pairs(
 
 
 # ---------------------------------------------------------------------------- embedding
-@deprecated_options({"--train": "--input", "--no-instructions": "--no-instruction", **_OLD_DTYPE},
-                    notes=_DTYPE_NOTE)
+@deprecated_options("finetune embedding")
 def finetune_embedding(
     input: Path = input_option("Labelled training pairs: 0/1 (AFQMC) or graded scores (STS-B 0-5).",
                                required=True),
@@ -291,7 +288,7 @@ def finetune_embedding(
     train_data = load_pairs(input, labels="score", limit=limit_train)
     dev_data = load_pairs(dev, labels="score", limit=limit_dev) if dev is not None else None
     doc = tune_embeddings(train_data, output, cfg, dev=dev_data, merge=merge, overwrite=overwrite,
-                          show_progress_bar=want_progress(progress, len(train_data), batch=batch_size),
+                          progress=want_progress(progress, len(train_data), batch=batch_size),
                           on_trainable=lambda line: typer.echo(line, err=as_json))
     if as_json:
         emit_json({"object": "embedding.model", **doc, "output": str(output)})

@@ -13,7 +13,6 @@ from typing import Any
 import typer
 
 from qembed.commands._common import (
-    IGNORED,
     ApiKeyOpt,
     BackendOpt,
     DeviceOpt,
@@ -49,9 +48,6 @@ DEFAULT_VERDICT_THRESHOLD = 0.8
 RECORD_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 ROW_SUFFIXES = (".jsonl", ".csv", ".tsv")
 _SYMMETRIC = f"'{SYMMETRIC_INSTRUCTION}'"
-_NO_INSTRUCTIONS = {"--no-instructions": "--no-instruction"}
-
-
 def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Rows as JSON lines or a table whose columns are every key seen (in order of appearance)."""
     columns: list[str] = []
@@ -69,9 +65,7 @@ def _fmt(value: Any) -> str:
 # --------------------------------------------------------------------------- similarity
 
 
-@deprecated_options({"--pairs": "--input", "-p": "--input", "--threshold": "--min-similarity",
-                     "-t": "--min-similarity", "--sentence1-column": "--text1-column",
-                     "--sentence2-column": "--text2-column", **_NO_INSTRUCTIONS})
+@deprecated_options("similarity")
 def similarity(
     texts: list[str] | None = typer.Argument(None, help="Two texts to compare (or use --input)."),
     input: Path | None = input_option("Pairs file: JSON lines with sentence1, sentence2 and an optional "
@@ -160,7 +154,7 @@ def similarity(
 
     logger.info("scoring %d pairs with %s", len(data), encoder.name)
     scores = score_pairs(encoder, data.left, data.right, instruction=instr, dimensions=dimensions,
-                         show_progress_bar=want_progress(progress, 2 * len(data), encoder))
+                         progress=want_progress(progress, 2 * len(data), encoder))
     extra: dict[str, Any] = {}  # what only the command line does (calibration, metrics, files)
     calibration = run_calibration(scores, data.labels) if calibrate else None
     decision = calibration["threshold"] if calibration is not None else min_similarity
@@ -255,7 +249,7 @@ def _read_label_specs(labels: list[str] | None, labels_file: Path | None) -> lis
     return specs
 
 
-@deprecated_options(_NO_INSTRUCTIONS)
+@deprecated_options("classify zero-shot")
 def zero_shot_command(
     texts: list[str] | None = typer.Argument(None, help="Texts to classify (or --input FILE)."),
     label: list[str] | None = typer.Option(None, "--label", "-l", help="A label: 'name' or "
@@ -282,7 +276,8 @@ def zero_shot_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Send each text to the nearest label (names or 'name: description'), no training needed."""
-    from qembed.pairs.classify import ZeroShotClassifier, classification_metrics
+    from qembed.eval.classification import classification_metrics
+    from qembed.pairs.classify import ZeroShotClassifier
 
     specs = _read_label_specs(label, labels_file)
     items, records = _texts_from(texts, input, text_column)
@@ -295,7 +290,7 @@ def zero_shot_command(
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     clf = ZeroShotClassifier(encoder, specs, instruction=instr, label_instruction=label_instruction,
                              temperature=temperature, dimensions=dimensions)
-    preds = clf.predict(items, top_k=top_k, show_progress_bar=want_progress(progress, len(items), encoder))
+    preds = clf.predict(items, top_k=top_k, progress=want_progress(progress, len(items), encoder))
     extra: dict[str, Any] = {"n": len(items)}
     if label_column is not None:
         from qembed.io import require_columns
@@ -329,7 +324,7 @@ def zero_shot_command(
         typer.echo(f"accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f} on {m['n']} texts")
 
 
-@deprecated_options({"--data": "--input", **_NO_INSTRUCTIONS})
+@deprecated_options("classify train")
 def train_command(
     input: Path = input_option("Labelled texts: .csv/.tsv/.jsonl with text and label columns.", required=True),
     text_column: str = text_column_option("text", "Column holding the text."),
@@ -372,7 +367,7 @@ def train_command(
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     clf = train_classifier(encoder, texts, labels, instruction=instr, dimensions=dimensions,
                            test_size=test_size, seed=seed, c=c, refit=refit, model=model or None,
-                           show_progress_bar=want_progress(progress, len(texts), encoder))
+                           progress=want_progress(progress, len(texts), encoder))
     clf.info["trained_on"] = str(input)
     clf.save(output)
     test = clf.metrics.get("test")
@@ -412,7 +407,7 @@ def predict_command(
     if top_k < 1:
         fail(f"--top-k must be at least 1, got {top_k}")
     encoder = open_encoder(model or clf.model, device=device, dtype=dtype, backend=backend, api_key=api_key)
-    preds = clf.predict(encoder, items, top_k=top_k, show_progress_bar=want_progress(progress, len(items), encoder))
+    preds = clf.predict(encoder, items, top_k=top_k, progress=want_progress(progress, len(items), encoder))
     body = classify_body(preds, model=encoder.name, labels=clf.labels, classifier=str(classifier), n=len(items))
     if output is not None:
         _write_rows(output, [{"index": i, "text": t, "label": p["label"],
@@ -438,9 +433,7 @@ classify_app.command("predict")(predict_command)
 # --------------------------------------------------------------------------- dedup
 
 
-@deprecated_options({"--threshold": "--min-similarity", "-t": "--min-similarity", "--k": IGNORED,
-                     **_NO_INSTRUCTIONS},
-                    notes={"--k": "dedup finds every pair at or above --min-similarity exactly"})
+@deprecated_options("dedup")
 def dedup(
     file: Path | None = typer.Argument(None, hidden=True),
     input: Path | None = input_option("Texts: .txt (a line each), .jsonl, .csv or .tsv (--text-column)."),

@@ -143,7 +143,7 @@ def index_add(
             store.set_meta("model_source", model)  # as the user named it (Hub id, folder or URL)
         logger.info("adding %d document(s) from %d file(s) to %s", len(docs), len(files), index)
         result = kb.add(docs, batch_size=batch_size,
-                        show_progress_bar=want_progress(progress, len(docs), batch=batch_size))
+                        progress=want_progress(progress, len(docs), batch=batch_size))
         result["count"] = store.count()
     finally:
         store.close()
@@ -199,7 +199,7 @@ def index_info(
         typer.echo(f"{key:>16}: {value}")
 
 
-@deprecated_options({"--no-instructions": "--no-instruction"})
+@deprecated_options("search")
 def search(
     query: str = typer.Argument(..., help="The question (it gets the retrieval instruction)."),
     index: str = IndexOpt,
@@ -292,7 +292,7 @@ def _recorded_model(index: str, collection: str | None) -> str | None:
         store.close()
 
 
-@deprecated_options({"--no-instructions": "--no-instruction"})
+@deprecated_options("eval retrieval")
 def eval_retrieval(
     model: str | None = ModelOpt,
     corpus: Path = typer.Option(..., "--corpus", help="BEIR corpus.jsonl (_id, title, text)."),
@@ -342,7 +342,7 @@ def eval_retrieval(
     modes = [mode] + (["bm25"] if baseline == "bm25" and mode != "bm25" else [])
     report = evaluate_retrieval(encoder, data, modes=modes, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                                 instruction=instr, batch_size=batch_size, reranker=second, candidates=candidates,
-                                show_progress_bar=want_progress(progress, len(data.corpus), batch=batch_size))
+                                progress=want_progress(progress, len(data.corpus), batch=batch_size))
     report = {"object": "eval.retrieval", "model": encoder.name, **report}
     if second is not None:
         report["reranker"] = second.name

@@ -10,13 +10,12 @@ Outliers (HDBSCAN's ``-1``) count as one more predicted cluster; their share is 
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
 
 from qembed.clustering.pipeline import DEFAULT_N_INIT
-from qembed.config import renamed
+from qembed.deprecated import old_argument_order, old_keywords
 from qembed.errors import InputError
 from qembed.models.encoder import Encoder
 
@@ -63,6 +62,8 @@ def lexical_baseline(texts: Sequence[str], k: int, *, seed: int = 0) -> np.ndarr
     return KMeans(n_clusters=k, random_state=seed, n_init=DEFAULT_N_INIT).fit_predict(x).astype(np.int64)
 
 
+@old_argument_order
+@old_keywords
 def evaluate_clustering(
     encoder: Encoder | None,
     texts: Sequence[str],
@@ -77,25 +78,16 @@ def evaluate_clustering(
     dimensions: int | None = None,
     baseline: bool = True,
     progress: bool | None = False,
-    **deprecated: Any,
 ) -> dict[str, Any]:
     """Cluster ``texts`` with ``encoder`` and score the clusters against the gold ``labels``.
 
     For ``kmeans`` the default number of ``clusters`` is the number of gold classes (the usual
     protocol, e.g. MTEB clustering); ``clusters="auto"`` lets the silhouette choose. Returns
     ``{"n", "classes", "method", "k", "n_clusters", "outlier_fraction", "scores": {…},
-    "baseline": {"name", "scores"}}``. The older order ``(texts, gold, encoder)`` and ``k=``
-    still work for one release.
+    "baseline": {"name", "scores"}}``.
     """
     from qembed.clustering.pipeline import cluster
 
-    legacy = renamed("evaluate_clustering", deprecated, {"k": "clusters", "show_progress_bar": "progress"})
-    clusters = legacy.get("clusters", clusters)
-    progress = legacy.get("progress", progress)
-    if isinstance(encoder, (list, tuple)) and hasattr(labels, "encode"):
-        warnings.warn("evaluate_clustering(texts, gold, encoder) is now evaluate_clustering(encoder, texts, "
-                      "labels)", DeprecationWarning, stacklevel=2)
-        encoder, texts, labels = labels, encoder, texts  # type: ignore[assignment]
     gold = labels
     k = clusters
     texts = list(texts)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError
 from qembed.io import read_records
 
@@ -146,6 +147,7 @@ def score_rankings(rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Ma
 # ---------------------------------------------------------------------- running
 
 
+@old_keywords
 def evaluate_retrieval(
     encoder: Any,
     data: BeirData,
@@ -159,7 +161,6 @@ def evaluate_retrieval(
     index: str | None = None,
     reranker: Any = None,
     candidates: int = 100,
-    **deprecated: Any,
 ) -> dict[str, Any]:
     """Index ``data.corpus`` in a :class:`~qembed.search.knowledge_base.KnowledgeBase` and score each mode.
 
@@ -169,13 +170,8 @@ def evaluate_retrieval(
     reordered by the reranker), under ``"{mode}+rerank"``: same data, same protocol. Returns
     ``{"protocol", "documents", "queries", "chunks", "results": {mode: metrics}, "seconds"}``.
     """
-    from qembed.config import renamed
     from qembed.search.knowledge_base import KnowledgeBase
 
-    legacy = renamed("evaluate_retrieval", deprecated,
-                     {"query_instruction": "instruction", "show_progress_bar": "progress"})
-    instruction = legacy.get("instruction", instruction)
-    progress = legacy.get("progress", progress)
     from qembed.io import is_milvus_uri
 
     exact = {} if is_milvus_uri(index) else {"index": "flat"}  # Milvus Lite searches exactly (FLAT) itself

@@ -37,9 +37,10 @@ class Encoder(Protocol):
         instruction: str | None = None,
         dimensions: int | None = None,
         *,
-        show_progress_bar: bool = False,
+        progress: bool = False,
     ) -> np.ndarray:
-        """Return a float32 array of shape ``(len(texts), dimensions or dim)``, rows of norm 1."""
+        """Return a float32 array of shape ``(len(texts), dimensions or dim)``, rows of norm 1
+        (``progress``: a progress bar on stderr)."""
         ...
 
     def count_tokens(self, texts: str | Sequence[str]) -> list[int]:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError, QembedError
 from qembed.models.compile import BREAK_EVEN_TOKENS, compile_setting, should_compile
 from qembed.models.encoder import (
@@ -32,6 +33,7 @@ from qembed.models.inputs import InputPreparer, suffix_special_ids
 from qembed.models.packed import PackedQwen3, supports_packed
 from qembed.models.prompts import is_instruct_prompt
 from qembed.models.resolve import default_model, model_kind, resolve_model_path
+from qembed.models.runtimes import canonical_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +48,8 @@ BATCH_LIMITS = {"cuda": (16384, 256), "xpu": (16384, 256), "mps": (8192, 64), "c
 #: sentences ran at 98 / 110 / 131 / 138 sentences/s with 32 / 64 / 128 / 256 inputs per pass.
 PACKED_BATCH_LIMITS = {"cuda": (16384, 256), "xpu": (16384, 256), "cpu": (4096, 256)}
 
-_DTYPES = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-}
+#: The torch dtype of each precision name torch runs (:data:`~qembed.models.runtimes.DTYPES`).
+_TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
 
 
 def pick_device(device: str | None) -> str:
@@ -101,10 +95,13 @@ def pick_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
             return torch.bfloat16
         return torch.float32
     else:
-        key = str(dtype).lower().replace("torch.", "")
-        if key not in _DTYPES:
-            raise InputError(f"unknown dtype {dtype!r}; use auto, bfloat16, float32 or float16")
-        chosen = _DTYPES[key]
+        key = canonical_dtype(dtype)
+        if key == "auto":
+            return pick_dtype(None, device)
+        if key not in _TORCH_DTYPES:
+            raise InputError(f"dtype {dtype!r} runs on the openvino and onnx backends, not on torch; use auto, "
+                             f"bfloat16, float32 or float16", param="dtype")
+        chosen = _TORCH_DTYPES[key]
     if chosen == torch.float16:
         logger.warning("float16 weights can overflow to NaN with Qwen3 models; bfloat16 is safer")
     return chosen
@@ -381,12 +378,13 @@ class LocalEncoder:
         check_finite(vectors)
         return vectors
 
+    @old_keywords
     def embed_token_ids(
         self,
         ids: Sequence[Sequence[int]],
         dimensions: int | None = None,
         *,
-        show_progress_bar: bool = False,
+        progress: bool = False,
     ) -> np.ndarray:
         """Embed prepared token ids (from :meth:`tokenize` or :meth:`prepare_token_ids`).
 
@@ -399,20 +397,21 @@ class LocalEncoder:
         batches = plan_batches([len(x) for x in ids], self.max_batch_tokens, self.max_batch_size,
                                packed=self.packed)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
-        bar = tqdm(total=len(ids), desc="embedding", unit="text", disable=not show_progress_bar)
+        bar = tqdm(total=len(ids), desc="embedding", unit="text", disable=not progress)
         for batch in batches:
             out[batch] = self.forward_batch([ids[i] for i in batch])
             bar.update(len(batch))
         bar.close()
         return truncate_dimensions(out, dimensions)
 
+    @old_keywords
     def encode(
         self,
         texts: str | Sequence[str],
         instruction: str | None = None,
         dimensions: int | None = None,
         *,
-        show_progress_bar: bool = False,
+        progress: bool = False,
     ) -> np.ndarray:
         """Texts to a float32 ``(n, dimensions or dim)`` array of L2-normalised rows.
 
@@ -421,7 +420,7 @@ class LocalEncoder:
         """
         dimensions = check_dimensions(dimensions, self.dim)
         ids = self.tokenize(texts, instruction)
-        return self.embed_token_ids(ids, dimensions, show_progress_bar=show_progress_bar)
+        return self.embed_token_ids(ids, dimensions, progress=progress)
 
     def __repr__(self) -> str:
         return (f"LocalEncoder(name={self.name!r}, dim={self.dim}, device={self.device!r}, "

@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 from tqdm.auto import tqdm
 
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError, RemoteError
 from qembed.io import is_http_url
 from qembed.models.encoder import check_dimensions, check_finite, truncate_dimensions, validate_texts
@@ -159,20 +160,21 @@ class RemoteEncoder:
                 vectors.append(np.asarray(emb, dtype=np.float32))
         return np.vstack(vectors).astype(np.float32)
 
+    @old_keywords
     def encode(
         self,
         texts: str | Sequence[str],
         instruction: str | None = None,
         dimensions: int | None = None,
         *,
-        show_progress_bar: bool = False,
+        progress: bool = False,
     ) -> np.ndarray:
         """Same contract as :meth:`LocalEncoder.encode`; requests of ``batch_size`` inputs."""
         formatted = self.format(texts, instruction)
         if dimensions is not None:
             dimensions = check_dimensions(dimensions, self.dim)
         parts = []
-        bar = tqdm(total=len(formatted), desc="embedding", unit="text", disable=not show_progress_bar)
+        bar = tqdm(total=len(formatted), desc="embedding", unit="text", disable=not progress)
         for start in range(0, len(formatted), self.batch_size):
             chunk = formatted[start:start + self.batch_size]
             parts.append(self._embed_batch(chunk, dimensions))

@@ -24,9 +24,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from qembed.config import renamed, resolve_instruction, want_progress
+from qembed import deprecated
+from qembed.config import resolve_instruction, want_progress
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError, NotFoundError
-from qembed.eval.classification import classification_metrics  # noqa: F401  (its home is qembed.eval)
+from qembed.eval import classification as _metrics
 from qembed.models.encoder import Encoder, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 
@@ -116,22 +118,22 @@ class ZeroShotClassifier:
         """Cosine of every text to every label name, ``(n_texts, n_labels)`` (best description)."""
         texts = validate_texts(texts)
         vectors = self.encoder.encode(texts, instruction=self._instruction, dimensions=self.dimensions,
-                                      show_progress_bar=want_progress(progress, len(texts)))
+                                      progress=want_progress(progress, len(texts)))
         per_spec = vectors @ self._label_vectors.T
         out = np.full((len(texts), len(self.names)), -np.inf, dtype=np.float32)
         for j in range(len(self.names)):
             out[:, j] = per_spec[:, self._owner == j].max(axis=1)
         return out
 
+    @old_keywords
     def predict(self, texts: Sequence[str], *, top_k: int | None = None, temperature: float | None = None,
-                progress: bool | None = False, **deprecated: Any) -> list[dict[str, Any]]:
+                progress: bool | None = False) -> list[dict[str, Any]]:
         """Classify texts.
 
         Out: one dict per text: ``label`` (nearest), ``score`` (its cosine), and ``labels`` —
         the ``top_k`` (default all) labels best first, each ``{"label", "score", "probability"}``.
         ``temperature`` overrides the classifier's for this call.
         """
-        progress = renamed("predict", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
         texts = validate_texts(texts)
         k = len(self.names) if top_k is None else int(top_k)
         if k < 1:
@@ -208,13 +210,13 @@ class TrainedClassifier:
                         "labels": ranked})
         return out
 
+    @old_keywords
     def predict(self, encoder: Encoder, texts: Sequence[str], *, top_k: int | None = None,
-                progress: bool | None = False, **deprecated: Any) -> list[dict[str, Any]]:
+                progress: bool | None = False) -> list[dict[str, Any]]:
         """Embed ``texts`` with ``encoder`` (same instruction as in training) and classify them."""
-        progress = renamed("predict", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
         texts = validate_texts(texts)
         vectors = encoder.encode(texts, instruction=self.instruction or None, dimensions=self.dimensions,
-                                 show_progress_bar=want_progress(progress, len(texts)))
+                                 progress=want_progress(progress, len(texts)))
         if vectors.shape[1] != self.dim:
             raise InputError(
                 f"the encoder {encoder.name} gives vectors of size {vectors.shape[1]} but this classifier "
@@ -280,6 +282,7 @@ class TrainedClassifier:
                    info={k: v for k, v in manifest.items() if k not in known})
 
 
+@old_keywords
 def train_classifier(
     encoder: Encoder,
     texts: Sequence[str],
@@ -293,7 +296,6 @@ def train_classifier(
     refit: bool = False,
     model: str | None = None,
     progress: bool | None = False,
-    **deprecated: Any,
 ) -> TrainedClassifier:
     """Fit a logistic-regression head on embeddings and measure it on a held-out split.
 
@@ -308,7 +310,6 @@ def train_classifier(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
-    progress = renamed("train_classifier", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
     instruction = resolve_instruction(instruction, SYMMETRIC_INSTRUCTION)
     texts = validate_texts(texts)
     y_names = _check_training_labels(labels)
@@ -325,7 +326,7 @@ def train_classifier(
     y = np.asarray([names.index(n) for n in y_names])
     logger.info("embedding %d labelled texts (%d labels)", len(texts), len(names))
     vectors = encoder.encode(texts, instruction=instruction, dimensions=dimensions,
-                             show_progress_bar=want_progress(progress, len(texts)))
+                             progress=want_progress(progress, len(texts)))
 
     def fit(x: np.ndarray, t: np.ndarray):
         return LogisticRegression(C=c, max_iter=2000).fit(x, t)
@@ -346,10 +347,10 @@ def train_classifier(
                                                stratify=y, random_state=seed)
         est = fit(vectors[idx_train], y[idx_train])
         to_names = np.asarray(names, dtype=object)
-        metrics["test"] = classification_metrics(to_names[y[idx_test]], to_names[est.predict(vectors[idx_test])],
-                                                 names)
-        metrics["train"] = classification_metrics(to_names[y[idx_train]],
-                                                  to_names[est.predict(vectors[idx_train])], names)
+        metrics["test"] = _metrics.classification_metrics(
+            to_names[y[idx_test]], to_names[est.predict(vectors[idx_test])], names)
+        metrics["train"] = _metrics.classification_metrics(
+            to_names[y[idx_train]], to_names[est.predict(vectors[idx_train])], names)
         metrics["test_size"] = test_size
         metrics["seed"] = seed
         logger.info("held-out accuracy %.4f, macro-F1 %.4f on %d texts",
@@ -364,3 +365,6 @@ def train_classifier(
                              coef=est.coef_, intercept=est.intercept_, instruction=instruction,
                              dimensions=dimensions, metrics=metrics,
                              info={"model_name": encoder.name})
+
+
+__getattr__ = deprecated.module_getattr(__name__)  # old names: qembed.deprecated.NAMES

@@ -24,8 +24,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError, ModelLoadError, NotFoundError, QembedError
 from qembed.eval.classification import pair_classification_metrics, positive_probability
+from qembed.models.runtimes import canonical_dtype
 from qembed.pairs.pair_tokens import PairTokenizer
 
 logger = logging.getLogger(__name__)
@@ -33,13 +35,17 @@ logger = logging.getLogger(__name__)
 MANIFEST = "qembed_classifier.json"
 METRICS = "metrics.json"
 LABELS = ("different", "same")
-#: ``precision`` values (``auto``: bf16 on CUDA, fp32 elsewhere) and their other spellings.
-PRECISIONS = {"auto": "auto", "bf16": "bf16", "bfloat16": "bf16", "fp32": "fp32", "float32": "fp32"}
+#: Training precisions (``auto``: bf16 on CUDA, fp32 elsewhere) by their dtype name
+#: (:func:`~qembed.models.runtimes.canonical_dtype`, which also takes ``bf16``/``fp32``).
+PRECISIONS = {"auto": "auto", "bfloat16": "bf16", "float32": "fp32"}
 
 
 def check_precision(precision: str) -> str:
-    """``precision`` as ``auto``, ``bf16`` or ``fp32`` (``bfloat16``/``float32`` accepted)."""
-    value = PRECISIONS.get(str(precision).lower()) if precision is not None else None
+    """``precision`` as ``auto``, ``bf16`` or ``fp32`` (any spelling of those dtypes accepted)."""
+    try:
+        value = PRECISIONS.get(canonical_dtype(precision) or "")
+    except InputError:
+        value = None
     if value is None:
         raise InputError(f"precision must be auto, bfloat16 (bf16) or float32 (fp32), got {precision!r}",
                          param="precision")
@@ -190,11 +196,11 @@ class PairClassifier:
         return predict_logits(self.model, ids, self.pt, device=self.device, dtype=self.dtype,
                               batch_size=batch_size, progress=progress)
 
+    @old_keywords
     def predict_proba(self, first: Sequence[str], second: Sequence[str], *, batch_size: int = 64,
-                      progress: bool = False, show_progress_bar: bool | None = None) -> np.ndarray:
+                      progress: bool = False) -> np.ndarray:
         """P(same) for each pair, float32 ``(n,)``."""
-        show = progress if show_progress_bar is None else show_progress_bar
-        return positive_probability(self.logits(first, second, batch_size=batch_size, progress=show))
+        return positive_probability(self.logits(first, second, batch_size=batch_size, progress=progress))
 
     def evaluate(self, data: Any, *, batch_size: int = 64, progress: bool = False) -> dict[str, Any]:
         """Accuracy, F1, precision, recall, loss and average precision on labelled pairs

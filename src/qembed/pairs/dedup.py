@@ -17,12 +17,13 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
 
+from qembed import deprecated
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError
 from qembed.models.encoder import Encoder, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 #: Default cosine at or above which two texts are near-duplicates.
 DEFAULT_MIN_SIMILARITY = 0.9
-DEFAULT_THRESHOLD = DEFAULT_MIN_SIMILARITY  # the older name
 #: Query rows per FAISS range search (bounds the memory one search's hits take).
 RANGE_BLOCK = 4096
 
@@ -73,22 +73,20 @@ class DedupResult:
     def removed(self) -> int:
         return self.n - len(self.keep)
 
-    @property
-    def threshold(self) -> float:
-        """The older name of :attr:`min_similarity`."""
-        return self.min_similarity
+    threshold = deprecated.OldAttribute()  # the older name of min_similarity
 
 
 def _key(text: str) -> str:
     return " ".join(text.split())
 
 
+@old_keywords
 def similar_pairs(
     vectors: np.ndarray,
     *,
     min_similarity: float,
     block: int = RANGE_BLOCK,
-    show_progress_bar: bool = False,
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every pair ``(i, j)``, ``i < j``, whose inner product is ``>= min_similarity``.
 
@@ -108,7 +106,7 @@ def similar_pairs(
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
     bar = None
-    if show_progress_bar:
+    if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, desc="range search", unit="text")
@@ -127,6 +125,7 @@ def similar_pairs(
     return np.concatenate(rows), np.concatenate(cols)
 
 
+@old_keywords
 def find_duplicates(
     encoder: Encoder,
     texts: Sequence[str],
@@ -135,7 +134,6 @@ def find_duplicates(
     instruction: str | None = SYMMETRIC_INSTRUCTION,
     dimensions: int | None = None,
     progress: bool | None = False,
-    **deprecated: Any,
 ) -> DedupResult:
     """Group near-duplicate texts.
 
@@ -145,20 +143,7 @@ def find_duplicates(
     (representative = earliest text, first; groups ordered by their representative) and
     ``keep``, the sorted indices of a deduplicated corpus (every group's representative plus
     every text without duplicates). Exact: every pair at or above ``min_similarity`` is found.
-
-    ``threshold=`` (the older name of ``min_similarity``) and ``show_progress_bar=`` are still
-    accepted; ``k=`` is ignored (no neighbour count limits the search any more).
     """
-    if "threshold" in deprecated:
-        min_similarity = deprecated.pop("threshold")
-    if "show_progress_bar" in deprecated:
-        progress = deprecated.pop("show_progress_bar")
-    if "k" in deprecated:
-        deprecated.pop("k")
-        warnings.warn("find_duplicates: k is ignored; the range search finds every pair above "
-                      "min_similarity", DeprecationWarning, stacklevel=2)
-    if deprecated:
-        raise TypeError(f"find_duplicates() got unexpected keyword argument(s): {', '.join(deprecated)}")
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -181,9 +166,9 @@ def find_duplicates(
     logger.info("%d texts, %d distinct after exact matching; encoding", len(texts), len(reps))
     instr = SYMMETRIC_INSTRUCTION if instruction is None else (instruction or None)
     vectors = encoder.encode([texts[i] for i in reps], instruction=instr,
-                             dimensions=dimensions, show_progress_bar=show)
+                             dimensions=dimensions, progress=show)
     # 2-3. all pairs above the threshold, joined as connected components
-    rows, cols = similar_pairs(vectors, min_similarity=min_similarity, show_progress_bar=show)
+    rows, cols = similar_pairs(vectors, min_similarity=min_similarity, progress=show)
     m = len(reps)
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(m, m))
     _, component = connected_components(graph, directed=False)
@@ -208,3 +193,6 @@ def find_duplicates(
              "removed": len(texts) - len(keep)}
     logger.info("%d group(s); keeping %d of %d texts", len(groups), len(keep), len(texts))
     return DedupResult(n=len(texts), groups=groups, keep=keep, min_similarity=min_similarity, stats=stats)
+
+
+__getattr__ = deprecated.module_getattr(__name__)  # old names: qembed.deprecated.NAMES

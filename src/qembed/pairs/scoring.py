@@ -15,7 +15,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from qembed.config import renamed, resolve_instruction, want_progress
+from qembed.config import resolve_instruction, want_progress
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError, NotFoundError
 from qembed.eval.pairs import parse_label
 from qembed.models.encoder import Encoder, validate_texts
@@ -45,6 +46,7 @@ def check_threshold(threshold: Any, *, param: str = "min_similarity", slack: flo
     return value
 
 
+@old_keywords
 def unique_encode(
     encoder: Encoder,
     texts: Sequence[str],
@@ -52,7 +54,6 @@ def unique_encode(
     instruction: str | None = None,
     dimensions: int | None = None,
     progress: bool | None = False,
-    **deprecated: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode each distinct text once.
 
@@ -60,7 +61,6 @@ def unique_encode(
     none). Out: ``(vectors, index)`` where ``vectors`` holds one unit row per distinct text and
     ``vectors[index[i]]`` is the embedding of ``texts[i]``.
     """
-    progress = renamed("unique_encode", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
     texts = validate_texts(list(texts))
     position: dict[str, int] = {}
     index = np.empty(len(texts), dtype=np.int64)
@@ -70,10 +70,11 @@ def unique_encode(
     if len(distinct) < len(texts):
         logger.info("encoding %d distinct texts of %d", len(distinct), len(texts))
     vectors = encoder.encode(distinct, instruction=resolve_instruction(instruction, SYMMETRIC_INSTRUCTION),
-                             dimensions=dimensions, show_progress_bar=want_progress(progress, len(distinct)))
+                             dimensions=dimensions, progress=want_progress(progress, len(distinct)))
     return vectors, index
 
 
+@old_keywords
 def score_pairs(
     encoder: Encoder,
     left: Sequence[str],
@@ -82,7 +83,6 @@ def score_pairs(
     instruction: str | None = None,
     dimensions: int | None = None,
     progress: bool | None = False,
-    **deprecated: Any,
 ) -> np.ndarray:
     """Cosine similarity of ``left[i]`` and ``right[i]`` for every i.
 
@@ -90,7 +90,6 @@ def score_pairs(
     Both sides get ``instruction`` (``None``: the symmetric default, ``""``: none); each
     distinct text is encoded once.
     """
-    progress = renamed("score_pairs", deprecated, {"show_progress_bar": "progress"}).get("progress", progress)
     left = validate_texts(left, param="left")
     right = validate_texts(right, param="right")
     if len(left) != len(right):

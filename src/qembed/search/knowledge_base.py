@@ -29,6 +29,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from qembed.config import resolve_instruction, want_progress
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError
 from qembed.io import is_milvus_server, is_milvus_uri
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
@@ -248,6 +249,7 @@ class KnowledgeBase:
             self._chunker = Chunker(self.encoder, self._chunk_tokens, self._chunk_overlap)
         return self._chunker
 
+    @old_keywords
     def add(
         self,
         documents: Iterable[Any],
@@ -255,7 +257,6 @@ class KnowledgeBase:
         batch_size: int = 256,
         progress: bool | None = False,
         save: bool = True,
-        show_progress_bar: bool | None = None,
     ) -> dict[str, int]:
         """Chunk, embed and store documents; a document already present is replaced.
 
@@ -277,7 +278,7 @@ class KnowledgeBase:
                 meta[DOC_ID] = doc.id
                 meta[CHUNK] = ch.index
                 pieces.append((cid, ch.text, meta))
-        show = want_progress(progress if show_progress_bar is None else show_progress_bar, len(pieces), batch_size)
+        show = want_progress(progress, len(pieces), batch_size)
         bar = tqdm(total=len(pieces), desc="embedding", unit="chunk", disable=not show)
         parts: list[np.ndarray] = []
         try:

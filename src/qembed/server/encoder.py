@@ -26,6 +26,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from qembed.deprecated import old_keywords
 from qembed.models.encoder import Encoder, check_dimensions, truncate_dimensions, validate_texts
 from qembed.models.inputs import InputPreparer
 from qembed.server.errors import QueueFullError
@@ -107,13 +108,14 @@ class BatchedEncoder:
             return self.inner.count_tokens(texts)
         return self.tokenizer_worker.call(lambda inputs: inputs.count_tokens(texts)).result()
 
+    @old_keywords
     def encode(
         self,
         texts: str | Sequence[str],
         instruction: str | None = None,
         dimensions: int | None = None,
         *,
-        show_progress_bar: bool = False,
+        progress: bool = False,
     ) -> np.ndarray:
         """Texts to ``(n, dimensions or dim)`` float32 unit rows (blocking; not on the event loop)."""
         dimensions = check_dimensions(dimensions, self.dim)

@@ -37,6 +37,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from qembed.deprecated import old_keywords, sentence_transformers_progress
 from qembed.errors import InputError, ModelLoadError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION, is_instruct_prompt, qwen_prefix
 from qembed.train.data import PairData
@@ -154,10 +155,9 @@ def load_sentence_transformer(path: str | Path, device: str, dtype: torch.dtype)
 def pair_scores(model: Any, data: PairData, prefix: str | None, batch_size: int = 64) -> np.ndarray:
     """Cosine similarity of each pair, embedding both sides with ``prefix`` (the prompt)."""
     kwargs = {"prompt": prefix} if prefix else {}
-    a = model.encode(data.first, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                     show_progress_bar=False, **kwargs)
-    b = model.encode(data.second, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
-                     show_progress_bar=False, **kwargs)
+    kwargs.update(sentence_transformers_progress(False))  # its own name for the keyword
+    a = model.encode(data.first, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, **kwargs)
+    b = model.encode(data.second, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, **kwargs)
     return np.sum(a.astype(np.float64) * b.astype(np.float64), axis=1)
 
 
@@ -227,6 +227,7 @@ def _check_output(output: Path, overwrite: bool) -> None:
             raise InputError(f"{output} already holds a tuned model; pass --overwrite or choose another --output")
 
 
+@old_keywords
 def tune_embeddings(
     train: PairData,
     output: str | Path,
@@ -235,7 +236,7 @@ def tune_embeddings(
     dev: PairData | None = None,
     merge: bool = False,
     overwrite: bool = False,
-    show_progress_bar: bool = True,
+    progress: bool = True,
     on_trainable: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Tune an embedding model on labelled pairs and save it to ``output``.
@@ -325,7 +326,7 @@ def tune_embeddings(
             logging_steps=max(1, math.ceil(len(train_ds) / cfg.batch_size) // 10),
             report_to="none",
             seed=cfg.seed,
-            disable_tqdm=not show_progress_bar,
+            disable_tqdm=not progress,
             use_cpu=device == "cpu",
             dataloader_pin_memory=device.startswith("cuda"),
         )

@@ -38,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from qembed.deprecated import old_keywords
 from qembed.errors import InputError
 from qembed.pairs.cross_encoder import (
     LABELS,
@@ -302,6 +303,7 @@ def _trainer_callbacks(output: Path, cfg: ClassifierConfig, seconds: dict[int, f
 
 
 # ---------------------------------------------------------------------------- training
+@old_keywords
 def train_pair_classifier(
     train: PairData,
     dev: PairData,
@@ -313,7 +315,6 @@ def train_pair_classifier(
     progress: bool | None = None,
     on_trainable: Callable[[str], None] | None = None,
     return_classifier: bool = False,
-    show_progress_bar: bool | None = None,
 ) -> dict[str, Any] | tuple[dict[str, Any], PairClassifier]:
     """Train the LoRA pair classifier and return the metrics written to ``output/metrics.json``.
 
@@ -340,8 +341,6 @@ def train_pair_classifier(
 
     from qembed.config import want_progress
 
-    if show_progress_bar is not None:
-        progress = show_progress_bar
     cfg = cfg or ClassifierConfig()
     cfg.validate()
     progress = want_progress(progress, len(train), cfg.batch_size)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from qembed import deprecated
 from qembed.envelope import cluster_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
@@ -44,8 +45,8 @@ class ClusterRequest(BaseModel):
     method: Text = Field("kmeans", description="kmeans or hdbscan.")
     clusters: Integer | Literal["auto"] | None = Field(
         None, description="kmeans: number of clusters (≥ 2) or 'auto' (best silhouette; the default).")
-    k: Integer | Literal["auto"] | None = Field(None, deprecated=True,
-                                                       description="Older name of `clusters`.")
+    k: Integer | Literal["auto"] | None = Field(
+        None, deprecated=True, description=deprecated.rest_field_description("/v1/cluster", "k"))
     n_init: Integer = Field(10, ge=1, le=100, description="kmeans: initialisations tried; the one with "
                                                            "the lowest inertia is kept.")
     min_cluster_size: Integer | None = Field(None, description="hdbscan: smallest cluster.")
@@ -94,10 +95,8 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
 
 
 def _clusters(body: ClusterRequest) -> int | str | None:
-    """``clusters``, or its older name ``k`` (not both)."""
-    if body.clusters is not None and body.k is not None:
-        raise InputError("give clusters or its older name k, not both", param="clusters")
-    return body.clusters if body.clusters is not None else body.k
+    """``clusters``, or its older name (:data:`qembed.deprecated.REST_FIELDS`; not both)."""
+    return deprecated.rest_old_value("/v1/cluster", body, "clusters")
 
 
 def _run(body: ClusterRequest, encoder: Any, instruction: str | None, dimensions: int | None):

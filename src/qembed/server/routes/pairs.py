@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from qembed import deprecated
 from qembed.envelope import classify_body, dedup_body, similarity_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
@@ -43,7 +44,8 @@ class SimilarityRequest(BaseModel):
     pairs: list[list[Text]] = Field(..., description="Text pairs, each a list of two strings.")
     min_similarity: Number | None = Field(
         None, description="Cosine in [-1, 1] at or above which a pair is 'same'; with it each result has `same`.")
-    threshold: Number | None = Field(None, deprecated=True, description="Older name of `min_similarity`.")
+    threshold: Number | None = Field(None, deprecated=True,
+                                     description=deprecated.rest_field_description("/v1/similarity", "threshold"))
     instruction: Text | None = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
     dimensions: Integer | None = Field(None, description="Matryoshka size.")
@@ -77,9 +79,9 @@ class DedupRequest(BaseModel):
     input: list[Text] = Field(..., description="Texts to deduplicate.")
     min_similarity: Number | None = Field(None, description="Cosine in [-1, 1] at or above which two texts "
                                                                "are near-duplicates (default 0.9).")
-    threshold: Number | None = Field(None, deprecated=True, description="Older name of `min_similarity`.")
-    k: Integer | None = Field(None, deprecated=True, description="Ignored: every pair at or above "
-                                                                      "`min_similarity` is found.")
+    threshold: Number | None = Field(None, deprecated=True,
+                                     description=deprecated.rest_field_description("/v1/dedup", "threshold"))
+    k: Integer | None = Field(None, deprecated=True, description=deprecated.rest_field_description("/v1/dedup", "k"))
     return_texts: StrictBool = Field(False, description="Include each member's text in the groups.")
     instruction: Text | None = Field(None, description="Instruction both sides get (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
@@ -87,11 +89,9 @@ class DedupRequest(BaseModel):
     model: Text | None = None
 
 
-def _min_similarity(body: Any, default: float | None) -> float | None:
-    """``min_similarity``, or its older name ``threshold`` (not both)."""
-    if body.min_similarity is not None and body.threshold is not None:
-        raise InputError("give min_similarity or its older name threshold, not both", param="min_similarity")
-    value = body.min_similarity if body.min_similarity is not None else body.threshold
+def _min_similarity(route: str, body: Any, default: float | None) -> float | None:
+    """``min_similarity``, or its older name (:data:`qembed.deprecated.REST_FIELDS`; not both)."""
+    value = deprecated.rest_old_value(route, body, "min_similarity")
     return default if value is None else value
 
 
@@ -121,7 +121,7 @@ async def similarity(body: SimilarityRequest, request: Request) -> dict[str, Any
         for j, text in enumerate(pair):
             if not text.strip():
                 raise InputError(f"pairs[{i}][{j}] is empty", param="pairs")
-    min_similarity = _min_similarity(body, None)
+    min_similarity = _min_similarity("/v1/similarity", body, None)
     if min_similarity is not None:
         min_similarity = check_threshold(min_similarity, param="min_similarity")
     scores = await run_in_threadpool(
@@ -182,7 +182,8 @@ async def dedup(body: DedupRequest, request: Request) -> dict[str, Any]:
 
     encoder, dimensions = task_encoder(request, body.model, body.dimensions)
     _check_size(len(body.input), request.app.state.settings.max_client_batch_size, "text", "input")
-    min_similarity = check_threshold(_min_similarity(body, DEFAULT_MIN_SIMILARITY), param="min_similarity")
+    min_similarity = check_threshold(_min_similarity("/v1/dedup", body, DEFAULT_MIN_SIMILARITY),
+                                     param="min_similarity")
     for i, text in enumerate(body.input):
         if not text.strip():
             raise InputError(f"input[{i}] is empty", param="input")
