@@ -69,7 +69,7 @@ def test_precedence_defaults_then_environment_then_explicit_values(monkeypatch):
     ("engine_threads", "0", "greater than or equal to 1"),
     ("engine_restart_limit", "-1", "greater than or equal to 0"),
     ("engine", "gpu", "'process' or 'thread'"),
-    ("dtype", "int4", "'auto'"),
+    ("dtype", "int4", "unknown dtype 'int4'; use one of auto, bfloat16"),
     ("log_level", "loud", "'info'"),
     ("omp_wait_policy", "SPIN", "'PASSIVE' or 'ACTIVE'"),
     ("device", "gpu0", "should match pattern"),

@@ -354,3 +354,20 @@ def test_the_alias_list_covers_every_kind():
     kinds = deprecated.all_aliases()
     assert set(kinds) == {"python keywords", "argument order", "names", "modules", "cli options", "rest fields"}
     assert all(kinds.values())
+
+
+def test_the_docs_page_renders_the_tables_from_this_module():
+    page = (ROOT / "docs" / "vocabulary.md").read_text(encoding="utf-8")
+    assert "<!-- qembed:deprecated -->" in page and f"removed in qembed {REMOVED_IN}" in page
+    rows = deprecated.markdown().splitlines()
+    for command, table in deprecated.CLI_OPTIONS.items():
+        for old in table:
+            assert any(r.startswith(f"| `qembed {command}` | `{old}` |") for r in rows), (command, old)
+    for function, table in deprecated.KEYWORDS.items():
+        for old in table:
+            assert f"| `{function}` | `{old}=` |" in "\n".join(rows), (function, old)
+    for route, table in deprecated.REST_FIELDS.items():
+        for old in table:
+            assert any(r.startswith(f"| `{route}` | `{old}` |") for r in rows), (route, old)
+    for old in [*deprecated.MODULES, *(n for t in deprecated.NAMES.values() for n in t)]:
+        assert f"`{old}`" in "\n".join(rows), old

@@ -10,6 +10,8 @@ A page holds a marker comment where generated Markdown goes:
 - ``examples.md`` (a whole page): ``examples/README.md`` and every script of ``examples/``;
 - ``<!-- qembed:errors -->``: every exception kind of :mod:`qembed.errors` with its HTTP status and
   CLI exit code;
+- ``<!-- qembed:deprecated -->``: every old name :mod:`qembed.deprecated` still accepts and the release
+  that drops it;
 - ``<!-- qembed:rest -->``: the endpoints and schemas of the server's OpenAPI document (built with
   :func:`qembed.server.app.create_app`, no model loaded), which is also published as
   ``openapi.json`` beside the page.
@@ -36,6 +38,7 @@ MARKERS = {
     "<!-- qembed:cli -->": lambda: cli_markdown(),
     "<!-- qembed:rest -->": lambda: rest_markdown(),
     "<!-- qembed:errors -->": lambda: errors_markdown(),
+    "<!-- qembed:deprecated -->": lambda: deprecated_markdown(),
 }
 
 #: ``QEMBED_*`` variables read outside ``Settings``: what each does. The build fails when the
@@ -181,6 +184,12 @@ def _flags_for(field: str) -> tuple[dict[str, list[str]], str]:
                 found.setdefault(key, []).append(name.removeprefix("qembed "))
                 help_text = help_text or (getattr(param, "help", None) or "")
     return found, help_text
+
+
+def deprecated_markdown() -> str:
+    from qembed.deprecated import markdown
+
+    return markdown()
 
 
 def settings_markdown() -> str:

@@ -351,3 +351,33 @@ def all_aliases() -> Mapping[str, Sequence[str]]:
         "cli options": [f"qembed {c} {o}" for c, table in CLI_OPTIONS.items() for o in table],
         "rest fields": [f"{r} {f}" for r, table in REST_FIELDS.items() for f in table],
     }
+
+
+def markdown() -> str:
+    """The tables of every old name, for docs/vocabulary.md (written at build time by its hook)."""
+    def table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+        return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+                *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+    ignored = "ignored"
+    cli = [(f"`qembed {c}`", f"`{o}`", (ignored if n is IGNORED else f"`{n}`")
+            + (f" ({CLI_NOTES[(c, o)]})" if (c, o) in CLI_NOTES else ""))
+           for c, t in CLI_OPTIONS.items() for o, n in t.items()]
+    cli += [(f"`qembed {c}`", "the input file as an argument", f"`{o} FILE`") for c, o in CLI_POSITIONAL_INPUT.items()]
+    python = [(f"`{fn}`", f"`{o}=`", ignored if n is None else f"`{n}=`") for fn, t in KEYWORDS.items()
+              for o, n in t.items()]
+    python += [(f"`{fn}`", f"`{fn.rsplit('.', 1)[1]}({', '.join(order)})`", "the encoder first")
+               for fn, (order, _) in ARGUMENT_ORDERS.items()]
+    python += [(f"`{m}`", f"`{n}`", f"`{t.replace(':', '.')}`") for m, tt in NAMES.items() for n, t in tt.items()]
+    python += [(f"`{a.rsplit('.', 1)[0]}`", f"`.{a.rsplit('.', 1)[1]}`", f"`.{n}`") for a, n in ATTRIBUTES.items()]
+    python += [("module", f"`{o}`", f"`{n}`") for o, n in MODULES.items()]
+    rest = [(f"`{r}`", f"`{f}`", ignored if n is None else f"`{n}`") for r, t in REST_FIELDS.items()
+            for f, n in t.items()]
+    lines = [f"Every name below goes away in **qembed {REMOVED_IN}** (deprecated since {SINCE}).", "",
+             "Command line (hidden from `--help`; one `warning:` line on stderr per run):", "",
+             *table(("command", "old", "new"), cli),
+             "Python (a `QembedDeprecationWarning`, a subclass of `DeprecationWarning`):", "",
+             *table(("where", "old", "new"), python),
+             "REST body fields (marked `deprecated` in the OpenAPI schema; 400 when given beside the new name):",
+             "", *table(("route", "old field", "new field"), rest)]
+    return "\n".join(lines)

@@ -202,7 +202,8 @@ def test_cli_export_then_embed(tiny_model_path: Path, tiny_encoder, tmp_path: Pa
         (["export", str(tiny_model_path), "--backend", "tensorflow"], "error: unknown backend 'tensorflow'"),
         (["export", str(tiny_model_path), "--backend", "onnx", "--dtype", "bfloat16"],
          "error: dtype 'bfloat16' is not available on the onnx backend"),
-        (["embed", "hi", "--model", str(tiny_model_path), "--backend", "tensorflow"], "error: --backend must be one of"),
+        (["embed", "hi", "--model", str(tiny_model_path), "--backend", "tensorflow"],
+         "error: unknown backend 'tensorflow'; use one of"),
         (["embed", "hi", "--model", str(out), "--backend", "openvino"], "error: "),
     ):
         code = main(args)

@@ -70,7 +70,7 @@ from typer.core import TyperCommand
 from qembed import deprecated
 from qembed.deprecated import IGNORED
 from qembed.errors import InputError, QembedError
-from qembed.models.runtimes import BACKENDS, DTYPES, canonical_backend, canonical_dtype  # noqa: F401
+from qembed.models.runtimes import BACKENDS, DTYPES, canonical_backend, canonical_dtype
 
 logger = logging.getLogger("qembed")
 
@@ -84,10 +84,10 @@ ModelOpt = typer.Option(
 )
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout (logs go to stderr).")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
-DtypeOpt = typer.Option(None, "--dtype", help="auto, bfloat16, float16 or float32; int8 with "
-                                               "--backend openvino/onnx (their default).")
-BackendOpt = typer.Option(None, "--backend", help="Runtime of a local model: torch (default), openvino "
-                                                 "or onnx.")
+DtypeOpt = typer.Option(None, "--dtype", help=f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]} (int8 on --backend "
+                                               "openvino/onnx, their default).")
+BackendOpt = typer.Option(None, "--backend", help=f"Runtime of a local model: {', '.join(BACKENDS)} "
+                                                 "(default torch).")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="QEMBED_API_KEY",
                          help="Key for a remote endpoint given as --model URL.")
 ProgressOpt = typer.Option(None, "--progress/--no-progress",
@@ -260,18 +260,12 @@ def resolve_instruction(instruction: str | None, no_instruction: bool, default: 
 
 def normalize_dtype(value: str | None) -> str | None:
     """``--dtype`` as one of :data:`~qembed.models.runtimes.DTYPES` (the short spellings accepted)."""
-    try:
-        return canonical_dtype(value)
-    except InputError as exc:
-        fail(exc.message)
+    return canonical_dtype(value)  # an InputError: `error: unknown dtype …`, exit 2
 
 
 def check_backend(backend: str | None) -> str | None:
     """``--backend`` as one of :data:`~qembed.models.runtimes.BACKENDS` (the short spellings accepted)."""
-    try:
-        return canonical_backend(backend)
-    except InputError as exc:
-        fail(exc.message)
+    return canonical_backend(backend)  # an InputError: `error: unknown backend …`, exit 2
 
 
 def want_progress(progress: bool | None, n_items: int, encoder: Any = None, *, batch: int | None = None) -> bool:
