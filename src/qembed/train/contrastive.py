@@ -208,7 +208,10 @@ def _train_dataset(data: PairData, loss: str, scale: float) -> Any:
 
 
 def _make_loss(name: str, model: Any) -> Any:
-    from sentence_transformers import losses
+    try:  # the losses' home since sentence-transformers 6 (the old path warns there)
+        from sentence_transformers.sentence_transformer import losses
+    except ImportError:
+        from sentence_transformers import losses
 
     if name == "cosent":
         return losses.CoSENTLoss(model)
