@@ -153,13 +153,14 @@ def models(check_hub: bool = True, timeout: float = 3.0) -> dict[str, Any]:
     """The default model, the cache folders, the model source and whether it answers."""
     from huggingface_hub import constants as hf
 
-    from qembed.models.export import cache_root
-    from qembed.models.resolve import default_model, hub_offline, use_modelscope
+    from qembed.models.compile import inductor_cache_dir
+    from qembed.models.resolve import cache_root, default_model, hub_offline, use_modelscope
 
     model = default_model()
     info: dict[str, Any] = {
         "default_model": model,
         "qembed_cache": str(cache_root()),
+        "compiled_kernels": str(inductor_cache_dir()),
         "hf_cache": str(hf.HF_HUB_CACHE),
         "offline": hub_offline(),
     }

@@ -139,3 +139,36 @@ def test_help_for_every_command(capsys):
     for args in (["index", "add"], ["index", "delete"], ["index", "info"], ["search"], ["eval", "retrieval"]):
         rc, out, _ = run(capsys, *args, "--help")
         assert rc == 0 and "--json" in out and "Usage" in out
+
+
+def test_index_built_with_a_cached_hub_model_reopens_by_its_hub_id(tmp_path, monkeypatch, capsys,
+                                                                   tiny_model_path):
+    """The default model comes from the Hugging Face cache (a snapshot folder named by a hash): the
+    index records the Hub id, and a later search without --model loads the same model by it."""
+    import shutil
+
+    from qembed.cli import main as cli
+    from qembed.store import open_store
+
+    repo = tmp_path / "hf" / "models--Qwen--Qwen3-Embedding-0.6B"
+    shutil.copytree(tiny_model_path, repo / "snapshots" / "0123abcd")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))  # read once at import
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("QEMBED_MODEL", raising=False)
+    docs = tmp_path / "faq.txt"
+    docs.write_text("花呗怎么还款\n快递几天到\n借呗能分期吗\n", encoding="utf-8")
+    kb = str(tmp_path / "kb")
+    assert cli(["index", "add", "--input", str(docs), "--index", kb, "--dtype", "float32"]) == 0
+    store = open_store(kb, create=False)
+    try:
+        assert store.get_meta("model") == store.get_meta("model_source") == "Qwen/Qwen3-Embedding-0.6B"
+    finally:
+        store.close()
+    capsys.readouterr()
+    assert cli(["search", "花呗还款", "--index", kb, "--top-k", "1", "--dtype", "float32", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert body["model"] == "Qwen/Qwen3-Embedding-0.6B" and len(body["data"]) == 1

@@ -137,10 +137,7 @@ def index_add(
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     store = open_store(index, dim=encoder.dim, create=True, **_store_opts(collection, kind))
     try:
-        new = store.get_meta("model") is None
         kb = KnowledgeBase(encoder, store, chunk_tokens=chunk_tokens or None, chunk_overlap=chunk_overlap)
-        if model and new:
-            store.set_meta("model_source", model)  # as the user named it (Hub id, folder or URL)
         logger.info("adding %d document(s) from %d file(s) to %s", len(docs), len(files), index)
         result = kb.add(docs, batch_size=batch_size,
                         progress=want_progress(progress, len(docs), batch=batch_size))

@@ -24,7 +24,7 @@ import numpy as np
 from qembed.errors import InputError, ModelLoadError
 from qembed.models.encoder import check_finite, check_positive_ints
 from qembed.models.inputs import InputPreparer, suffix_special_ids
-from qembed.models.local import QWEN_DEFAULT_MAX_TOKENS, LocalEncoder
+from qembed.models.local import QWEN_DEFAULT_MAX_TOKENS, LocalEncoder, model_source_of
 from qembed.models.prompts import is_instruct_prompt
 from qembed.models.resolve import (
     EXPORT_MANIFEST,
@@ -141,6 +141,7 @@ class CompiledEncoder(LocalEncoder):
         self.path = folder
         self.source = str(manifest.get("source", folder))
         self.name = name or (model.rstrip("/") if not Path(model).exists() else Path(model).name)
+        self.model_source = model_source_of(model)
         self.device = "cpu"
         self.precision = str(manifest.get("precision"))
         self.dtype = self.precision

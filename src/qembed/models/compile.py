@@ -97,11 +97,10 @@ def inductor_cache_dir() -> Path:
     """Where compiled kernels are kept across runs: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else
     ``$QEMBED_CACHE/torchinductor`` (default ``~/.cache/qembed/torchinductor``), which, unlike
     torch's default under the temporary folder, survives reboots and can live on a volume."""
+    from qembed.models.resolve import cache_root
+
     given = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if given:
-        return Path(given)
-    root = Path(os.environ.get("QEMBED_CACHE", Path.home() / ".cache" / "qembed")).expanduser()
-    return root / "torchinductor"
+    return Path(given) if given else cache_root() / "torchinductor"
 
 
 def use_persistent_cache() -> Path:

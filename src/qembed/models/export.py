@@ -39,7 +39,7 @@ from qembed.models.backends import (
     read_manifest,
     require_runtime,
 )
-from qembed.models.resolve import resolve_model_path
+from qembed.models.resolve import cache_root, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +53,6 @@ ONNX_INT8_BLOCK = 128
 POOLING_MODES = ("lasttoken", "mean", "cls", "max")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".onnx_data",
                     ".xml", ".ot", ".gguf")
-
-
-def cache_root() -> Path:
-    """Where qembed caches what it builds (``$QEMBED_CACHE``, default ``~/.cache/qembed``)."""
-    return Path(os.environ.get("QEMBED_CACHE", Path.home() / ".cache" / "qembed")).expanduser()
 
 
 def cached_export_dir(model: str, backend: str, precision: str) -> Path:

@@ -107,6 +107,13 @@ def pick_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return chosen
 
 
+def model_source_of(model: str) -> str:
+    """How to name ``model`` to load it again from anywhere: an existing folder by its absolute path,
+    anything else (a Hub id) as given. Loading either gives the same :attr:`LocalEncoder.name`."""
+    path = Path(model).expanduser()
+    return str(path.resolve()) if path.exists() else model.rstrip("/")
+
+
 class LocalEncoder:
     """Encode texts with a model loaded in this process.
 
@@ -158,6 +165,9 @@ class LocalEncoder:
                              "qembed.load_reranker) and embed with an embedding model such as "
                              "Qwen/Qwen3-Embedding-0.6B", param="model")
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
+        #: What loads this model again under the same name: the Hub id as given, or the folder's
+        #: absolute path (indexes record it as ``model_source``).
+        self.model_source = model_source_of(model)
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         check_positive_ints(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)

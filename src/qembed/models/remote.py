@@ -65,6 +65,7 @@ class RemoteEncoder:
         if batch_size < 1:
             raise InputError("batch_size must be at least 1")
         self.base_url = base_url.rstrip("/")
+        self.model_source = self.base_url  # what an index records to reach this encoder again
         self.batch_size = int(batch_size)
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)

@@ -14,6 +14,12 @@ DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def cache_root() -> Path:
+    """Where qembed caches what it builds (``$QEMBED_CACHE``, default ``~/.cache/qembed``): exported
+    models and compiled kernels."""
+    return Path(os.environ.get("QEMBED_CACHE", Path.home() / ".cache" / "qembed")).expanduser()
+
+
 def default_model() -> str:
     """The model used when none is named: ``$QEMBED_MODEL`` when set, else :data:`DEFAULT_MODEL`."""
     return os.environ.get("QEMBED_MODEL", "").strip() or DEFAULT_MODEL

@@ -38,6 +38,7 @@ from qembed.models.local import (
     pick_device,
     pick_dtype,
 )
+from qembed.models.compile import should_compile
 from qembed.models.packed import PackedQwen3, supports_packed
 from qembed.models.resolve import model_kind, resolve_model_path
 from qembed.rerank.base import (
@@ -95,8 +96,9 @@ class Reranker:
         name: the name reported by :attr:`name` (default: the folder name or Hub id).
         instruction: the default instruction (default: Qwen3-Reranker's web-search one).
         packed: run Qwen3 decoders on packed passes (``None``: whenever possible).
-        compile: fuse the packed passes' element-wise ops with :func:`torch.compile` (``None``: on
-            CPU and CUDA unless ``QEMBED_COMPILE=0``).
+        compile: fuse the packed passes' element-wise ops with :func:`torch.compile`: ``True``,
+            ``False`` or ``"auto"``/``None`` (``$QEMBED_COMPILE``, default auto: servers compile,
+            one-shot runs do not; see :mod:`qembed.models.compile`).
     """
 
     def __init__(
@@ -111,7 +113,7 @@ class Reranker:
         name: str | None = None,
         instruction: str | None = None,
         packed: bool | None = None,
-        compile: bool | None = None,
+        compile: bool | str | None = None,
     ) -> None:
         from transformers import AutoConfig
 
@@ -154,7 +156,7 @@ class Reranker:
 
     # ------------------------------------------------------------------ loading
     def _load_decoder(self, config: Any, max_input_tokens: int | None, instruction: str | None,
-                      packed: bool | None, compile: bool | None) -> None:
+                      packed: bool | None, compile: bool | str | None) -> None:
         from transformers import (
             AutoModelForCausalLM,
             AutoModelForSequenceClassification,
@@ -197,10 +199,9 @@ class Reranker:
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         if packed is not False:
             if supports_packed(self._base) and not self.device.startswith("mps"):
-                if compile is None:
-                    compile = os.environ.get("QEMBED_COMPILE", "1").lower() not in ("0", "false", "no")
-                    compile = compile and self.device.split(":")[0] in ("cpu", "cuda")
-                self._packed = PackedQwen3(self._base, compile=bool(compile))
+                # the one compile rule (qembed.models.compile): a server passes its choice;
+                # auto in a one-shot run stays eager
+                self._packed = PackedQwen3(self._base, compile=should_compile(compile, self.device))
                 self._packed.warmup()
             elif packed:
                 raise InputError(f"{self.name} cannot run packed passes (only Qwen3 decoders can)",

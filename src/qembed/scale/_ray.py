@@ -148,7 +148,7 @@ class Embedder:
         self.dimensions = settings["dimensions"]
         self.shard_rows = int(settings["shard_rows"])
         self.fs, self.folder = file_system(output)
-        self.source = str(getattr(self.encoder, "path", model))
+        self.source = str(getattr(self.encoder, "model_source", None) or getattr(self.encoder, "path", model))
         self.facts = json.dumps({
             "model": self.encoder.name, "model_source": self.source,
             "instruction": self.instruction, "dimensions": self.dimensions, "normalized": True,

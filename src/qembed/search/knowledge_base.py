@@ -209,7 +209,9 @@ class KnowledgeBase:
         if recorded is None:
             store.set_meta("model", encoder.name)
             store.set_meta("dimensions", dim)
-            source = getattr(encoder, "path", None)  # a local model: where to load it from later
+            # what loads the same model again (Hub id, absolute folder or endpoint URL); never the
+            # Hugging Face snapshot folder, whose name is a hash
+            source = getattr(encoder, "model_source", None) or getattr(encoder, "path", None)
             if source is not None and store.get_meta("model_source") is None:
                 store.set_meta("model_source", str(source))
         self._chunk_tokens = chunk_tokens

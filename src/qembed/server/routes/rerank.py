@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 from qembed.config import Settings
 from qembed.errors import InputError, NotFoundError, QembedError
 from qembed.io import is_http_url
+from qembed.models.compile import server_compile
 from qembed.rerank.base import RerankResult, check_top_n, rank, rerank_body
 from qembed.rerank.inputs import RerankInputs, validate_documents, validate_query
 from qembed.server.errors import ModelNotServedError
@@ -125,7 +126,7 @@ class ServedReranker:
 
             s = self.settings
             reranker = Reranker(target, device=s.device, dtype=s.dtype, max_batch_tokens=s.max_batch_tokens,
-                                max_batch_size=s.max_batch_size, compile=s.compile)
+                                max_batch_size=s.max_batch_size, compile=server_compile(s.compile))
             self.engine = ThreadEngine(reranker, max_batch_tokens=reranker.max_batch_tokens,
                                        max_batch_size=reranker.max_batch_size, metrics=self.app.state.metrics)
             self.info_data = self.engine.info
@@ -139,7 +140,8 @@ class ServedReranker:
 
         s = self.settings
         spec = EngineSpec(model=s.reranker, device=s.device, dtype=s.dtype, max_batch_tokens=s.max_batch_tokens,
-                          max_batch_size=s.max_batch_size, compile=s.compile, threads=s.engine_threads,
+                          max_batch_size=s.max_batch_size, compile=server_compile(s.compile),
+                          threads=s.engine_threads,
                           omp_wait_policy=s.omp_wait_policy, kind="reranker")
         engine = ProcessEngine(spec, max_batch_tokens=s.max_batch_tokens, max_batch_size=s.max_batch_size,
                                metrics=self.app.state.metrics, on_exit=self._exited, log_level=s.log_level,
