@@ -210,6 +210,7 @@ def load_embeddings(
         _bump_bm25,
         check_document_id,
         chunks_of,
+        documents_of,
         write_lock,
     )
     from qembed.store import open_store
@@ -330,7 +331,7 @@ def load_embeddings(
                 ids = [doc_ids[p] for p in pos]
                 old = chunks_of(store, ids)
                 wanted = set(ids)
-                replaced += len({c.split("#", 1)[0] for c in old})
+                replaced += len(documents_of(store, old))  # by metadata: chunk ids may be bounded
                 store.upsert(ids, vectors, texts=[texts_list[p] for p in pos] if texts_list is not None else None,
                              metadata=[metadata[p] for p in pos], delete=[c for c in old if c not in wanted])
             _bump_bm25(store)
