@@ -13,7 +13,7 @@
     loopback port (``--host``/``--port`` rewritten), waited on until ``/health`` answers; it serves
     the rest of the page (``localhost:30000``, ``http://host:30000`` in later lines and snippets
     point at it). A page whose examples call port 30000 without starting a server gets
-    ``qembed serve --model Qwen/Qwen3-Embedding-0.6B`` (the README's command).
+    ``qembed serve --model Qwen/Qwen3-Embedding-0.6B`` (the README's command), one for all such pages.
   - ``curl …``: run against that server; must answer 2xx (and JSON when it answers a body).
   - ``make T …``: ``make -n T …`` (the target and its variables exist; nothing is built).
   - ``pip install …``: every extra it names exists in ``pyproject.toml`` (the install itself is
@@ -64,7 +64,8 @@ def free_port() -> int:
 
 
 def logical_lines(code: str) -> list[str]:
-    """Shell lines with ``\\`` continuations joined."""
+    """Shell lines with ``\\`` continuations joined, and lines inside an open quote kept together
+    (``curl -d '{…`` over several lines)."""
     out: list[str] = []
     pending = ""
     for raw in code.splitlines():
@@ -72,7 +73,13 @@ def logical_lines(code: str) -> list[str]:
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
-        out.append(pending + line)
+        pending += line
+        try:
+            shlex.split(pending, comments=True)
+        except ValueError:  # an open quote: the command goes on
+            pending += "\n"
+            continue
+        out.append(pending)
         pending = ""
     if pending:
         out.append(pending)
@@ -169,8 +176,10 @@ def assert_json(text: str, what: str) -> Any:
 class PageRun:
     """The state one page's examples share: working folder, Python namespace, background server."""
 
-    def __init__(self, blocks: list[Block], workdir: Path, namespace: dict[str, Any]) -> None:
+    def __init__(self, blocks: list[Block], workdir: Path, namespace: dict[str, Any],
+                 shared: "PageRun | None" = None) -> None:
         self.blocks = blocks
+        self.shared = shared  # serves the pages that call port 30000 without starting a server
         self.workdir = workdir
         self.namespace = namespace
         self.port = free_port()
@@ -209,9 +218,12 @@ class PageRun:
         """Point ``host:30000`` at this page's server (started when none runs yet)."""
         if not _URL_PORT.search(text):
             return text
+        owner = self
         if self.server is None:
-            self.start_server(list(DEFAULT_SERVE))
-        return _URL_PORT.sub(f"127.0.0.1:{self.port}", text)
+            owner = self.shared or self
+            if owner.server is None:
+                owner.start_server(list(DEFAULT_SERVE))
+        return _URL_PORT.sub(f"127.0.0.1:{owner.port}", text)
 
     # -- python
     def run_python(self, block: Block) -> None:

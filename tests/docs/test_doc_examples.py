@@ -29,17 +29,18 @@ def _params():
 @pytest.fixture(scope="module")
 def pages(doc_environment, tmp_path_factory: pytest.TempPathFactory, shared: Path, doc_model_path: Path):
     """One :class:`PageRun` per page, made when its first block runs; servers stopped at the end."""
+    default = PageRun([], tmp_path_factory.mktemp("default-server"), {})
     made: dict[str, PageRun] = {}
 
     def get(file: str) -> PageRun:
         if file not in made:
             blocks = [b for b in BLOCKS if b.file == file]
             workdir = prepare(tmp_path_factory.mktemp(Path(file).stem), shared, doc_model_path)
-            made[file] = PageRun(blocks, workdir, {"__name__": "__main__", **placeholders()})
+            made[file] = PageRun(blocks, workdir, {"__name__": "__main__", **placeholders()}, shared=default)
         return made[file]
 
     yield get
-    for page in made.values():
+    for page in [*made.values(), default]:
         page.stop_server()
 
 
@@ -93,3 +94,7 @@ def test_shell_lines_are_split_like_a_shell() -> None:
     assert cmds == [(["qembed", "search", "a b", "--index", "./kb"], {"QEMBED_BACKEND": "onnx"}, False),
                     (["qembed", "info"], {}, False)]
     assert PageRun.commands("qembed serve --port 1 &") == [(["qembed", "serve", "--port", "1"], {}, True)]
+    from .runner import logical_lines
+
+    assert logical_lines("curl a \\\n  -d '{\"x\":\n 1}'\n# c\nqembed info\n") == [
+        "curl a    -d '{\"x\":\n 1}'", "# c", "qembed info"]
