@@ -3,6 +3,7 @@ docs use, and the environment every example runs in."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -54,12 +55,12 @@ def doc_environment(tmp_path_factory: pytest.TempPathFactory, doc_model_path: Pa
     hub = build_hf_cache(root / "hub", {"embedding": doc_model_path, "reranker": tiny_reranker_path,
                                         "minilm": minilm_path})
     with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("QEMBED_") and k != "QEMBED_SHARED"] + ["HF_ENDPOINT"]:
+            mp.delenv(key, raising=False)  # a user's fresh shell: no qembed settings
         for key, value in {"HF_HOME": str(root), "HF_HUB_CACHE": str(hub), "HF_HUB_OFFLINE": "1",
                            "TRANSFORMERS_OFFLINE": "1", "QEMBED_CACHE": str(root / "qembed-cache"),
                            "QEMBED_COMPILE": "false", "TOKENIZERS_PARALLELISM": "false"}.items():
             mp.setenv(key, value)
-        for key in ("QEMBED_MODEL", "QEMBED_BACKEND", "QEMBED_API_KEY", "HF_ENDPOINT"):
-            mp.delenv(key, raising=False)
         # huggingface_hub reads HF_HUB_CACHE once, at import; this process imported it already (a
         # user's process sets the variable before starting; the servers started here see it)
         mp.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))

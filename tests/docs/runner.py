@@ -16,8 +16,8 @@
     ``qembed serve --model Qwen/Qwen3-Embedding-0.6B`` (the README's command), one for all such pages.
   - ``curl …``: run against that server; must answer 2xx (and JSON when it answers a body).
   - ``make T …``: ``make -n T …`` (the target and its variables exist; nothing is built).
-  - ``pip install …``: every extra it names exists in ``pyproject.toml`` (the install itself is
-    tested by tests/install/).
+  - ``pip install …``: every extra it names exists in ``pyproject.toml``, a torch pin is the
+    Makefile's (the install itself is tested by tests/install/).
   - ``python benchmarks/X.py …``: the script defines every flag used (the benchmarks themselves
     take minutes and run with ``make bench``).
 """
@@ -327,6 +327,10 @@ class PageRun:
             raise DocFailure(f"`{line.strip()}`: only `pip install` is understood")
         specs = [a for a in argv[2:] if not a.startswith("-")]
         for spec in specs:
+            if spec.startswith("torch"):  # the Makefile's TORCH, installed first
+                if spec != "torch" and spec not in (ROOT / "Makefile").read_text(encoding="utf-8"):
+                    raise DocFailure(f"`{line.strip()}`: {spec} is not the Makefile's TORCH")
+                continue
             m = re.match(r"^(qembed|\.)(?:\[([\w,\s-]+)\])?$", spec)
             if not m:
                 raise DocFailure(f"`{line.strip()}`: {spec!r} is not qembed or the source folder")

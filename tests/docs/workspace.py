@@ -109,7 +109,7 @@ def _stsb(shared: Path, name: str, n: int) -> list[str]:
 def prepare(workdir: Path, shared: Path, tiny_model: Path) -> Path:
     """Write every file the documented commands name into ``workdir`` (small samples)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    train, dev = _afqmc(shared, "train.json", 96), _afqmc(shared, "dev.json", 48)
+    train, dev = _afqmc(shared, "train.json", 48), _afqmc(shared, "dev.json", 24)
     test = [{k: v for k, v in row.items() if k != "label"} for row in _afqmc(shared, "test.json", 16)]
     for folder in (workdir, workdir / "afqmc"):
         _jsonl(folder / "train.json", train)
