@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,7 +87,11 @@ def user_env(**extra: str) -> dict[str, str]:
 def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """An sdist of the source tree and a wheel built from that sdist (``python -m build``)."""
     out = tmp_path_factory.mktemp("dist")
-    run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], "python -m build (sdist, then wheel)")
+    # built from a copy: setuptools writes build/ and *.egg-info/ beside the sources
+    tree = tmp_path_factory.mktemp("source") / "qembed"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "site", "*.egg-info",
+                                                              "__pycache__", ".pytest_cache"))
+    run([sys.executable, "-m", "build", "--outdir", str(out), str(tree)], "python -m build (sdist, then wheel)")
     (sdist,) = out.glob("qembed-*.tar.gz")
     (wheel,) = out.glob("qembed-*.whl")
     return {"sdist": sdist, "wheel": wheel}
