@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from qembed.errors import InputError
@@ -105,19 +105,12 @@ class Settings(BaseSettings):
     engine_start_timeout: float = Field(
         1800.0, gt=0, description="seconds the engine may take to load the model")
 
-    @field_validator("dtype", mode="before")
+    @field_validator("dtype", "backend", mode="before")
     @classmethod
-    def _canonical_dtype(cls, value: Any) -> Any:
+    def _canonical_name(cls, value: Any, info: ValidationInfo) -> Any:
+        """The one spelling of a dtype or backend (``bf16`` → ``bfloat16``, ``ov`` → ``openvino``)."""
         try:
-            return canonical_dtype(value)
-        except InputError as exc:
-            raise ValueError(exc.message) from None
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _canonical_backend(cls, value: Any) -> Any:
-        try:
-            return canonical_backend(value)
+            return (canonical_dtype if info.field_name == "dtype" else canonical_backend)(value)
         except InputError as exc:
             raise ValueError(exc.message) from None
 
