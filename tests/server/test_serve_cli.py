@@ -135,3 +135,22 @@ def test_serve_help_and_bad_model():
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert bad.returncode == 1  # a model that cannot load is a runtime failure (exit 2 is bad input or usage)
     assert "error:" in bad.stderr and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_serving_docs_running_server_snippet_runs_as_a_script(tiny_model_path, tmp_path):
+    """docs/serving.md's running_server example, saved as a file and run with python: the engine
+    process starts with "spawn", so the script must guard its entry point (the page shows how)."""
+    import re
+    import shutil
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "serving.md").read_text(encoding="utf-8")
+    [code] = [b for b in re.findall(r"```python\n(.*?)```", page, flags=re.S) if "running_server(model=" in b]
+    shutil.copytree(tiny_model_path, tmp_path / "Qwen3-Embedding-0.6B")
+    script = tmp_path / "serve_example.py"
+    script.write_text(code, encoding="utf-8")
+    env = {**os.environ, "QEMBED_COMPILE": "false", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bootstrapping phase" not in proc.stderr
