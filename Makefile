@@ -26,6 +26,11 @@ $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[all,test]"
 	touch $@
 
+# The docs extra alone builds the site (no other extra is needed).
+$(VENV)/.installed-docs: $(VENV)/.torch pyproject.toml
+	$(BIN)/python -m pip install -q -e ".[docs]"
+	touch $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
@@ -43,10 +48,10 @@ test: install-test chromium
 	$(MAKE) docs
 
 # The documentation site (mkdocs.yml, docs/): built strictly, so a broken link or reference fails.
-docs: install-test
+docs: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
-docs-serve: install-test
+docs-serve: $(VENV)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs serve
 
 bench: install-test
