@@ -14,6 +14,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Servers compile at start-up by default (compile=auto); the suite starts dozens of them, so it
+# runs eager unless a test asks: compiling is covered where it is the subject (tests/models/
+# test_compile.py, test_packed.py, and the `qembed serve` start-up test, which sets auto).
+os.environ.setdefault("QEMBED_COMPILE", "false")
 
 from qembed.testing import build_random_qwen, qwen_reference_dir, shared_dir  # noqa: E402
 

@@ -18,7 +18,8 @@ from qembed.models.compile import (
 )
 
 
-def test_auto_stays_eager_for_a_one_text_run_and_compiles_in_a_server():
+def test_auto_stays_eager_for_a_one_text_run_and_compiles_in_a_server(monkeypatch):
+    monkeypatch.delenv("QEMBED_COMPILE", raising=False)  # the default a user gets (the suite sets false)
     one_text = 12  # tokens of a one-text `qembed embed`
     assert should_compile("auto", "cpu") is False  # at load, before any call
     assert should_compile("auto", "cpu", tokens=one_text) is False

@@ -74,7 +74,8 @@ def _assert_start_up_steps(lines: list[str], port: int) -> None:
 @pytest.mark.slow
 def test_serve_subprocess_scenario_and_sigterm(tiny_model_path, tiny_encoder):
     port = _free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "QEMBED_COMPILE": "auto"}  # the default a user gets: the server compiles at start-up
     proc = subprocess.Popen(
         [str(QEMBED), "serve", "--model-path", str(tiny_model_path), "--host", "127.0.0.1",
          "--port", str(port), "--is-embedding", "--dtype", "float32", "--device", "cpu"],
