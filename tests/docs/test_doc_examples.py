@@ -34,12 +34,18 @@ def pages(doc_environment, tmp_path_factory: pytest.TempPathFactory, shared: Pat
 
     def get(file: str) -> PageRun:
         if file not in made:
+            for earlier in made.values():  # blocks run page by page: an earlier page is done, so its
+                if earlier.server is not None:  # server starts stopping now (awaited at the end)
+                    earlier.server.terminate()
             blocks = [b for b in BLOCKS if b.file == file]
             workdir = prepare(tmp_path_factory.mktemp(Path(file).stem), shared, doc_model_path)
             made[file] = PageRun(blocks, workdir, {"__name__": "__main__", **placeholders()}, shared=default)
         return made[file]
 
     yield get
+    for page in [*made.values(), default]:
+        if page.server is not None:
+            page.server.terminate()  # all at once, then wait for each
     for page in [*made.values(), default]:
         page.stop_server()
 
