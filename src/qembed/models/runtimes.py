@@ -21,9 +21,8 @@ PRECISIONS = {"openvino": ("int8", "float32", "bfloat16"), "onnx": ("int8", "flo
 #: (worst cosine >= 0.99 to torch fp32 on all-MiniLM-L6-v2), measured with
 #: ``benchmarks/encode_throughput.py --backend`` (see docs/cpu-backends.md).
 DEFAULT_PRECISION = {"openvino": "int8", "onnx": "int8"}
-#: Python packages each runtime needs, and the extra that installs them.
-_RUNTIME_PACKAGES = {"openvino": ("openvino", "openvino"), "onnx": ("onnxruntime", "onnxruntime"),
-                     "nncf": ("nncf", "nncf")}
+#: The module each runtime imports (its distribution is in the cpu extra, see qembed.extras).
+_RUNTIME_MODULES = {"openvino": "openvino", "onnx": "onnxruntime", "nncf": "nncf"}
 
 
 def _canonical(value: Any, what: str, names: tuple[str, ...], aliases: dict[str, str]) -> str | None:
@@ -77,6 +76,6 @@ def require_runtime(backend: str) -> Any:
     :class:`~qembed.errors.MissingExtraError` names the ``cpu`` extra."""
     from qembed.extras import require
 
-    module, _ = _RUNTIME_PACKAGES[backend]
+    module = _RUNTIME_MODULES[backend]
     require("cpu", f"the {backend} backend" if backend != "nncf" else "int8 weight compression", modules=(module,))
     return importlib.import_module(module)
