@@ -38,7 +38,8 @@ groups: dict[str, typer.Typer] = {
     "data": typer.Typer(help="Inspect data sets before training.", no_args_is_help=True),
 }
 
-COMMAND_MODULES = ("embed", "serve", "pairs", "cluster", "search", "rerank", "finetune", "export", "doctor")
+COMMAND_MODULES = ("embed", "serve", "pairs", "cluster", "topics", "summarize", "search", "rerank", "finetune",
+                   "export", "doctor")
 
 
 def _version(value: bool) -> None:

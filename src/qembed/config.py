@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     max_queued_requests: int = Field(512, ge=1, description="requests waiting for the model before 429")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest request body in bytes")
     index: str | None = Field(None, description="knowledge base (folder or Milvus URI) for /v1/search")
+    topic_model: str | None = Field(None, description="topic model folder served by /v1/topics (made by "
+                                                      "'qembed cluster --save-model' or POST /v1/topics/fit)")
     reranker: str | None = Field(
         None, description="reranker model (folder, Hub id or http(s) URL of a /rerank endpoint) served "
                           "by /v1/rerank and used by /v1/search with rerank=true")

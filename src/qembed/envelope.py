@@ -3,7 +3,8 @@
 Every answer puts its items under ``data`` beside ``object`` (what kind of result), ``model`` and,
 where tokens were counted, ``usage``; fields that belong to one operation sit beside ``data``.
 The builders below are the only place these bodies are made, so ``qembed search --json`` and
-``POST /v1/search`` (and so on for similarity, classify, dedup and cluster) cannot drift apart.
+``POST /v1/search`` (and so on for similarity, classify, dedup, cluster, topics and summarize) cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -81,3 +82,52 @@ def cluster_body(result: Any, *, model: str | None, **fields: Any) -> dict[str, 
     for key in ("object", "model", "data", "usage"):
         doc.pop(key, None)
     return envelope("cluster.result", rows, model=model, **doc, **fields)
+
+
+def topics_body(topic_model: Any, *, model: str | None, **fields: Any) -> dict[str, Any]:
+    """``GET /v1/topics``: ``data`` = the topics (``topic``, ``label``, ``keywords``, ``size``,
+    ``representatives``, ``summary``, ``threshold``, ``origin``, ``revision``), with the topic
+    model's ``revision``, ``lineage``, ``dim``, ``method``, ``settings``, ``n_texts``,
+    ``pending_outliers`` and ``history``; ``model`` is the embedding model it was made with."""
+    doc = dict(topic_model.to_dict())
+    topics = doc.pop("topics", [])
+    doc.pop("model", None)
+    return envelope("topics", topics, model=model, **doc, **fields)
+
+
+def topic_assign_body(assignments: Sequence[Any], *, model: str | None, **fields: Any) -> dict[str, Any]:
+    """``/v1/topics/assign``: ``data`` = one row per text (``index``, ``text``, ``topic`` — ``-1`` for an
+    outlier —, ``label``, ``distance``, ``nearest``, ``outlier``), ``counts`` = texts per topic id,
+    ``n_outliers``."""
+    rows = [a.to_dict() for a in assignments]
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[str(r["topic"])] = counts.get(str(r["topic"]), 0) + 1
+    return envelope("topics.assignment", rows, model=model, n_outliers=sum(1 for r in rows if r["outlier"]),
+                    counts=counts, **fields)
+
+
+def topic_update_body(result: Any, *, model: str | None, **fields: Any) -> dict[str, Any]:
+    """``/v1/topics/update``: ``data`` = the new texts' final rows (as for assign), ``proposed`` = new
+    topics, ``joined`` = texts added per topic id, ``changes`` = the size diff, ``revision``,
+    ``pending_outliers``."""
+    doc = dict(result.to_dict())
+    rows = doc.pop("data", [])
+    return envelope("topics.update", rows, model=model, **doc, **fields)
+
+
+def topic_diff_body(diff: Any, *, model: str | None, **fields: Any) -> dict[str, Any]:
+    """``qembed topics diff``: ``data`` = one change per topic (``status``: grew, shrank, unchanged,
+    appeared, vanished; ids and sizes before and after), ``matched_by``, ``counts`` per status."""
+    doc = dict(diff.to_dict())
+    rows = doc.pop("data", [])
+    return envelope("topics.diff", rows, model=model, **doc, **fields)
+
+
+def summary_body(summary: Any, *, model: str | None, **fields: Any) -> dict[str, Any]:
+    """``/v1/summarize``: ``data`` = the chosen sentences in input order (``index``, ``document``,
+    ``text``, ``start``, ``end``, ``score``), ``summary`` = them joined, ``method``, ``k``,
+    ``n_sentences``, ``params``."""
+    doc = dict(summary.to_dict())
+    rows = doc.pop("sentences", [])
+    return envelope("summary", rows, model=model, **doc, **fields)

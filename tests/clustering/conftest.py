@@ -48,6 +48,46 @@ TOPICS: dict[str, list[str]] = {
     ],
 }
 
+#: Texts of the same four topics that :data:`TOPICS` does not hold (placed by a saved topic model).
+HELD_BACK: dict[str, list[str]] = {
+    "cooking": [
+        "Chop the carrots and add them to the stew with a little butter",
+        "Preheat the oven before you bake the apple pie",
+        "Season the steak with pepper and grill it for five minutes",
+        "Mix the flour, yeast and water to make pizza dough",
+    ],
+    "football": [
+        "The winger crossed the ball and the striker headed it into the goal",
+        "Both teams scored twice and the match ended in a draw",
+        "The goalkeeper was injured and left the football pitch",
+        "The club sacked its coach after five defeats in the league",
+    ],
+    "astronomy": [
+        "Saturn's rings can be seen through a small telescope",
+        "The astronauts photographed the stars from the space station",
+        "A meteor shower lit up the night sky over the observatory",
+        "Jupiter is the largest planet in our solar system",
+    ],
+    "programming": [
+        "The program crashed with a null pointer exception in the parser",
+        "Install the library and import it at the top of your Python script",
+        "The loop in this function never ends because of an off-by-one bug",
+        "Push the code to the repository after the tests pass",
+    ],
+}
+
+#: A fifth topic none of the others resembles: it should come out as outliers, then as a new topic.
+NEW_TOPIC: list[str] = [
+    "Water the tomato plants every morning during the summer",
+    "Prune the rose bushes in early spring before new growth appears",
+    "Add compost to the garden soil before planting vegetables",
+    "Pull the weeds from the flower beds after it rains",
+    "Plant the tulip bulbs in autumn so they bloom in spring",
+    "Mulch around the shrubs keeps the soil moist in the garden",
+    "The gardener planted lettuce seeds in rows in the vegetable patch",
+    "Repot the houseplants when their roots fill the pot",
+]
+
 #: The issue's Chinese example (花呗 payment failures) plus two other topics.
 CHINESE = {
     "huabei": ["花呗还款总是失败", "每次还花呗都提示系统错误", "借呗扣款没问题,花呗老是卡住",

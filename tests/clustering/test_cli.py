@@ -42,7 +42,7 @@ def test_cluster_json_csv_and_report(capsys, tmp_path, topic_file, minilm_path):
     assert [r["text"] for r in data["data"]] == texts
     assert set(data["data"][0]) == {"index", "text", "cluster", "label", "distance"}
     assert {frozenset(c) for c in data["clusters"]} == {frozenset({"cluster", "label", "keywords", "size",
-                                                                   "examples"})}
+                                                                   "examples", "summary"})}
     # texts of one topic share a cluster
     by_topic = {}
     for row, g in zip(data["data"], gold):

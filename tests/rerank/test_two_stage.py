@@ -127,3 +127,14 @@ def test_search_cli_reranks(tiny_model_path, reranker_path, reranker, tmp_path, 
     assert [h["id"] for h in body["data"]] == expected
     assert main(["search", QUERY, "--index", str(index), "--reranker", str(reranker_path)]) == 2
     assert "add --rerank" in capsys.readouterr().err
+
+
+def test_more_like_this_reranks_with_the_given_documents_as_query(kb, reranker):
+    """``similar(..., rerank=)``: the given document's text is the reranker's query; it never comes back."""
+    hits = kb.similar(["d0"], top_k=4, rerank=reranker, candidates=8)
+    first = kb.similar(["d0"], top_k=8)
+    assert "d0" not in {h.id for h in hits} and len(hits) == 4
+    scores = reranker.score([(CORPUS[0], h.text) for h in first])
+    order = np.argsort(-np.asarray(scores), kind="stable")[:4]
+    assert [h.id for h in hits] == [first[i].id for i in order]
+    np.testing.assert_allclose([h.score for h in hits], np.asarray(scores)[order], atol=1e-6)

@@ -13,7 +13,8 @@ Two operations have rules a JSON schema cannot state, so their 400s are allowed 
 requests (``positive_data_acceptance`` tuned for them alone, as schemathesis documents for
 "a cross-field rule"): ``/v1/cluster`` (``clusters``, ``min_cluster_size`` and ``min_samples`` at
 most the number of texts; texts that all embed alike cannot be split) and ``/v1/classify`` (the
-labels must name two distinct names, the part before ``:``).
+labels must name two distinct names, the part before ``:``); ``/v1/summarize`` (a text must hold a
+sentence: a letter or a digit) and ``/v1/topics/fit`` (as ``/v1/cluster``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ KEY = "fuzz-key"
 MAX_EXAMPLES = 25
 CONFIG = """
 [[operations]]
-include-path-regex = "^/v1/(cluster|classify)$"
+include-path-regex = "^/v1/(cluster|classify|summarize|topics/fit)$"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "404", "409", "429"]
 """
 

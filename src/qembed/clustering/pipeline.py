@@ -40,6 +40,7 @@ from qembed.models.encoder import Encoder, normalize, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.clustering.keywords import OUTLIER_LABEL, Tokenizer, cluster_keywords, detect_language, make_label
 from qembed.clustering.types import Cluster, ClusterResult, TextAssignment
+from qembed.summarize.extractive import select
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +229,8 @@ def reduce_vectors(vectors: np.ndarray, dims: int, method: str = "pca", seed: in
 
 
 def hdbscan_labels(vectors: np.ndarray, *, min_cluster_size: int, min_samples: int | None = None,
-                   reduce: str | None = "auto", reduce_dims: int = 10, seed: int = 0) -> np.ndarray:
+                   reduce: str | None = "auto", reduce_dims: int = 10, seed: int = 0,
+                   allow_single_cluster: bool = False) -> np.ndarray:
     """HDBSCAN cluster ids (``-1`` = outlier) with scikit-learn's ``HDBSCAN``.
 
     ``min_samples`` (the neighbourhood that estimates density) defaults to
@@ -236,7 +238,8 @@ def hdbscan_labels(vectors: np.ndarray, *, min_cluster_size: int, min_samples: i
     makes every neighbour query ask for hundreds of points on large inputs.
     ``reduce``: ``"auto"`` (PCA to ``reduce_dims`` above :data:`HDBSCAN_REDUCE_THRESHOLD`
     vectors), ``"pca"``, ``"umap"`` (umap-learn, cosine; slower, keeps local structure better) or
-    ``None``/``"none"`` (raw vectors).
+    ``None``/``"none"`` (raw vectors). ``allow_single_cluster``: one cluster may hold every
+    non-outlier (scikit-learn's option; proposing a topic from a pool of outliers needs it).
     """
     from sklearn.cluster import HDBSCAN
 
@@ -253,7 +256,7 @@ def hdbscan_labels(vectors: np.ndarray, *, min_cluster_size: int, min_samples: i
     if min_samples is None:
         min_samples = min(min_cluster_size, DEFAULT_MIN_SAMPLES)
     model = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples, metric="euclidean",
-                    copy=True)
+                    copy=True, allow_single_cluster=allow_single_cluster)
     return model.fit_predict(x).astype(np.int64)
 
 
@@ -309,6 +312,7 @@ def cluster(
     backend: str = "auto",
     words: Iterable[str] = (),
     progress: bool | None = False,
+    n_summary: int = 3,
 ) -> ClusterResult:
     """Cluster ``texts`` and name each cluster by its keywords.
 
@@ -319,7 +323,9 @@ def cluster(
     silhouette over ``k_range``; ``n_init`` initialisations, the one with the lowest inertia
     kept) or ``"hdbscan"`` (``min_cluster_size``, ``min_samples``; outliers get cluster -1
     unless ``reassign_outliers`` moves them to the nearest centroid). ``top_keywords`` keywords
-    and ``n_examples`` examples per cluster; the label joins the first ``label_words`` keywords.
+    and ``n_examples`` examples per cluster (the most central members); the label joins the first
+    ``label_words`` keywords; ``n_summary`` members make each cluster's summary (chosen by MMR
+    around the centroid: central and not redundant, in input order).
     ``backend``: the K-Means implementation (:func:`kmeans_backend`); ``reduce``/``reduce_dims``:
     HDBSCAN's dimension reduction (:func:`hdbscan_labels`). ``words``: extra Chinese words for
     jieba. The same ``seed`` gives the same result. Raises :class:`InputError` for bad input.
@@ -332,8 +338,8 @@ def cluster(
     method = _check_method(method)
     k_checked = _check_k(k, n, method)
     kmeans_backend(n, backend)  # validates the name
-    if top_keywords < 1 or n_examples < 1 or label_words < 1:
-        raise InputError("top_keywords, n_examples and label_words must be at least 1")
+    if top_keywords < 1 or n_examples < 1 or label_words < 1 or n_summary < 1:
+        raise InputError("top_keywords, n_examples, label_words and n_summary must be at least 1")
     if method == "hdbscan":
         if min_cluster_size is None:
             min_cluster_size = default_min_cluster_size(n)
@@ -426,9 +432,14 @@ def cluster(
         kw = keywords.get(c, [])
         label = make_label([w for w, _ in kw], label_words, cluster_id=c)
         label_of[c] = label
+        summary: list[str] = []
+        if c >= 0:  # a few members that cover the cluster (MMR around its centroid), in input order
+            chosen, _ = select(vectors[members], n_summary, method="mmr", reference=cents[c],
+                               keys=[texts[i] for i in members])
+            summary = [texts[members[i]] for i in chosen]
         clusters.append(Cluster(cluster=c, label=label, keywords=[w for w, _ in kw], size=len(members),
                                 examples=[texts[i] for i in order[:n_examples]],
-                                keyword_scores=[round(s, 6) for _, s in kw]))
+                                keyword_scores=[round(s, 6) for _, s in kw], summary=summary))
     rows = [TextAssignment(index=i, text=texts[i], cluster=int(labels[i]), label=label_of[int(labels[i])],
                            distance=round(float(distances[i]), 6)) for i in range(n)]
     t3 = time.perf_counter()

@@ -3,8 +3,9 @@
 In: a :class:`~qembed.clustering.types.ClusterResult` (with its embeddings). Out: one HTML file
 that needs no network: the map is inline SVG (one circle per text, coloured by cluster, the text
 shown on hover by a few lines of inline JavaScript and, without JavaScript, by the SVG
-``<title>`` tooltip), followed by a table of clusters with their label, size, keywords and
-examples. The projection is PCA (scikit-learn) by default; ``projection="umap"`` uses UMAP
+``<title>`` tooltip), followed by a table of clusters with their label, size, keywords, summary
+(a few members that cover the cluster, chosen by MMR) and most central members. The projection
+is PCA (scikit-learn) by default; ``projection="umap"`` uses UMAP
 (umap-learn, cosine metric) and ``"auto"`` uses UMAP when it is installed and there are at least
 :data:`UMAP_MIN_POINTS` texts. Above ``max_points`` texts the map shows a seeded random sample
 (the table always covers every cluster).
@@ -143,10 +144,12 @@ def render_report(
     rows = []
     for c in result.clusters:
         examples = "".join(f"<li><bdi>{html.escape(e)}</bdi></li>" for e in c.examples)
+        summary = "".join(f"<li><bdi>{html.escape(e)}</bdi></li>" for e in getattr(c, "summary", []))
         rows.append(
             f'<tr><td><i class="swatch" style="background:{colour(c.cluster)}"></i>{c.cluster}</td>'
             f"<td><bdi>{html.escape(c.label)}</bdi></td><td>{c.size}</td>"
-            f'<td class="kw">{", ".join(f"<bdi>{html.escape(w)}</bdi>" for w in c.keywords)}</td><td><ul>{examples}</ul></td></tr>'
+            f'<td class="kw">{", ".join(f"<bdi>{html.escape(w)}</bdi>" for w in c.keywords)}</td>'
+            f'<td class="summary"><ul>{summary}</ul></td><td><ul>{examples}</ul></td></tr>'
         )
     n_out = sum(1 for t in result.texts if t.cluster == -1)
     meta = (f"{n} texts · {result.n_clusters} clusters" + (f" · {n_out} outliers" if n_out else "")
@@ -162,7 +165,8 @@ def render_report(
         + "".join(circles)
         + '</svg><div id="tip"></div></div>'
         f'<div class="legend">{legend}</div>'
-        "<table><thead><tr><th>#</th><th>label</th><th>size</th><th>keywords</th><th>examples</th></tr>"
+        "<table><thead><tr><th>#</th><th>label</th><th>size</th><th>keywords</th><th>summary</th>"
+        "<th>most central</th></tr>"
         "</thead><tbody>" + "".join(rows) + "</tbody></table>"
         f"<script>{_JS}</script></body></html>\n"
     )

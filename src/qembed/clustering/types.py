@@ -27,7 +27,9 @@ class TextAssignment:
 
 @dataclass
 class Cluster:
-    """One cluster: id, label, keywords (best first), size, representative texts."""
+    """One cluster: id, label, keywords (best first), size, representative texts (the most
+    central members, closest first) and a short summary (members chosen by MMR around the
+    centroid, redundancy removed, in input order; empty for the outliers)."""
 
     cluster: int
     label: str
@@ -35,6 +37,7 @@ class Cluster:
     size: int
     examples: list[str]
     keyword_scores: list[float] = field(default_factory=list)
+    summary: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -68,7 +71,7 @@ class ClusterResult:
             "texts": [asdict(t) for t in self.texts],
             "clusters": [
                 {"cluster": c.cluster, "label": c.label, "keywords": c.keywords, "size": c.size,
-                 "examples": c.examples}
+                 "examples": c.examples, "summary": c.summary}
                 for c in self.clusters
             ],
         }

@@ -98,6 +98,11 @@ def cluster_command(
     examples: int = typer.Option(3, "--examples", help="Representative texts per cluster."),
     user_dict: Path | None = typer.Option(None, "--user-dict", help="Extra Chinese words for jieba, "
                                           "one per line."),
+    save_model: Path | None = typer.Option(None, "--save-model", help="Save a topic model to this folder, to "
+                                           "place new texts later ('qembed topics assign|update')."),
+    outlier_quantile: float = typer.Option(0.95, "--outlier-quantile", help="With --save-model: the share of "
+                                           "a topic's held-out distances a new text may reach before it is an "
+                                           "outlier (0.5..1)."),
     instruction: str | None = instruction_option(_SYMMETRIC),
     no_instruction: bool = NoInstructionOpt,
     dimensions: int | None = DimensionsOpt,
@@ -125,6 +130,12 @@ def cluster_command(
         fail(f"--n-init must be at least 1, got {n_init}")
     check_suffix(report, (".html", ".htm"), "--report")
     check_suffix(output, (".csv", ".tsv"))
+    if save_model is not None:
+        from qembed.clustering.topic_model import _check_quantile
+
+        _check_quantile(outlier_quantile)
+        if save_model.exists() and not save_model.is_dir():
+            fail(f"--save-model {save_model} is a file; give a folder")
     if report is not None and projection.strip().lower() == "umap":
         require("umap", "--map umap")  # before the model loads
     words: list[str] = []
@@ -143,12 +154,21 @@ def cluster_command(
         logger.info("wrote %d rows to %s", len(texts), output)
     if report is not None:
         write_report(result, report, projection=projection, seed=seed, title=f"Clusters of {input.name}")
+    if save_model is not None:
+        from qembed.clustering.topic_model import TopicModel
+
+        tm = TopicModel.from_result(result, model=encoder.name, instruction=instr, dimensions=dimensions,
+                                    model_source=getattr(encoder, "model_source", None), words=words,
+                                    outlier_quantile=outlier_quantile, top_keywords=top_keywords)
+        tm.save(save_model)
     if as_json:
         extra: dict[str, Any] = {}
         if output is not None:
             extra["output"] = str(output)
         if report is not None:
             extra["report"] = str(report)
+        if save_model is not None:
+            extra["topic_model"] = str(save_model)
         emit_json(cluster_body(result, model=encoder.name, **extra))
         return
     n_out = sum(1 for t in result.texts if t.cluster == -1)
@@ -159,10 +179,14 @@ def cluster_command(
         typer.echo(f"  keywords: {', '.join(c.keywords)}")
         for e in c.examples:
             typer.echo(f"  - {e}")
+        if c.summary:
+            typer.echo(f"  summary: {' / '.join(c.summary)}")
     if output is not None:
         typer.echo(f"\nrows -> {output}")
     if report is not None:
         typer.echo(f"report -> {report}")
+    if save_model is not None:
+        typer.echo(f"topic model -> {save_model}")
 
 
 @deprecated_options("eval clustering")

@@ -198,7 +198,7 @@ def index_info(
 
 @deprecated_options("search")
 def search(
-    query: str = typer.Argument(..., help="The question (it gets the retrieval instruction)."),
+    query: str | None = typer.Argument(None, help="The question (it gets the retrieval instruction); or --like."),
     index: str = IndexOpt,
     model: str | None = typer.Option(None, "--model", "-m", help="Model (default: the one the index was built with)."),
     top_k: int = top_k_option(10, "Results to show."),
@@ -211,6 +211,11 @@ def search(
         None, "--reranker", help="Reranker for --rerank: folder, Hub id (default Qwen/Qwen3-Reranker-0.6B, or "
                                  "$QEMBED_RERANKER) or http(s):// URL of a /rerank endpoint."),
     candidates: int = typer.Option(100, "--candidates", help="First-stage chunks reranked with --rerank."),
+    like: list[str] | None = typer.Option(None, "--like", help="More like this: a stored document id (repeatable); "
+                                          "the given documents never come back."),
+    like_text: list[str] | None = typer.Option(None, "--like-text", help="More like this text (repeatable)."),
+    diversity: float | None = typer.Option(None, "--diversity", help="With --like: MMR diversity, 0..1 "
+                                           "(over the first --candidates hits)."),
     instruction: str | None = instruction_option(_QUERY_DEFAULT),
     no_instruction: bool = NoInstructionOpt,
     collection: str | None = CollectionOpt,
@@ -220,13 +225,21 @@ def search(
     api_key: str | None = ApiKeyOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Search a knowledge base by meaning (dense), words (bm25) or both (hybrid); --rerank adds a second stage."""
+    """Search a knowledge base by meaning (dense), words (bm25) or both (hybrid); --rerank adds a second stage;
+    --like ID finds more like stored documents."""
     from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION
     from qembed.search.knowledge_base import KnowledgeBase
     from qembed.store import open_store
 
-    if not query.strip():
-        fail("the query is empty")
+    liking = bool(like or like_text)
+    if liking and query is not None:
+        fail("give a query or --like/--like-text, not both")
+    if not liking and (query is None or not query.strip()):
+        fail("the query is empty" if query is not None else "give a query, or --like ID")
+    if diversity is not None and not liking:
+        fail("--diversity goes with --like or --like-text")
+    if liking and mode != "dense":
+        fail("--like finds documents by their vectors: --mode dense only")
     require_store(index)
     instr = resolve_instruction(instruction, no_instruction, DEFAULT_QUERY_INSTRUCTION)
     flt = parse_filters(filters)
@@ -247,12 +260,17 @@ def search(
 
             second = open_reranker(reranker, device=device, dtype=dtype, api_key=api_key, option="--reranker")
         kb = KnowledgeBase(encoder, store, query_instruction=instr)  # "" = none
-        hits = kb.search(query, top_k, mode=mode, filter=flt, unique_documents=unique_documents,
-                         rerank=second, candidates=candidates)
+        if liking:
+            hits = kb.similar(like or None, texts=like_text or None, top_k=top_k, filter=flt,
+                              unique_documents=True, diversity=diversity, rerank=second, candidates=candidates)
+        else:
+            hits = kb.search(query, top_k, mode=mode, filter=flt, unique_documents=unique_documents,
+                             rerank=second, candidates=candidates)
     finally:
         store.close()
     if as_json:
-        emit_json(search_body(hits, model=encoder.name, mode=mode, query=query, index=index))
+        extra: dict[str, Any] = {"like": [*(like or []), *(like_text or [])]} if liking else {"query": query}
+        emit_json(search_body(hits, model=encoder.name, mode=mode, index=index, **extra))
         return
     if not hits:
         typer.echo("no results")

@@ -60,6 +60,8 @@ def serve(
         None, "--max-request-bytes", help="Largest request body (default 16 MiB)."),
     index: str | None = typer.Option(
         None, "--index", help="Knowledge base (folder or Milvus URI) served by /v1/search."),
+    topic_model: str | None = typer.Option(
+        None, "--topic-model", help="Topic model folder served by /v1/topics (assign, update, fit)."),
     reranker: str | None = typer.Option(
         None, "--reranker",
         help="Reranker (folder, Hub id such as Qwen/Qwen3-Reranker-0.6B, or http(s):// URL of a /rerank "
@@ -114,7 +116,7 @@ def serve(
         "api_key": api_key, "api_docs": api_docs, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
-        "max_request_bytes": max_request_bytes, "index": index, "reranker": reranker, "device": device,
+        "max_request_bytes": max_request_bytes, "index": index, "topic_model": topic_model, "reranker": reranker, "device": device,
         "dtype": dtype, "backend": check_backend(backend),
         "access_log": access_log, "log_level": log_level, "engine": engine,
         "engine_threads": engine_threads, "compile": compile_,

@@ -10,6 +10,8 @@
 - :meth:`KnowledgeBase.search` embeds the query with the retrieval instruction and returns the
   nearest chunks (``mode="dense"``), BM25 matches (``"bm25"``), or both fused by reciprocal rank
   (``"hybrid"``, k=60). Metadata filters apply before the top-k is cut in every mode.
+- :meth:`KnowledgeBase.similar` ("more like this") returns the chunks nearest to given documents
+  (stored ids or new texts), the given ones left out; optional MMR diversity and rerank.
 - The store's manifest records the encoder's name and vector size; opening a knowledge base with
   another encoder is refused, since its vectors would not be comparable.
 """
@@ -423,6 +425,109 @@ class KnowledgeBase:
             results = [r[:top_k] for r in results]
         return results[0] if single else results
 
+    def similar(
+        self,
+        ids: str | Sequence[str] | None = None,
+        *,
+        texts: str | Sequence[str] | None = None,
+        top_k: int = 10,
+        filter: Filter | None = None,
+        unique_documents: bool = True,
+        diversity: float | None = None,
+        rerank: Any = False,
+        candidates: int = RERANK_CANDIDATES,
+        rerank_instruction: str | None = None,
+    ) -> list[Hit]:
+        """More like this: the stored chunks closest to given documents, the given ones left out.
+
+        ``ids``: stored document ids (their chunk vectors are averaged, each document weighing the
+        same); ``texts``: documents that need not be stored (embedded as documents are, with no
+        instruction); both may be given. The query is the normalised mean of those vectors; hits
+        score by inner product with it. Never returned: the chunks of the given ``ids``, and stored
+        chunks whose text equals one of the given ``texts``. ``filter`` and ``unique_documents``
+        (default on: the best chunk per document) as in :meth:`search`.
+
+        ``diversity`` (0..1, optional): maximal marginal relevance over the first ``candidates``
+        hits, ``(1 - diversity) * cos(hit, query) - diversity * max cos(hit, chosen)``. ``rerank``
+        (as in :meth:`search`): the reranker reads the given documents' text as the query with each of
+        the first ``candidates`` hits. Raises :class:`InputError` for bad input and
+        :class:`~qembed.errors.NotFoundError` for an unknown id.
+        """
+        from qembed.errors import NotFoundError
+        from qembed.summarize.extractive import rank
+
+        id_list = [] if ids is None else [ids] if isinstance(ids, str) else list(ids)
+        text_list = [] if texts is None else [texts] if isinstance(texts, str) else list(texts)
+        if not id_list and not text_list:
+            raise InputError("give the documents to find more like: ids and/or texts", param="like")
+        for i, value in enumerate(id_list):
+            check_document_id(value, where=f"like id {i}" if len(id_list) > 1 else "the like id", param="like")
+        for i, t in enumerate(text_list):
+            if not isinstance(t, str) or not t.strip():
+                raise InputError(f"like text {i} is empty" if len(text_list) > 1 else "the like text is empty",
+                                 param="like")
+            if len(t) > MAX_QUERY_CHARS:
+                raise InputError(f"like text {i} is longer than {MAX_QUERY_CHARS} characters", param="like")
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or not 1 <= top_k <= 1000:
+            raise InputError(f"top_k must be an integer from 1 to 1000, got {top_k!r}", param="top_k")
+        if diversity is not None and (isinstance(diversity, bool) or not isinstance(diversity, (int, float))
+                                      or not 0.0 <= diversity <= 1.0):
+            raise InputError(f"diversity must be a number from 0 to 1, got {diversity!r}", param="diversity")
+        if isinstance(candidates, bool) or not isinstance(candidates, (int, np.integer)) \
+                or not 1 <= candidates <= 1000:
+            raise InputError(f"candidates must be an integer from 1 to 1000, got {candidates!r}",
+                             param="candidates")
+        check_filter(filter)
+        reranker = self._reranker_for(rerank)
+        parts: list[np.ndarray] = []
+        given_text: list[str] = []
+        exclude: set[str] = set()
+        for doc in dict.fromkeys(id_list):
+            chunks = chunks_of(self.store, [doc])
+            records = [r for r in self.store.get(chunks, with_vectors=True) if r is not None]
+            if not records:
+                raise NotFoundError(f"no document with id {doc!r}", param="like", code="document_not_found")
+            exclude.update(r.id for r in records)
+            vecs = np.stack([np.asarray(r.vector, dtype=np.float32) for r in records])
+            parts.append(_unit(vecs.mean(axis=0)))
+            records.sort(key=lambda r: int((r.metadata or {}).get(CHUNK, 0) or 0))
+            given_text.append(" ".join(r.text or "" for r in records).strip())
+        if text_list:
+            vecs = self.encoder.encode(text_list, dimensions=self.dimensions)
+            parts += [_unit(v) for v in np.asarray(vecs, dtype=np.float32)]
+            given_text += text_list
+        query = _unit(np.mean(np.stack(parts), axis=0))
+        same_text = {t.strip() for t in text_list}
+        want = int(candidates) if (reranker is not None or diversity is not None) else int(top_k)
+        hits = self._nearest_except(query, max(want, top_k), filter, exclude, same_text, unique_documents)
+        if diversity is not None and hits:
+            records = self.store.get([h.id for h in hits], with_vectors=True)
+            vecs = np.stack([np.asarray(r.vector, dtype=np.float32) for r in records])
+            order, _ = rank(vecs, len(hits) if reranker is not None else top_k, method="mmr",
+                            diversity=float(diversity), max_similarity=1.0, reference=query)
+            hits = [hits[i] for i in order]
+        if reranker is not None:
+            text = "\n".join(t for t in given_text if t)[:MAX_QUERY_CHARS]
+            hits = _rerank_hits(reranker, text, hits, rerank_instruction)
+        return hits[:top_k]
+
+    def _nearest_except(self, query: np.ndarray, k: int, filter: Filter | None, exclude: set[str],
+                        same_text: set[str], unique_documents: bool) -> list[Hit]:
+        """The ``k`` best hits for ``query`` once the excluded chunks are left out (searching deeper
+        until ``k`` remain or the store is exhausted)."""
+        total = self.store.count()
+        if total == 0:
+            return []
+        depth = min(total, k + len(exclude) + (k * 3 if unique_documents else 0) + len(same_text))
+        while True:
+            found = self.store.search(query[None, :], k=min(depth, 16384), filter=filter)[0]
+            kept = [h for h in found if h.id not in exclude and (h.text or "").strip() not in same_text]
+            if unique_documents:
+                kept = _best_per_document(kept, k)
+            if len(kept) >= k or len(found) < depth or depth >= min(total, 16384):
+                return kept[:k]
+            depth = min(total, depth * 2)
+
     def _reranker_for(self, rerank: Any) -> Any:
         """The reranker ``rerank`` names: ``False``/``None`` none, ``True`` the knowledge base's own."""
         if rerank is None or rerank is False:
@@ -597,6 +702,11 @@ def _rerank_hits(reranker: Any, query: str, hits: Sequence[Hit], instruction: st
     ranked = reranker.rerank(query, [h.text for h in hits], instruction)
     return [Hit(id=hits[r.index].id, score=float(r.score), text=hits[r.index].text,
                 metadata=hits[r.index].metadata) for r in ranked]
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / max(float(np.linalg.norm(v)), 1e-12)
 
 
 def _best_per_document(hits: Sequence[Hit], k: int) -> list[Hit]:

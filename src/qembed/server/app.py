@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 
 #: Task route modules mounted by :func:`create_app` (each exports ``router``, maybe ``setup``).
 ROUTE_MODULES = ("qembed.server.routes.pairs", "qembed.server.routes.cluster", "qembed.server.routes.search",
-                 "qembed.server.routes.rerank")
+                 "qembed.server.routes.rerank", "qembed.server.routes.topics", "qembed.server.routes.summarize")
 
 #: Responses larger than this many floats are serialised on a worker thread, off the event loop.
 _LARGE_RESPONSE = 64 * 1024

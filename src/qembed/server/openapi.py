@@ -41,7 +41,7 @@ _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Err
 _STATUS_TEXT = {
     400: "Bad request: the body, a parameter or the Authorization header is invalid (sent twice)",
     401: "Missing or wrong API key (when the server runs with one)",
-    404: "Not found: an unknown model, document, or no knowledge base / reranker on this server",
+    404: "Not found: an unknown model, document, or no knowledge base / reranker / topic model on this server",
     405: "Method not allowed on this path",
     408: "The request body stopped arriving",
     409: "The index is locked by another writer; retry",
@@ -55,9 +55,11 @@ _COMMON = (400, 401, 405, 408, 413, 429, 503)
 _OPEN = {"/health": (405, 408, 413, 503), "/metrics": (405, 408, 413)}
 #: Extra statuses of some operations.
 _EXTRA = {"/v1/search": (404, 409), "/v1/documents": (404, 409), "/v1/documents/{doc_id}": (404, 409),
-          "/v1/rerank": (404,)}
+          "/v1/rerank": (404,), "/v1/topics": (404,), "/v1/topics/assign": (404,), "/v1/topics/update": (404,),
+          "/v1/topics/fit": (404,)}
 #: Operations that name a served model answer 404 for another.
-_NAMES_MODEL = ("/v1/embeddings", "/tokenize", "/v1/similarity", "/v1/classify", "/v1/dedup", "/v1/cluster")
+_NAMES_MODEL = ("/v1/embeddings", "/tokenize", "/v1/similarity", "/v1/classify", "/v1/dedup", "/v1/cluster",
+                "/v1/summarize")
 
 
 def served_schema(base: dict[str, Any], app: Any) -> dict[str, Any]:
@@ -177,7 +179,8 @@ def _limits(c: dict[str, Any], app: Any) -> None:
             _integers(prop, minimum=1)
             prop["description"] = "Matryoshka size: 32 up to the served model's size (GET /v1/models `dim`)."
 
-    for name in ("EmbeddingRequest", "SimilarityRequest", "ClassifyRequest", "DedupRequest", "ClusterRequest"):
+    for name in ("EmbeddingRequest", "SimilarityRequest", "ClassifyRequest", "DedupRequest", "ClusterRequest",
+                 "SummarizeRequest"):
         dimensions(name)
 
     # POST /v1/embeddings: texts, token ids (below the vocabulary size), a served model's example
@@ -232,6 +235,17 @@ def _limits(c: dict[str, Any], app: Any) -> None:
             flt["maxProperties"] = 0
         p["filter"] = {"anyOf": [flt, {"type": "null"}], "description": p["filter"].get("description", "")
                        + " Field names: those the stored documents have (an unknown field is a 400)."}
+        _strings(p["like"], **NOT_BLANK, maxLength=32_768)
+        _arrays(p["like"], minItems=1, maxItems=64)
+        _numbers(p["diversity"], minimum=0, maximum=1)
+        search["anyOf"] = [  # a query (no diversity), or like (dense only)
+            {"required": ["query"], "properties": {"query": {"type": "string"}, "diversity": {"type": "null"}}},
+            {"required": ["like"], "properties": {"like": {"type": "array"}, "mode": {"enum": ["dense"]}}}]
+        search["not"] = _both("query", "like")
+        search["description"] = "Give `query` (a search) or `like` (more like given documents), not both."
+    like_doc = c.get("LikeDocument")
+    if like_doc:
+        _strings(like_doc["properties"]["id"], **DOCUMENT_ID)
     docs = c.get("DocumentsRequest")
     if docs:
         prop = docs["properties"]["documents"]
@@ -302,6 +316,27 @@ def _limits(c: dict[str, Any], app: Any) -> None:
         clu["description"] = ("kmeans: `clusters` at most the number of texts ('auto' needs 3 texts or more); "
                               "hdbscan: no `clusters`, `min_cluster_size` and `min_samples` at most the "
                               "number of texts.")
+    # topics and summaries
+    for name in ("TopicTextsRequest", "TopicUpdateRequest"):
+        req = c.get(name)
+        if req:
+            _texts(req["properties"]["input"], 1, batch)
+    fit = c.get("TopicFitRequest")
+    if fit:
+        p = fit["properties"]
+        _texts(p["input"], 2, 10_000)
+        p["method"] = {**p["method"], "enum": ["kmeans", "hdbscan"]}
+        _integers(p["clusters"], minimum=2)
+        _integers(p["min_cluster_size"], minimum=2)
+        _numbers(p["outlier_quantile"], minimum=0.5, maximum=1)
+    summ = c.get("SummarizeRequest")
+    if summ:
+        p = summ["properties"]
+        _texts(p["input"], 1, batch)
+        _integers(p["sentences"], minimum=1, maximum=100)
+        p["method"] = {**p["method"], "enum": ["centroid", "mmr"]}
+        _numbers(p["diversity"], minimum=0, maximum=1)
+        _numbers(p["max_similarity"], exclusiveMinimum=0, maximum=1)
     rr = c.get("RerankRequest")
     if rr:
         p = rr["properties"]

@@ -1,4 +1,5 @@
-"""``POST /v1/search``, ``POST /v1/documents`` and ``DELETE /v1/documents/{id}``.
+"""``POST /v1/search`` (a query, or ``like``: more like given documents), ``POST /v1/documents`` and
+``DELETE /v1/documents/{id}``.
 
 Mounted when the server runs with an index (``qembed serve --index DIR_OR_URI``): :func:`setup`
 opens (or creates) the knowledge base with the server's batched encoder once the model is ready.
@@ -32,11 +33,23 @@ router = APIRouter(tags=["Search"])
 Scalar = Text | StrictBool | StrictInt | StrictFloat
 
 
+class LikeDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Text = Field(..., description="A stored document id.")
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"query": "买了东西两天了怎么还不发快递?", "top_k": 3, "mode": "dense"}]})
 
-    query: Text = Field(..., description="The question; it gets the retrieval instruction.")
+    query: Text | None = Field(None, description="The question; it gets the retrieval instruction. Give "
+                                                 "`query` or `like`.")
+    like: list[Text | LikeDocument] | None = Field(
+        None, description="More like this (Elasticsearch's `like`): stored documents as {\"id\": …} and/or "
+                          "texts; the closest other documents come back, the given ones never.")
+    diversity: StrictFloat | Integer | None = Field(None, description="With `like`: MMR diversity (0..1) "
+                                                                      "over the first `candidates` hits.")
     top_k: Integer = Field(10, description="Results to return (1..1000).")
     mode: Text = Field("dense", description="dense, bm25 or hybrid (reciprocal rank fusion).")
     filter: dict[str, Scalar | None | list[Scalar | None]] | None = Field(
@@ -99,6 +112,24 @@ async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
         if reranker is None:
             raise InputError("rerank needs a server started with a reranker ('qembed serve --reranker MODEL')",
                              param="rerank", code="no_reranker")
+    if body.like is not None:
+        if body.query is not None:
+            raise InputError("give query or like, not both", param="like")
+        if not body.like:
+            raise InputError("like is empty: give document ids ({\"id\": …}) or texts", param="like")
+        if body.mode != "dense":
+            raise InputError("like finds documents by their vectors: mode must be dense", param="mode")
+        ids = [x.id for x in body.like if not isinstance(x, str)]
+        texts = [x for x in body.like if isinstance(x, str)]
+        hits = await run_in_threadpool(kb.similar, ids or None, texts=texts or None, top_k=body.top_k,
+                                       filter=body.filter, unique_documents=True,
+                                       diversity=None if body.diversity is None else float(body.diversity),
+                                       rerank=reranker, candidates=body.candidates)
+        return search_body(hits, model=request.app.state.server.served_name, mode=body.mode)
+    if body.query is None:
+        raise InputError("give query (or like)", param="query")
+    if body.diversity is not None:
+        raise InputError("diversity goes with like", param="diversity")
     hits = await run_in_threadpool(kb.search, body.query, body.top_k, mode=body.mode, filter=body.filter,
                                    unique_documents=body.unique_documents, rerank=reranker,
                                    candidates=body.candidates)
