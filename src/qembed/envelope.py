@@ -84,12 +84,12 @@ def cluster_body(result: Any, *, model: str | None, **fields: Any) -> dict[str, 
     return envelope("cluster.result", rows, model=model, **doc, **fields)
 
 
-def topics_body(topic_model: Any, *, model: str | None, **fields: Any) -> dict[str, Any]:
+def topics_body(tm: Any, *, model: str | None, **fields: Any) -> dict[str, Any]:
     """``GET /v1/topics``: ``data`` = the topics (``topic``, ``label``, ``keywords``, ``size``,
     ``representatives``, ``summary``, ``threshold``, ``origin``, ``revision``), with the topic
     model's ``revision``, ``lineage``, ``dim``, ``method``, ``settings``, ``n_texts``,
     ``pending_outliers`` and ``history``; ``model`` is the embedding model it was made with."""
-    doc = dict(topic_model.to_dict())
+    doc = dict(tm.to_dict())
     topics = doc.pop("topics", [])
     doc.pop("model", None)
     return envelope("topics", topics, model=model, **doc, **fields)

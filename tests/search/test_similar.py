@@ -102,3 +102,48 @@ def test_similar_bad_input(tiny_encoder, kwargs, error, match):
     with pytest.raises(error, match=match):
         base.similar(**kwargs)
     base.close()
+
+
+def test_like_on_the_search_endpoint_and_the_cli(tiny_encoder, tiny_model_path, tmp_path, capsys):
+    """``like`` on ``/v1/search`` and ``qembed search --like``: the same hits as ``similar``."""
+    import json
+
+    import httpx
+
+    from qembed.cli import main
+    from qembed.server.testing import running_server
+
+    index = tmp_path / "index"
+    kb = KnowledgeBase.open(index, tiny_encoder)
+    kb.add(DOCS)
+    expected = [h.id for h in kb.similar(["d05"], top_k=4)]
+    with_text = [h.id for h in kb.similar(["d05"], texts=["refund parcel"], top_k=4, diversity=0.5)]
+    kb.close()
+    with running_server(encoder=tiny_encoder, index=str(index)) as url:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            r = client.post("/v1/search", json={"like": [{"id": "d05"}], "top_k": 4})
+            assert r.status_code == 200, r.text
+            assert [d["id"] for d in r.json()["data"]] == expected
+            r = client.post("/v1/search", json={"like": [{"id": "d05"}, "refund parcel"], "top_k": 4,
+                                                "diversity": 0.5})
+            assert [d["id"] for d in r.json()["data"]] == with_text
+            for body, status, match in [
+                ({"like": [{"id": "nope"}]}, 404, "no document with id 'nope'"),
+                ({"like": []}, 400, "like is empty"),
+                ({"like": ["x"], "query": "y"}, 400, "not both"),
+                ({"like": ["x"], "mode": "bm25"}, 400, "mode must be dense"),
+                ({"query": "y", "diversity": 0.2}, 400, "diversity goes with like"),
+                ({}, 400, "give query"),
+            ]:
+                r = client.post("/v1/search", json=body)
+                assert r.status_code == status and match in r.json()["error"]["message"], (body, r.text)
+            schema = client.get("/openapi.json").json()["components"]["schemas"]["SearchRequest"]
+            assert "like" in schema["properties"] and schema["not"]["required"] == ["query", "like"]
+    code = main(["search", "--like", "d05", "--index", str(index), "--model", str(tiny_model_path),
+                 "--dtype", "float32", "--top-k", "4", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    body = json.loads(out)
+    assert [d["id"] for d in body["data"]] == expected and body["like"] == ["d05"]
+    code = main(["search", "a query", "--like", "d05", "--index", str(index), "--model", str(tiny_model_path)])
+    assert code == 2 and "not both" in capsys.readouterr().err
