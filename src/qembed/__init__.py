@@ -55,6 +55,8 @@ _LAZY = {
     "KnowledgeBase": "qembed.search",
     "open_store": "qembed.store",
     "cluster": "qembed.clustering",
+    "TopicModel": "qembed.clustering",
+    "summarize": "qembed.summarize",
     "score_pairs": "qembed.pairs.scoring",
     "zero_shot": "qembed.pairs.classify",
     "find_duplicates": "qembed.pairs.dedup",

@@ -40,7 +40,7 @@ def test_save_assign_update_diff_show(capsys, files, minilm_path, tmp_path):
     assert all(len(c["summary"]) == 3 for c in body["clusters"])
     labels = {c["cluster"]: c["label"] for c in body["clusters"]}
 
-    code, out, err = _run(capsys, "topics", "show", "--model", model, "--json")
+    code, out, err = _run(capsys, "topics", "show", model, "--json")
     assert code == 0, err
     shown = json.loads(out)
     assert shown["object"] == "topics" and {t["topic"]: t["label"] for t in shown["data"]} == labels

@@ -167,7 +167,7 @@ def diff_command(
 
 
 def show_command(
-    model: str = TopicModelOpt,
+    model: str = typer.Argument(..., help="The topic model folder."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Show a saved topic model: its topics, labels, keywords, sizes, representative texts and summaries."""
