@@ -163,7 +163,7 @@ def test_separate_fits_are_matched_by_centroid(fitted, topic_texts, topic_vector
     assert d.count("vanished") >= 1
 
 
-def test_loading_refuses_foreign_and_damaged_folders(fitted, tiny_encoder, tmp_path):
+def test_loading_refuses_foreign_and_damaged_folders(fitted, tiny_encoder, minilm_encoder, tmp_path):
     tm, path = fitted
     with pytest.raises(NotFoundError, match="topic model folder not found"):
         TopicModel.load(tmp_path / "missing")
@@ -174,6 +174,10 @@ def test_loading_refuses_foreign_and_damaged_folders(fitted, tiny_encoder, tmp_p
         TopicModel.load(path, tiny_encoder)
     with pytest.raises(TopicModelMismatchError, match="size 64"):
         tm.assign(embeddings=np.ones((1, 64), dtype=np.float32))
+    other = TopicModel.load(path)
+    other.model, other.model_source = "another-384-model", None  # the same size, another model
+    with pytest.raises(TopicModelMismatchError, match="made with 'another-384-model'"):
+        other.assign(["a text"], encoder=minilm_encoder)
 
     def damaged(name: str, edit) -> Path:
         folder = tmp_path / name

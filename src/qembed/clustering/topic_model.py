@@ -27,7 +27,8 @@ most :data:`MAX_DISTANCE_SAMPLE` distances (quantiles of the full set when it gr
 **Folding texts in** (:meth:`update`): texts that fit a topic join it (its centroid, size,
 keywords, label, representatives and summary are refreshed; ids never change). Outliers wait in a
 pool (saved with the model, at most :data:`MAX_PENDING` texts); when some of them form a group
-(HDBSCAN over the pool, at least ``min_topic_size`` texts, and as tight as the existing topics:
+(HDBSCAN over the pool, at least ``min_topic_size`` texts — HDBSCAN's ``min_cluster_size``, for
+K-Means half the smallest topic, from 3 to 10 — and as tight as the existing topics:
 the group's median held-out distance no larger than the largest topic threshold), the group
 becomes a new topic with the next unused id, reported as *proposed*; pending texts within the new
 topic's threshold of its centroid join it too. Keywords are kept as term
@@ -495,8 +496,8 @@ class TopicModel:
             raise InputError("the clustering found no topic (every text is an outlier): nothing to save; "
                              "lower min_cluster_size")
         sizes = [int((labels == c).sum()) for c in ids]
-        if min_topic_size is None:
-            min_topic_size = int(result.params.get("min_cluster_size") or max(3, min(sizes) // 2))
+        if min_topic_size is None:  # HDBSCAN's smallest cluster; K-Means: half the smallest topic, 3..10
+            min_topic_size = int(result.params.get("min_cluster_size") or max(3, min(10, min(sizes) // 2)))
         if isinstance(min_topic_size, bool) or not isinstance(min_topic_size, (int, np.integer)) \
                 or min_topic_size < 2:
             raise InputError(f"min_topic_size must be an integer of at least 2, got {min_topic_size!r}",
@@ -564,7 +565,10 @@ class TopicModel:
             raise TopicModelMismatchError(
                 f"the topic model was made with {self.model!r} (vectors of size {self.dim}), but {name!r} makes "
                 f"vectors of size {dim}: place texts with {self.model!r}", param="model")
-        if name is not None and name != self.model and Path(str(name)).name != Path(self.model).name:
+        ours = {Path(str(x)).name for x in (self.model, self.model_source) if x}
+        theirs = {Path(str(x)).name for x in (name, getattr(encoder, "model_source", None),
+                                             getattr(encoder, "path", None)) if x}
+        if name is not None and not ours & theirs:
             raise TopicModelMismatchError(
                 f"the topic model was made with {self.model!r}, not {name!r}: its centroids are not comparable "
                 f"with this model's vectors; use {self.model!r} or fit a new topic model", param="model")
