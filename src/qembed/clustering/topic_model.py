@@ -636,16 +636,18 @@ class TopicModel:
         rows, dist = self.nearest(vectors)
         thresholds = np.array([t.threshold for t in self.topics], dtype=np.float32)
         ids = np.array([t.id for t in self.topics], dtype=np.int64)
-        labels = [t.label for t in self.topics]
-        out = []
-        for i in range(len(vectors)):
-            r = int(rows[i])
-            outlier = bool(dist[i] > thresholds[r])
-            out.append(TopicAssignment(index=i, text=None if texts_list is None else texts_list[i],
-                                       topic=-1 if outlier else int(ids[r]),
-                                       label=OUTLIER_LABEL if outlier else labels[r],
-                                       distance=round(float(dist[i]), 6), nearest=int(ids[r]), outlier=outlier))
-        return out
+        labels = [t.label for t in self.topics] + [OUTLIER_LABEL]
+        if not len(self.topics):
+            return [TopicAssignment(i, None if texts_list is None else texts_list[i], -1, OUTLIER_LABEL, 1.0, -1, True)
+                    for i in range(len(vectors))]
+        outlier = dist > thresholds[rows]
+        nearest = ids[rows]
+        topic = np.where(outlier, -1, nearest).tolist()
+        label_row = np.where(outlier, len(self.topics), rows).tolist()
+        texts_or_none = texts_list if texts_list is not None else [None] * len(vectors)
+        return [TopicAssignment(i, text, t, labels[lr], d, n, o) for i, (text, t, lr, d, n, o) in enumerate(zip(
+            texts_or_none, topic, label_row, np.round(dist.astype(np.float64), 6).tolist(), nearest.tolist(),
+            outlier.tolist()))]
 
     # ------------------------------------------------------------------ folding texts in
 
