@@ -48,12 +48,16 @@ def fuzz_server(tiny_encoder, tmp_path_factory):
     reranker = build_random_reranker(where / "tiny-reranker", seed=1, head_scale=8.0)
     with running_server(encoder=tiny_encoder, index=str(where / "index"), reranker=str(reranker),
                         engine="thread", compile=False, api_key=KEY, max_client_batch_size=64,
-                        max_request_bytes=1024 * 1024) as url:
+                        max_request_bytes=1024 * 1024, topic_model=str(where / "topics")) as url:
         import httpx
 
         r = httpx.post(url + "/v1/documents", headers={"authorization": f"Bearer {KEY}"}, timeout=120,
                        json={"documents": [{"id": "faq-1", "text": "订单超过48小时未发货怎么办",
                                             "metadata": {"topic": "shipping", "n": 1}}]})
+        assert r.status_code == 200, r.text
+        r = httpx.post(url + "/v1/topics/fit", headers={"authorization": f"Bearer {KEY}"}, timeout=120,
+                       json={"input": ["花呗还款失败", "花呗怎么还款", "快递没到", "快递丢了", "密码忘了", "登录不了"],
+                             "clusters": 3})
         assert r.status_code == 200, r.text
         yield url
 

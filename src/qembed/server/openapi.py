@@ -235,8 +235,8 @@ def _limits(c: dict[str, Any], app: Any) -> None:
             flt["maxProperties"] = 0
         p["filter"] = {"anyOf": [flt, {"type": "null"}], "description": p["filter"].get("description", "")
                        + " Field names: those the stored documents have (an unknown field is a 400)."}
-        _strings(p["like"], **NOT_BLANK, maxLength=32_768)
-        _arrays(p["like"], minItems=1, maxItems=64)
+        for array in _arrays(p["like"], minItems=1, maxItems=64):
+            _strings(array.setdefault("items", {"type": "string"}), **NOT_BLANK, maxLength=32_768)
         _numbers(p["diversity"], minimum=0, maximum=1)
         search["anyOf"] = [  # a query (no diversity), or like (dense only)
             {"required": ["query"], "properties": {"query": {"type": "string"}, "diversity": {"type": "null"}}},
