@@ -55,6 +55,7 @@ def test_cluster_json_csv_and_report(capsys, tmp_path, topic_file, minilm_path):
     assert [r["label"] for r in rows] == [r["label"] for r in data["data"]]
     page = report.read_text(encoding="utf-8")
     assert page.count("<circle") == 32 and "Bake the bread" in page
+    assert page.count("<td class=\"summary\"><ul><li>") == 4  # a summary per cluster
 
 
 def test_cluster_text_output_and_hdbscan(capsys, topic_file, minilm_path):

@@ -63,14 +63,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from qembed.config import resolve_instruction, want_progress
-from qembed.errors import InputError, NotFoundError, QembedError
+from qembed.errors import InputError, NotFoundError
 from qembed.models.encoder import normalize, validate_texts
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
 from qembed.clustering.keywords import (
     OUTLIER_LABEL,
     Tokenizer,
     _select,
-    cluster_keywords,
     detect_language,
     make_label,
 )
