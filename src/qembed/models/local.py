@@ -31,6 +31,7 @@ from qembed.models.encoder import (
 )
 from qembed.models.inputs import InputPreparer, suffix_special_ids
 from qembed.models.packed import PackedQwen3, supports_packed
+from qembed.models.packed_encoder import PackedEncoder, supports_packed_encoder
 from qembed.models.prompts import is_instruct_prompt
 from qembed.models.resolve import default_model, model_kind, resolve_model_path
 from qembed.models.runtimes import canonical_dtype
@@ -196,6 +197,7 @@ class LocalEncoder:
         self.tokenizer = self._transformer.tokenizer
         pooling = next((m for m in self._st if type(m).__name__ == "Pooling"), None)
         self.pooling = str(getattr(pooling, "pooling_mode", "mean")) if pooling else "cls"
+        self._pooling_module = pooling
         get_dim = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
         self._dim = int(get_dim())
         self._last_token = self.pooling == "lasttoken"
@@ -230,13 +232,14 @@ class LocalEncoder:
             self.tokenizer, name=self.name, max_input_tokens=max_input_tokens, truncate=self.truncate,
             instruct_style=instruct_style, prompt_style=bool(instruct_style or any(prompts.values())),
             prompts=prompts, end_ids=end_ids, last_token=self._last_token)
-        self._packed: PackedQwen3 | None = None
+        self._packed: PackedQwen3 | PackedEncoder | None = None
         self._compile_auto = False
         if packed is not False:
             self._packed = self._make_packed(compile)
             if packed and self._packed is None:
-                raise InputError(f"{self.name} cannot run packed passes (only Qwen3 decoders with "
-                                 "last-token pooling can)", param="packed")
+                raise InputError(f"{self.name} cannot run packed passes (Qwen3 decoders with last-token "
+                                 "pooling and BERT/RoBERTa/XLM-RoBERTa encoders with a sentence-transformers "
+                                 "Pooling module can)", param="packed")
         kind = self.device.split(":")[0]
         limits = PACKED_BATCH_LIMITS if self._packed is not None else BATCH_LIMITS
         default_tokens, default_size = limits.get(kind, limits["cpu"])
@@ -338,17 +341,26 @@ class LocalEncoder:
             features["token_type_ids"] = torch.zeros_like(features["input_ids"])
         return features
 
-    def _make_packed(self, compile: bool | None) -> PackedQwen3 | None:
-        """The packed runner when the folder is a bare Qwen3 decoder with last-token pooling."""
+    def _make_packed(self, compile: bool | None) -> PackedQwen3 | PackedEncoder | None:
+        """The packed runner: Qwen3 decoders with last-token pooling (:mod:`~qembed.models.packed`)
+        and BERT-family encoders with their own pooling (:mod:`~qembed.models.packed_encoder`)."""
         kinds = [type(m).__name__ for m in self._st]
         if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
             return None
         model = self._transformer.auto_model
-        if not self._last_token or not supports_packed(model) or self.device.startswith("mps"):
+        if self.device.startswith("mps"):
+            return None
+        if self._last_token and supports_packed(model):
+            def make(fuse: bool) -> Any:
+                return PackedQwen3(model, compile=fuse)
+        elif supports_packed_encoder(model, self._pooling_module):
+            def make(fuse: bool) -> Any:
+                return PackedEncoder(model, self._pooling_module, compile=fuse)
+        else:
             return None
         setting = compile_setting(compile)
         self._compile_auto = setting == "auto"  # compile later, for a call large enough
-        runner = PackedQwen3(model, compile=should_compile(setting, self.device))
+        runner = make(should_compile(setting, self.device))
         t0 = time.perf_counter()
         if runner.compiled:
             logger.info("compiling the packed passes (torch.compile: seconds with the kernels in "

@@ -1,0 +1,371 @@
+"""Packed forward passes for encoder-only models (BERT, RoBERTa, XLM-RoBERTa): real tokens only.
+
+The models most sentence-transformers users serve — all-MiniLM-L6-v2, bge, e5, gte (BERT) and
+multilingual-e5, bge-m3 (XLM-RoBERTa) — are bidirectional encoders with absolute positions.
+:class:`PackedEncoder` runs them over the sequences of a pass concatenated into one ``(tokens,
+hidden)`` matrix, as :class:`~qembed.models.packed.PackedQwen3` does for Qwen3:
+
+- embeddings, projections, GELU and LayerNorms run on the packed tokens (no padding);
+- positions restart for each sequence — at 0 for BERT, and after ``padding_idx`` for the RoBERTa
+  family (``padding_idx + 1`` for the first token, pad tokens keeping ``padding_idx``, as
+  ``create_position_ids_from_input_ids`` numbers them); token types default to 0;
+- attention is non-causal within each sequence: on CUDA through flash-attention's varlen kernel
+  (``flash_attn_varlen_func``) when it is installed; otherwise short sequences are laid back to
+  back in chunks of :data:`CHUNK_TOKENS` slots under a block-diagonal mask, and longer ones are
+  laid out ``(batch, longest)`` with a key-padding mask for
+  :func:`torch.nn.functional.scaled_dot_product_attention`;
+- pooling is the model's own (the sentence-transformers ``Pooling`` module's modes: ``cls``,
+  ``mean``, ``mean_sqrt_len_tokens``, ``max``, ``weightedmean``, ``lasttoken``, or several
+  concatenated), per sequence; with ``cls`` or ``lasttoken`` alone the last layer runs its
+  queries, output projection and MLP for the pooled tokens only;
+- residual add + LayerNorm are fused with :func:`torch.compile` when ``compile=True``.
+
+The weights are the loaded Hugging Face model's (q/k/v fused by concatenation, a one-time copy).
+The output is the pooled vector of each sequence, before normalisation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+#: Slots per attention chunk for passes of short sequences, and the longest sequence laid out
+#: that way (as in :mod:`qembed.models.packed`); passes with longer sequences pad to the longest.
+CHUNK_TOKENS = 128
+CHUNK_MAX_SEQUENCE = 256
+
+#: transformers model types whose layers this module runs, and whether positions start after the
+#: padding index (the RoBERTa family) rather than at 0 (BERT).
+ENCODER_TYPES = {"bert": False, "roberta": True, "xlm-roberta": True, "camembert": True}
+
+#: sentence-transformers pooling modes the packed path computes per sequence.
+POOLING_MODES = ("cls", "mean", "mean_sqrt_len_tokens", "max", "weightedmean", "lasttoken")
+
+
+@dataclass
+class _Layer:
+    qkv: torch.Tensor  # 3 hidden x hidden
+    qkv_bias: torch.Tensor
+    o: torch.Tensor
+    o_bias: torch.Tensor
+    attn_norm: tuple[torch.Tensor, torch.Tensor]
+    up: torch.Tensor
+    up_bias: torch.Tensor
+    down: torch.Tensor
+    down_bias: torch.Tensor
+    out_norm: tuple[torch.Tensor, torch.Tensor]
+
+
+def _add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                    eps: float) -> torch.Tensor:
+    """``LayerNorm(x + residual)`` (one fused kernel when compiled)."""
+    return F.layer_norm(x + residual, (x.shape[-1],), weight, bias, eps)
+
+
+def pooling_modes(pooling: Any) -> tuple[str, ...]:
+    """The modes of a sentence-transformers ``Pooling`` module (or a mode name, or a tuple of them)."""
+    mode = getattr(pooling, "pooling_mode", pooling)
+    modes = (mode,) if isinstance(mode, str) else tuple(mode or ())
+    return tuple(str(m) for m in modes)
+
+
+def supports_packed_encoder(model: Any, pooling: Any = "mean") -> bool:
+    """Whether ``model`` (a transformers model) is an encoder the packed path runs, with ``pooling``
+    (a sentence-transformers ``Pooling`` module or mode names)."""
+    config = getattr(model, "config", None)
+    kind = getattr(config, "model_type", None)
+    modes = pooling_modes(pooling)
+    if kind not in ENCODER_TYPES or not modes or any(m not in POOLING_MODES for m in modes):
+        return False
+    if getattr(pooling, "include_prompt", True) is False:  # prompt tokens left out of pooling
+        return False
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return False
+    if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
+        return False
+    embeddings = getattr(model, "embeddings", None)
+    layers = getattr(getattr(model, "encoder", None), "layer", None)
+    if embeddings is None or layers is None or not len(layers):
+        return False
+    if getattr(embeddings, "word_embeddings", None) is None or \
+            embeddings.word_embeddings.weight.shape[1] != config.hidden_size:  # ELECTRA-style projection
+        return False
+    return all(hasattr(layer, "attention") and hasattr(layer.attention, "self") for layer in layers)
+
+
+class PackedEncoder:
+    """Pooled vectors of a BERT-family encoder over packed sequences.
+
+    Args:
+        model: a loaded ``transformers`` ``BertModel``, ``RobertaModel``, ``XLMRobertaModel`` …
+            (eval mode); its weights are used in place.
+        pooling: the sentence-transformers ``Pooling`` module, or its mode name(s).
+        compile: fuse residual add + LayerNorm with :func:`torch.compile` (a C++ compiler is
+            needed on CPU; on failure the eager functions are used and a warning is logged).
+    """
+
+    def __init__(self, model: Any, pooling: Any = "mean", *, compile: bool = False) -> None:
+        if not supports_packed_encoder(model, pooling):
+            raise ValueError(f"{type(model).__name__} with pooling {pooling_modes(pooling)} is not supported "
+                             "by the packed encoder path")
+        config = model.config
+        self.modes = pooling_modes(pooling)
+        self.hidden = int(config.hidden_size)
+        self.heads = int(config.num_attention_heads)
+        self.head_dim = self.hidden // self.heads
+        self.scale = self.head_dim ** -0.5
+        self.eps = float(config.layer_norm_eps)
+        emb = model.embeddings
+        weight = emb.word_embeddings.weight
+        self.device = weight.device
+        self.dtype = weight.dtype
+        self.word = weight.detach()
+        self.position = emb.position_embeddings.weight.detach()
+        token_types = getattr(emb, "token_type_embeddings", None)
+        self.token_type = token_types.weight.detach() if token_types is not None else None
+        self.embed_norm = (emb.LayerNorm.weight.detach(), emb.LayerNorm.bias.detach())
+        self.pad_id = getattr(config, "pad_token_id", None)
+        #: RoBERTa-family positions start after the padding index (``padding_idx + 1``).
+        self.position_offset = ENCODER_TYPES[config.model_type] and self.pad_id is not None
+        self.max_positions = int(self.position.shape[0])
+        self.layers: list[_Layer] = []
+        self.act: Callable = model.encoder.layer[0].intermediate.intermediate_act_fn
+        with torch.no_grad():
+            for layer in model.encoder.layer:
+                att, out = layer.attention.self, layer.attention.output
+                self.layers.append(_Layer(
+                    qkv=torch.cat([att.query.weight, att.key.weight, att.value.weight]).detach(),
+                    qkv_bias=torch.cat([att.query.bias, att.key.bias, att.value.bias]).detach(),
+                    o=out.dense.weight.detach(), o_bias=out.dense.bias.detach(),
+                    attn_norm=(out.LayerNorm.weight.detach(), out.LayerNorm.bias.detach()),
+                    up=layer.intermediate.dense.weight.detach(), up_bias=layer.intermediate.dense.bias.detach(),
+                    down=layer.output.dense.weight.detach(), down_bias=layer.output.dense.bias.detach(),
+                    out_norm=(layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach()),
+                ))
+        #: with CLS or last-token pooling alone, the last layer only runs for the pooled tokens
+        self.pooled_tokens_only = self.modes in (("cls",), ("lasttoken",))
+        self._flash = self._find_flash_varlen()
+        self._add_norm: Callable = _add_layer_norm
+        self.compiled = False
+        if compile:
+            self._compile()
+
+    # ------------------------------------------------------------------ setup
+    def _find_flash_varlen(self) -> Callable | None:
+        if self.device.type != "cuda" or self.dtype not in (torch.bfloat16, torch.float16):
+            return None
+        try:
+            from flash_attn import flash_attn_varlen_func  # type: ignore[import-not-found]
+        except Exception:  # noqa: BLE001 - optional
+            return None
+        return flash_attn_varlen_func
+
+    def _compile(self) -> None:
+        from qembed.models.compile import use_persistent_cache
+
+        use_persistent_cache()
+        try:
+            self._add_norm = torch.compile(_add_layer_norm, dynamic=True, fullgraph=True)
+            self.compiled = True
+        except Exception as exc:  # noqa: BLE001 - fall back to eager
+            logger.warning("torch.compile is unavailable (%s); using unfused element-wise ops", exc)
+
+    def enable_compile(self) -> bool:
+        """Compile the fused ops now and warm them up; ``False`` when compilation is unavailable."""
+        if not self.compiled:
+            self._compile()
+            if self.compiled:
+                self.warmup()
+        return self.compiled
+
+    def warmup(self, lengths: Sequence[int] = (7, 3)) -> None:
+        """Run (and compile) passes so the first request does not pay for it."""
+        token = 0 if self.pad_id != 0 else 1
+        seqs = [[token] * n for n in lengths]
+        try:
+            self.forward(seqs)
+            if self.compiled:
+                self.forward(seqs[:1])
+        except Exception as exc:  # noqa: BLE001 - compilation can fail without a compiler
+            if not self.compiled:
+                raise
+            logger.warning("compiled pass failed (%s); falling back to unfused element-wise ops", exc)
+            self._add_norm = _add_layer_norm
+            self.compiled = False
+            self.forward(seqs)
+
+    # ------------------------------------------------------------------ forward
+    @torch.inference_mode()
+    def forward(self, seqs: Sequence[Sequence[int]],
+                token_types: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """``(len(seqs), hidden x modes)`` pooled vectors (before normalisation).
+
+        ``token_types``: per-token segment ids, like ``seqs`` (default: all 0)."""
+        lengths = [len(s) for s in seqs]
+        if not lengths or min(lengths) < 1:
+            raise ValueError("every sequence needs at least one token")
+        n, longest, total = len(lengths), max(lengths), sum(lengths)
+        dev = self.device
+        flat = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
+        lens = torch.tensor(lengths, dtype=torch.long)
+        starts = torch.cumsum(lens, 0) - lens
+        seq_of = torch.repeat_interleave(torch.arange(n), lens)
+        positions = torch.arange(total) - starts[seq_of]  # 0 … len-1 within each sequence
+        if self.position_offset:
+            real = (flat != self.pad_id).long()
+            counted = torch.cumsum(real, 0)
+            before = (counted - real)[starts]  # real tokens before each sequence
+            emb_positions = (counted - before[seq_of]) * real + self.pad_id
+        else:
+            emb_positions = positions
+        if int(emb_positions.max()) >= self.max_positions:
+            raise ValueError(f"a sequence is longer than the model's {self.max_positions} positions")
+
+        x = F.embedding(flat.to(dev), self.word) + F.embedding(emb_positions.to(dev), self.position)
+        if self.token_type is not None:
+            if token_types is None:
+                x = x + self.token_type[0]
+            else:
+                types = torch.tensor([t for s in token_types for t in s], dtype=torch.long)
+                if types.numel() != total:
+                    raise ValueError("token_types must have one id per token")
+                x = x + F.embedding(types.to(dev), self.token_type)
+        x = F.layer_norm(x, (self.hidden,), *self.embed_norm, self.eps)
+
+        if self._flash is not None:
+            cu = torch.zeros(n + 1, dtype=torch.int32)
+            cu[1:] = torch.cumsum(lens, 0)
+            attend = self._flash_attention(cu.to(dev), longest)
+        elif n > 1 and longest <= CHUNK_MAX_SEQUENCE:
+            attend = self._chunked_attention(lengths, seq_of, positions)
+        else:
+            attend = self._padded_attention(seq_of, positions, lens, n, longest)
+
+        pooled_rows = None
+        if self.pooled_tokens_only:
+            pooled_rows = (starts if self.modes == ("cls",) else starts + lens - 1).to(dev)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            qkv = F.linear(x, layer.qkv, layer.qkv_bias)
+            if i == last and pooled_rows is not None:
+                # only the pooled tokens leave the model: the rest of it runs for them alone
+                out = self._query_attention(qkv, pooled_rows, lens, n, longest)
+                x = x.index_select(0, pooled_rows)
+            else:
+                out = attend(qkv)
+            x = self._add_norm(F.linear(out, layer.o, layer.o_bias), x, *layer.attn_norm, self.eps)
+            h = self.act(F.linear(x, layer.up, layer.up_bias))
+            x = self._add_norm(F.linear(h, layer.down, layer.down_bias), x, *layer.out_norm, self.eps)
+        if pooled_rows is not None:
+            return x
+        return self._pool(x, seq_of.to(dev), positions.to(dev), starts.to(dev), lens.to(dev), n)
+
+    __call__ = forward
+
+    def _pool(self, x: torch.Tensor, seq_of: torch.Tensor, positions: torch.Tensor, starts: torch.Tensor,
+              lens: torch.Tensor, n: int) -> torch.Tensor:
+        """The sentence-transformers pooling modes over each sequence's tokens, concatenated
+        (sums in float32 for half-precision weights, results in the weights' dtype)."""
+        acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        outputs: list[torch.Tensor] = []
+        sums: torch.Tensor | None = None
+        for mode in self.modes:
+            if mode == "cls":
+                outputs.append(x.index_select(0, starts))
+            elif mode == "lasttoken":
+                outputs.append(x.index_select(0, starts + lens - 1))
+            elif mode in ("mean", "mean_sqrt_len_tokens"):
+                if sums is None:
+                    sums = x.new_zeros(n, self.hidden, dtype=acc).index_add_(0, seq_of, x.to(acc))
+                count = lens.to(acc).unsqueeze(1)
+                outputs.append((sums / (count if mode == "mean" else count.sqrt())).to(x.dtype))
+            elif mode == "max":
+                index = seq_of.unsqueeze(1).expand(-1, self.hidden)
+                top = x.new_full((n, self.hidden), float("-inf"))
+                outputs.append(top.scatter_reduce(0, index, x, reduce="amax", include_self=True))
+            elif mode == "weightedmean":
+                weights = (positions + 1).to(acc).unsqueeze(1)
+                total = x.new_zeros(n, self.hidden, dtype=acc).index_add_(0, seq_of, x.to(acc) * weights)
+                norm = (lens * (lens + 1) // 2).to(acc).unsqueeze(1)
+                outputs.append((total / norm).to(x.dtype))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=-1)
+
+    # ------------------------------------------------------------------ attention
+    def _laid_out_attention(self, slots: torch.Tensor, rows: int, width: int,
+                            mask: torch.Tensor | None) -> Callable:
+        """Attention over packed q/k/v copied into ``rows`` rows of ``width`` slots (``slots``:
+        each token's slot), under ``mask`` (None: every slot sees every slot of its row)."""
+        heads, d = self.heads, self.head_dim
+
+        def attend(qkv: torch.Tensor) -> torch.Tensor:
+            laid = qkv.new_zeros(rows * width, 3 * heads, d)
+            laid.index_copy_(0, slots, qkv.view(-1, 3 * heads, d))
+            laid = laid.view(rows, width, 3 * heads, d).transpose(1, 2)
+            q, k, v = laid.split([heads, heads, heads], dim=1)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+            return o.transpose(1, 2).reshape(rows * width, heads * d).index_select(0, slots)
+
+        return attend
+
+    def _padded_attention(self, seq_of: torch.Tensor, positions: torch.Tensor, lens: torch.Tensor, n: int,
+                          longest: int) -> Callable:
+        """Each sequence in a row of its own, padded to the longest; padding keys are masked."""
+        slots = (seq_of * longest + positions).to(self.device)
+        mask = None
+        if n > 1 and int(lens.min()) < longest:
+            valid = torch.arange(longest).unsqueeze(0) < lens.unsqueeze(1)
+            mask = valid.view(n, 1, 1, longest).to(self.device)
+        return self._laid_out_attention(slots, n, longest, mask)
+
+    def _chunked_attention(self, lengths: list[int], seq_of: torch.Tensor, positions: torch.Tensor) -> Callable:
+        """Many short sequences back to back in chunks of :data:`CHUNK_TOKENS` slots; each chunk
+        attends under a block-diagonal mask (a token sees the tokens of its own sequence)."""
+        width = max(CHUNK_TOKENS, max(lengths))
+        chunk_of, offset, c, used = [], [], 0, 0
+        for length in lengths:
+            if used and used + length > width:
+                c, used = c + 1, 0
+            chunk_of.append(c)
+            offset.append(used)
+            used += length
+        chunks = c + 1
+        slots = torch.tensor(chunk_of)[seq_of] * width + torch.tensor(offset)[seq_of] + positions
+        segment = torch.full((chunks * width,), -1, dtype=torch.long)
+        segment[slots] = seq_of
+        segment = segment.view(chunks, width)
+        # padding slots (segment -1) see each other only, so no row is fully masked
+        mask = (segment.unsqueeze(2) == segment.unsqueeze(1)).unsqueeze(1).to(self.device)
+        return self._laid_out_attention(slots.to(self.device), chunks, width, mask)
+
+    def _flash_attention(self, cu: torch.Tensor, longest: int) -> Callable:
+        flash, heads, d = self._flash, self.heads, self.head_dim
+
+        def attend(qkv: torch.Tensor) -> torch.Tensor:
+            q, k, v = qkv.view(-1, 3 * heads, d).split([heads, heads, heads], dim=1)
+            o = flash(q, k, v, cu, cu, longest, longest, softmax_scale=self.scale, causal=False)
+            return o.reshape(-1, heads * d)
+
+        return attend
+
+    def _query_attention(self, qkv: torch.Tensor, rows: torch.Tensor, lens: torch.Tensor, n: int,
+                         longest: int) -> torch.Tensor:
+        """Attention of one query per sequence (the token at ``rows``) over all of its keys."""
+        heads, d = self.heads, self.head_dim
+        dev = qkv.device
+        qkv = qkv.view(-1, 3, heads, d)
+        lens_d = lens.to(dev)
+        starts = torch.cumsum(lens_d, 0) - lens_d
+        pos = torch.arange(longest, device=dev)
+        index = (starts.unsqueeze(1) + pos.unsqueeze(0)).clamp(max=qkv.shape[0] - 1).reshape(-1)
+        kp = qkv[:, 1].index_select(0, index).view(n, longest, heads, d).transpose(1, 2)
+        vp = qkv[:, 2].index_select(0, index).view(n, longest, heads, d).transpose(1, 2)
+        qp = qkv[:, 0].index_select(0, rows).view(n, heads, 1, d)
+        mask = (pos.unsqueeze(0) < lens_d.unsqueeze(1)).view(n, 1, 1, longest)
+        o = F.scaled_dot_product_attention(qp, kp, vp, attn_mask=mask, scale=self.scale)
+        return o.reshape(n, heads * d)
