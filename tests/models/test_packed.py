@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -86,9 +88,15 @@ def test_packed_budget_counts_real_tokens(eager):
     np.testing.assert_allclose(small.encode(texts), out, atol=1e-5)
 
 
-def test_models_that_cannot_pack_say_so(minilm_path):
+def test_models_that_cannot_pack_say_so(minilm_path, tmp_path):
     from qembed.errors import InputError
 
-    assert not LocalEncoder(str(minilm_path), device="cpu", dtype="float32").packed
+    # MiniLM packs (qembed.models.packed_encoder) unless its pooling leaves the prompt out
+    folder = tmp_path / "minilm-prompt-free"
+    shutil.copytree(minilm_path, folder, ignore=shutil.ignore_patterns("model.safetensors"))
+    (folder / "model.safetensors").symlink_to(minilm_path / "model.safetensors")
+    config = json.loads((folder / "1_Pooling" / "config.json").read_text())
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({**config, "include_prompt": False}))
+    assert not LocalEncoder(str(folder), device="cpu", dtype="float32").packed
     with pytest.raises(InputError, match="cannot run packed passes"):
-        LocalEncoder(str(minilm_path), device="cpu", dtype="float32", packed=True)
+        LocalEncoder(str(folder), device="cpu", dtype="float32", packed=True)
