@@ -1,7 +1,8 @@
 """One-call GPU check of the random-weight Qwen3-Embedding-0.6B: in process, served, and pass times.
 
-Meant for a machine with one GPU, in under 6 minutes (``--budget``); ``--smoke`` runs the same steps
-on a tiny Qwen3 with tiny sizes (on the CPU when no GPU is there) so the script can be tested anywhere.
+Meant for a machine with one GPU, in under 8 minutes on an H100 (``--budget``, default 420 s: later
+steps are skipped past it); ``--smoke`` runs the same steps on tiny models with tiny sizes (on the
+CPU when no GPU is there) so the script is tested anywhere (tests/server/test_gpu_check_smoke.py).
 
 1. in-process ``qembed.load_encoder(path).encode`` of (a) 40,000 short AFQMC sentences and (b) 1,000
    documents of ~350 tokens (AFQMC sentences joined): tokens/s and the share of the card's dense
@@ -13,6 +14,14 @@ on a tiny Qwen3 with tiny sizes (on the CPU when no GPU is there) so the script 
    (``encoding_format: base64``; each level bounded in requests and seconds); during the 256-client
    level the 64-sentence pass of step 2 is timed again, in this process, while the server is under
    load, and the server's own pass-time metric is read from ``/metrics`` when it has one.
+
+4. sentence-transformers' ``encode`` (its default batch size, 32) and two bare forward passes — the
+   encoder's own passes over ready token ids (no tokenisation), and transformers' padded forward over
+   length-sorted batches of 32 — on the same short sentences: tokens/s of each beside qembed's;
+5. vector parity: the device's vectors against float32 vectors computed on the CPU (worst cosine);
+6. the reranker (a random-weight Qwen3-Reranker-0.6B): in-process pairs/s over AFQMC pairs;
+7. the LoRA recipe of ``benchmarks/finetune_afqmc.py --gpu`` (batch 128, length 64, bf16) on fewer
+   pairs: pairs/s and peak GPU memory (``--no-lora`` skips it).
 
 Figures go to ``$OUT/gpu_check.json`` when ``OUT`` is set (or ``--json FILE``), and a table is printed.
 This script imports neither the server stack (fastapi, uvicorn, pydantic) nor httpx: the load
@@ -57,9 +66,11 @@ PEAK_TFLOPS = (("H200", 790.0), ("H100", 790.0), ("H800", 790.0), ("GH200", 790.
                ("L4", 121.0), ("RTX 4090", 165.0), ("A6000", 155.0))
 
 FULL = {"short": 40_000, "docs": 1_000, "doc_tokens": 350, "pass_size": 64,
-        "levels": ((1, 300), (64, 6_000), (256, 30_000)), "level_seconds": 20.0, "passes": 20}
-SMOKE = {"short": 512, "docs": 32, "doc_tokens": 350, "pass_size": 64,
-         "levels": ((1, 16), (64, 128), (256, 256)), "level_seconds": 60.0, "passes": 5}
+        "levels": ((1, 300), (64, 6_000), (256, 30_000)), "level_seconds": 20.0, "passes": 20,
+        "compare": 8_000, "parity": 256, "rerank_pairs": 4_096, "lora_pairs": 128 * 16}
+SMOKE = {"short": 256, "docs": 16, "doc_tokens": 350, "pass_size": 64,
+         "levels": ((1, 8), (64, 64), (256, 256)), "level_seconds": 60.0, "passes": 3,
+         "compare": 64, "parity": 32, "rerank_pairs": 32, "lora_pairs": 0}
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -174,6 +185,95 @@ def time_passes(fn: Any, ids: list[list[int]], n: int, sync: Any) -> list[float]
         sync()
         out.append((time.perf_counter() - t) * 1000)
     return out
+
+
+# ----------------------------------------------------------------------------- comparisons
+def compare_forward(model: Path, encoder: Any, texts: list[str], device: str, dtype: str, sync: Any) -> dict:
+    """Tokens/s on the same texts: qembed ``encode``, sentence-transformers ``encode`` (batch 32),
+    qembed's passes over ready token ids, and transformers' padded forward (sorted batches of 32)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from qembed.models.encoder import plan_batches
+
+    ids = token_ids(encoder, texts)
+    tokens = int(sum(map(len, ids)))
+    out: dict[str, Any] = {"texts": len(texts), "tokens": tokens}
+
+    def timed(label: str, fn: Any) -> None:
+        t = time.perf_counter()
+        fn()
+        sync()
+        wall = time.perf_counter() - t
+        out[label] = {"seconds": wall, "tokens_s": tokens / wall, "texts_s": len(texts) / wall}
+
+    timed("qembed_encode", lambda: encoder.encode(texts))
+    forward = getattr(encoder, "forward_batch", None)
+    if callable(forward):
+        batches = plan_batches([len(x) for x in ids], encoder.max_batch_tokens, encoder.max_batch_size,
+                               packed=bool(getattr(encoder, "packed", False)))
+        timed("qembed_passes", lambda: [forward([ids[i] for i in b]) for b in batches])
+    st = SentenceTransformer(str(model), device=device, local_files_only=True,
+                             model_kwargs={"dtype": getattr(torch, dtype)})
+    st.encode(texts[:32], batch_size=32)
+    timed("sentence_transformers", lambda: st.encode(texts, batch_size=32))
+    hf = st[0].auto_model
+    pad = st.tokenizer.pad_token_id or 0
+    order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for k in range(0, len(order), 32):
+                rows = [ids[i] for i in order[k:k + 32]]
+                width = max(map(len, rows))
+                x = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), width), dtype=torch.long)
+                for r, seq in enumerate(rows):
+                    x[r, :len(seq)] = torch.tensor(seq)
+                    mask[r, :len(seq)] = 1
+                hf(input_ids=x.to(device), attention_mask=mask.to(device))
+
+    timed("transformers_padded_forward", bare)
+    del st, hf
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    base = out["qembed_encode"]["tokens_s"]
+    out["ratios"] = {k: base / v["tokens_s"] for k, v in out.items() if isinstance(v, dict) and "tokens_s" in v}
+    return out
+
+
+def cpu_parity(model: Path, encoder: Any, texts: list[str]) -> dict:
+    """Worst and mean cosine between the encoder's vectors and float32 vectors computed on the CPU."""
+    import qembed
+
+    reference = qembed.load_encoder(str(model), device="cpu", dtype="float32", compile=False)
+    cos = np.sum(encoder.encode(texts) * reference.encode(texts), axis=1)
+    return {"texts": len(texts), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean())}
+
+
+def reranker_speed(path: Path, device: str, dtype: str, pairs: list[tuple[str, str]], sync: Any) -> dict:
+    from qembed.rerank.local import Reranker
+
+    reranker = Reranker(str(path), device=device, dtype=dtype)
+    reranker.score(pairs[:16])
+    sync()
+    t = time.perf_counter()
+    scores = reranker.score(pairs)
+    sync()
+    wall = time.perf_counter() - t
+    assert len(scores) == len(pairs) and np.isfinite(scores).all()
+    return {"pairs": len(pairs), "seconds": wall, "pairs_s": len(pairs) / wall,
+            "packed": bool(getattr(reranker, "packed", False))}
+
+
+def lora_recipe(work: Path, pairs: int, cuda: bool) -> dict:
+    """benchmarks/finetune_afqmc.py's GPU recipe (batch 128, length 64, bf16) on ``pairs`` pairs;
+    on a CPU its dry run (tiny architecture)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from finetune_afqmc import gpu_recipe  # type: ignore[import-not-found]
+
+    options = argparse.Namespace(gpu_train_pairs=pairs, gpu_grad_accum=1, gpu_gradient_checkpointing=False)
+    return gpu_recipe(options, work, dry_run=not cuda)
 
 
 # ----------------------------------------------------------------------------- server subprocess
@@ -417,14 +517,17 @@ def main() -> None:
     parser.add_argument("--load-procs", type=int, default=None,
                         help="load-generator processes (default: 4 on GPU, 1 on CPU)")
     parser.add_argument("--level-seconds", type=float, default=None, help="time limit per served level")
-    parser.add_argument("--budget", type=float, default=330.0,
-                        help="seconds for the whole check; later steps are skipped past it (default 330)")
+    parser.add_argument("--budget", type=float, default=420.0,
+                        help="seconds for the whole check; later steps are skipped past it (default 420)")
+    parser.add_argument("--no-lora", action="store_true", help="skip the LoRA recipe step")
     parser.add_argument("--start-timeout", type=float, default=240.0, help="seconds for the server to be ready")
     parser.add_argument("--qembed-cmd", default=None,
                         help="command that runs the qembed CLI (default: this python -m qembed.cli)")
     parser.add_argument("--serve-arg", action="append", default=[], help="extra `qembed serve` argument, repeatable")
     parser.add_argument("--serve-env", action="append", default=[], help="KEY=VALUE for the server, repeatable")
     parser.add_argument("--no-server", action="store_true", help="in-process steps only")
+    parser.add_argument("--reranker", type=Path, default=None,
+                        help="reranker folder (default: a random-weight Qwen3-Reranker-0.6B, cached)")
     parser.add_argument("--json", type=Path, default=None, help="figures file (default: $OUT/gpu_check.json if OUT is set)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -447,7 +550,8 @@ def main() -> None:
     results: dict[str, Any] = {"meta": {"argv": sys.argv[1:], "smoke": args.smoke, "device": device, "dtype": args.dtype,
                                         "torch": torch.__version__, "cpu_count": os.cpu_count(), "sizes": {
                                             k: v for k, v in sizes.items() if k != "levels"}},
-                               "in_process": {}, "pass": {}, "served": [], "skipped": []}
+                               "in_process": {}, "pass": {}, "served": [], "skipped": [], "compare": {},
+                               "parity": {}, "reranker": {}, "lora": {}}
 
     def over_budget(step: str) -> bool:
         if time.monotonic() - began > args.budget:
@@ -543,6 +647,58 @@ def main() -> None:
         logger.info("one pass over %d sentences via %s, idle: p50 %.1f ms", len(ids), name, np.median(idle))
     save()
 
+    # 4. sentence-transformers and bare forward passes on the same sentences
+    if not over_budget("sentence-transformers and bare passes"):
+        try:
+            results["compare"] = compare_forward(Path(model), encoder, short[: sizes["compare"]], device,
+                                                 args.dtype, sync)
+            logger.info("same %d sentences, tokens/s: %s", sizes["compare"], {
+                k: round(v["tokens_s"]) for k, v in results["compare"].items() if isinstance(v, dict) and "tokens_s" in v})
+        except Exception as exc:  # noqa: BLE001 - report, go on
+            logger.exception("comparison failed")
+            results["skipped"].append(f"comparison: {exc!r}")
+        save()
+    # 5. vectors against the CPU
+    if not over_budget("parity with the CPU"):
+        try:
+            results["parity"] = cpu_parity(Path(model), encoder, short[: sizes["parity"]] + docs[:8])
+            logger.info("parity with float32 on the CPU: worst cosine %.6f", results["parity"]["min_cosine"])
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("parity check failed")
+            results["skipped"].append(f"parity: {exc!r}")
+        save()
+    # 6. reranker
+    if not over_budget("reranker"):
+        try:
+            from qembed.rerank.testing import build_random_reranker
+
+            rr_path = args.reranker or build_random_reranker(
+                CACHE / ("random-qwen3-reranker-tiny" if args.smoke else "random-qwen3-reranker-0.6b"),
+                tiny=args.smoke, dtype="float32" if args.smoke else "bfloat16")
+            pool = afqmc_pool(2 * sizes["rerank_pairs"])
+            pairs = list(zip(pool[0::2], pool[1::2]))
+            results["reranker"] = {"model": str(rr_path), **reranker_speed(Path(rr_path), device, args.dtype, pairs, sync)}
+            logger.info("reranker: %.1f pairs/s", results["reranker"]["pairs_s"])
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("reranker step failed")
+            results["skipped"].append(f"reranker: {exc!r}")
+        save()
+    # 7. LoRA recipe
+    if args.no_lora:
+        results["skipped"].append("LoRA recipe (--no-lora)")
+    elif not over_budget("LoRA recipe"):
+        try:
+            results["lora"] = lora_recipe(Path(tempfile.mkdtemp(prefix="gpu_check-lora-")), sizes["lora_pairs"] or 256,
+                                          cuda)
+            logger.info("LoRA recipe: %.1f pairs/s, peak %.1f GB", results["lora"]["pairs_per_s"],
+                        results["lora"]["peak_memory_gb"])
+        except Exception as exc:  # noqa: BLE001
+            logger.exception("LoRA recipe failed")
+            results["skipped"].append(f"LoRA recipe: {exc!r}")
+        save()
+    if cuda:
+        torch.cuda.empty_cache()
+
     # 3. served
     if not args.no_server and not over_budget("server"):
         port = free_port()
@@ -600,6 +756,8 @@ def main() -> None:
                         if n > 0:
                             server_pass[base_name] = {"passes": n, "mean_ms": 1000 * (metrics1[key] - metrics0.get(key, 0)) / n}
                 row["server_pass_metrics"] = server_pass
+                short_row = results["in_process"].get("short")
+                row["vs_in_process"] = row["req_s"] / short_row["texts_s"] if short_row else None
                 results["served"].append(row)
                 logger.info("served, %d clients: %.1f req/s, p50 %s ms, p99 %s ms, errors %s%s", clients, row["req_s"],
                             _fmt(row["p50_ms"]), _fmt(row["p99_ms"]), row["errors"] or "none",
@@ -646,18 +804,41 @@ def report(results: dict) -> str:
     elif p.get("skipped"):
         out.append(f"\nForward pass: skipped ({p['skipped']})")
     if results["served"]:
-        out.append("\n| served, 1 sentence per request | ok | req/s | p50 ms | p99 ms | errors | server pass metric "
-                   "| generator CPU |")
-        out.append("|---|---:|---:|---:|---:|---|---|---:|")
+        out.append("\n| served, 1 sentence per request | ok | req/s | served/in-process | p50 ms | p99 ms | errors "
+                   "| server pass metric | generator CPU |")
+        out.append("|---|---:|---:|---:|---:|---:|---|---|---:|")
         for r in results["served"]:
             metric = "; ".join(f"{k}: {v['mean_ms']:.1f} ms x {v['passes']:.0f}" for k, v in r["server_pass_metrics"].items())
             errors = ", ".join(f"{k} {v}" for k, v in sorted(r["errors"].items())) or "0"
-            out.append(f"| {r['clients']} clients | {r['ok']} | {r['req_s']:.1f} | {_fmt(r['p50_ms'], '.0f')} "
+            out.append(f"| {r['clients']} clients | {r['ok']} | {r['req_s']:.1f} | {_fmt(r.get('vs_in_process'), '.3f')}x "
+                       f"| {_fmt(r['p50_ms'], '.0f')} "
                        f"| {_fmt(r['p99_ms'], '.0f')} | {errors} | {metric or '-'} | {100 * (r['generator_cpu'] or 0):.0f}% |")
         short = results["in_process"].get("short")
         top = next((r for r in results["served"] if r["clients"] == 64), None)
         if short and top:
             out.append(f"\n64 clients / in-process short sentences: {top['req_s'] / short['texts_s']:.3f}x")
+    c = results.get("compare") or {}
+    if c:
+        out.append(f"\n| same {c['texts']} short sentences ({c['tokens']} tokens) | tokens/s | qembed encode / this |")
+        out.append("|---|---:|---:|")
+        for key, label in (("qembed_encode", "qembed encode"), ("qembed_passes", "qembed passes over token ids (bare)"),
+                           ("sentence_transformers", "sentence-transformers encode (batch 32)"),
+                           ("transformers_padded_forward", "transformers forward, padded batches of 32 (bare)")):
+            if key in c:
+                out.append(f"| {label} | {c[key]['tokens_s']:.0f} | {c['ratios'][key]:.2f}x |")
+    if results.get("parity"):
+        p = results["parity"]
+        out.append(f"\nParity with float32 on the CPU over {p['texts']} texts: worst cosine {p['min_cosine']:.6f} "
+                   f"(mean {p['mean_cosine']:.6f})")
+    if results.get("reranker"):
+        r = results["reranker"]
+        out.append(f"\nReranker {Path(r['model']).name}: {r['pairs_s']:.1f} pairs/s over {r['pairs']} pairs"
+                   f"{' (packed)' if r['packed'] else ''}")
+    if results.get("lora"):
+        lo = results["lora"]
+        out.append(f"\nLoRA recipe (batch {lo['batch_size']}, length {lo['max_length']}, {lo['train_pairs']} pairs) on "
+                   f"{lo['device']}: {lo['pairs_per_s']:.1f} pairs/s, peak {_fmt(lo['peak_memory_gb'])} GB "
+                   f"(recipe {lo['recipe_memory_gb']} GB)")
     for s in results["skipped"]:
         out.append(f"\nskipped: {s}")
     out.append(f"\nwall time {meta.get('seconds', 0):.0f} s")

@@ -163,6 +163,7 @@ def test_any_batch_composition_gives_the_same_rows(folders):
             np.testing.assert_allclose(encoder.forward_batch([ids[i] for i in part]), expected[part], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_minilm_packed_matches_sentence_transformers(minilm_path, minilm_encoder):
     assert minilm_encoder.packed
     texts = TEXTS + [LONG]
@@ -175,6 +176,7 @@ def test_minilm_packed_matches_sentence_transformers(minilm_path, minilm_encoder
     np.testing.assert_allclose(minilm_encoder.encode(texts), padded.encode(texts), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_packed_stays_close_and_compiled_equals_eager(minilm_path, minilm_encoder):
     bf16 = LocalEncoder(str(minilm_path), device="cpu", dtype="bfloat16", compile=False)
     assert bf16.packed

@@ -155,3 +155,47 @@ def plan_batches(lengths: Sequence[int], max_batch_tokens: int, max_batch_size: 
     if current:
         batches.append(current)
     return batches
+
+
+#: Token counts packed passes are filled up to on CUDA (:func:`fill_to_bucket`): compiled kernels
+#: then see a few fixed shapes (eight, within torch.compile's default recompile limit) instead of
+#: one per pass. A pass over more tokens than the largest runs as it is.
+TOKEN_BUCKETS = (512, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+def fill_to_bucket(seqs: Sequence[Sequence[int]], filler: int,
+                   buckets: Sequence[int] = TOKEN_BUCKETS) -> list[Sequence[int]]:
+    """``seqs`` followed by filler sequences (of token ``filler``, none longer than the longest
+    input) so that the pass holds exactly the next bucket's number of tokens.
+
+    Every sequence of a packed pass attends to itself only, so the fillers change no real row;
+    the caller keeps the first ``len(seqs)`` rows. Passes over more tokens than the largest
+    bucket are returned unchanged.
+    """
+    total = sum(len(s) for s in seqs)
+    target = next((b for b in buckets if b >= total), None)
+    if target is None or target == total:
+        return list(seqs)
+    width = max(len(s) for s in seqs)
+    extra = target - total
+    fillers = [[filler] * width for _ in range(extra // width)]
+    if extra % width:
+        fillers.append([filler] * (extra % width))
+    return [*seqs, *fillers]
+
+
+def memory_batch_limits(free_bytes: int, hidden: int, intermediate: int, dtype_bytes: int, *,
+                        share: float = 0.5, most_tokens: int = 65536) -> tuple[int, int]:
+    """``(max_batch_tokens, max_batch_size)`` for a GPU with ``free_bytes`` free once the weights
+    are loaded: ``share`` of it for one pass's activations.
+
+    A layer holds, per token, about the input and residual, the fused q/k/v and their laid-out
+    copy, the attention output, the MLP's up (gated: twice) and activated rows — ``10 x hidden +
+    3 x intermediate`` values — doubled for the allocator's slack and the attention workspace.
+    The cap is a multiple of 512 tokens between 512 and ``most_tokens`` (passes beyond it only add
+    latency); inputs per pass are a sixteenth of the tokens, between 32 and 2048.
+    """
+    per_token = 2 * (10 * hidden + 3 * intermediate) * dtype_bytes
+    tokens = int(share * max(0, free_bytes) // max(1, per_token))
+    tokens = max(512, min(most_tokens, tokens // 512 * 512))
+    return tokens, max(32, min(2048, tokens // 16))

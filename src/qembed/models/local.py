@@ -26,6 +26,8 @@ from qembed.models.encoder import (
     check_dimensions,
     check_finite,
     check_positive_ints,
+    fill_to_bucket,
+    memory_batch_limits,
     plan_batches,
     truncate_dimensions,
 )
@@ -48,6 +50,9 @@ BATCH_LIMITS = {"cuda": (16384, 256), "xpu": (16384, 256), "mps": (8192, 64), "c
 #: real tokens, so larger ones only amortise the weights better: on a 2-core AMX CPU, AFQMC
 #: sentences ran at 98 / 110 / 131 / 138 sentences/s with 32 / 64 / 128 / 256 inputs per pass.
 PACKED_BATCH_LIMITS = {"cuda": (16384, 256), "xpu": (16384, 256), "cpu": (4096, 256)}
+
+#: The environment variable that lets Qwen3 models load in float16 (``allow_fp16``).
+ALLOW_FP16_ENV = "QEMBED_ALLOW_FP16"
 
 #: The torch dtype of each precision name torch runs (:data:`~qembed.models.runtimes.DTYPES`).
 _TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32, "float16": torch.float16}
@@ -108,6 +113,37 @@ def pick_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return chosen
 
 
+def check_fp16(dtype: torch.dtype, model_type: str, allow: bool | None = None) -> None:
+    """Refuse float16 weights for Qwen3 models unless ``allow`` (``None``: ``$QEMBED_ALLOW_FP16``):
+    their activations overflow float16's range (NaN vectors were reported elsewhere)."""
+    if dtype != torch.float16 or not model_type.startswith("qwen"):
+        return
+    if allow is None:
+        allow = os.environ.get(ALLOW_FP16_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if not allow:
+        raise InputError(f"float16 is refused for {model_type} models: their activations overflow float16 "
+                         "(NaN embeddings); use bfloat16 (the default on GPUs) or float32, or pass "
+                         f"allow_fp16=True ({ALLOW_FP16_ENV}=1 for `qembed serve` and the CLI) to run float16 "
+                         "anyway", param="dtype")
+
+
+def gpu_batch_limits(device: str, config: Any, dtype: torch.dtype) -> tuple[int, int] | None:
+    """Batch limits sized from the card's free memory (:func:`~qembed.models.encoder.memory_batch_limits`),
+    measured with :func:`torch.cuda.mem_get_info` after the weights are loaded; None off CUDA."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+    except Exception as exc:  # noqa: BLE001 - keep the fixed defaults
+        logger.warning("could not read the GPU's free memory (%s); using the default batch limits", exc)
+        return None
+    hidden = int(getattr(config, "hidden_size", 1024))
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    limits = memory_batch_limits(free, hidden, intermediate, torch.finfo(dtype).bits // 8)
+    logger.info("%.1f GiB free on %s: up to %d tokens and %d inputs per pass", free / 2**30, device, *limits)
+    return limits
+
+
 def model_source_of(model: str) -> str:
     """How to name ``model`` to load it again from anywhere: an existing folder by its absolute path,
     anything else (a Hub id) as given. Loading either gives the same :attr:`LocalEncoder.name`."""
@@ -133,14 +169,23 @@ class LocalEncoder:
         padding_side: ``"right"`` (default; last-token pooling reads each row's last real
             position from the attention mask) or ``"left"``; padded passes only.
         name: the name reported by :attr:`name` (default: the folder or Hub id).
-        packed: run Qwen3 models on packed passes (:mod:`qembed.models.packed`: no padding, only
-            real tokens); ``None`` (default) packs whenever the model allows, ``False`` always
-            uses the padded sentence-transformers forward.
+        packed: run packed passes (no padding, only real tokens): Qwen3 decoders
+            (:mod:`qembed.models.packed`) and BERT / RoBERTa / XLM-RoBERTa encoders with their own
+            pooling (:mod:`qembed.models.packed_encoder`); ``None`` (default) packs whenever the
+            model allows, ``False`` always uses the padded sentence-transformers forward.
         compile: fuse the packed passes' element-wise ops with :func:`torch.compile`: ``True``
             at load, ``False`` never, ``"auto"`` (and ``None``, the default, unless
             ``QEMBED_COMPILE`` says otherwise) on CPU and CUDA once one call brings enough tokens
             to repay it (:mod:`qembed.models.compile`; servers compile at start-up). Compiling
             takes ~3 s on 2 CPU cores with the kernels in the cache, ~25 s without.
+        allow_fp16: load Qwen3 models in float16 even so (refused otherwise, see
+            :func:`check_fp16`); ``None`` reads ``$QEMBED_ALLOW_FP16``.
+        bucket_tokens: fill each packed pass up to one of a few token counts
+            (:data:`~qembed.models.encoder.TOKEN_BUCKETS`) so compiled kernels see fixed shapes;
+            ``None`` (default): on CUDA.
+
+    On CUDA, unset batch limits are sized from the card's free memory once the weights are loaded
+    (:func:`gpu_batch_limits`).
     """
 
     def __init__(
@@ -157,6 +202,8 @@ class LocalEncoder:
         name: str | None = None,
         packed: bool | None = None,
         compile: bool | str | None = None,
+        allow_fp16: bool | None = None,
+        bucket_tokens: bool | None = None,
     ) -> None:
         model = str(model if model is not None else default_model())
         self.path = resolve_model_path(model)
@@ -175,6 +222,12 @@ class LocalEncoder:
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         self.truncate = bool(truncate)
+        config_file = self.path / "config.json"
+        if self.dtype == torch.float16 and config_file.is_file():
+            import json
+
+            check_fp16(self.dtype, str(json.loads(config_file.read_text(encoding="utf-8")).get("model_type", "")),
+                       allow_fp16)
 
         logger.info("loading %s on %s (%s)", self.path, self.device, str(self.dtype).replace("torch.", ""))
         started = time.perf_counter()
@@ -234,6 +287,7 @@ class LocalEncoder:
             prompts=prompts, end_ids=end_ids, last_token=self._last_token)
         self._packed: PackedQwen3 | PackedEncoder | None = None
         self._compile_auto = False
+        self._bucket = self.device.startswith("cuda") if bucket_tokens is None else bool(bucket_tokens)
         if packed is not False:
             self._packed = self._make_packed(compile)
             if packed and self._packed is None:
@@ -242,7 +296,9 @@ class LocalEncoder:
                                  "Pooling module can)", param="packed")
         kind = self.device.split(":")[0]
         limits = PACKED_BATCH_LIMITS if self._packed is not None else BATCH_LIMITS
-        default_tokens, default_size = limits.get(kind, limits["cpu"])
+        default_tokens, default_size = gpu_batch_limits(self.device, config, self.dtype) or \
+            limits.get(kind, limits["cpu"])
+        self._bucket = self._bucket and self._packed is not None
         self.max_batch_tokens = int(max_batch_tokens or default_tokens)
         self.max_batch_size = int(max_batch_size or default_size)
 
@@ -295,6 +351,7 @@ class LocalEncoder:
             "padding_side": "left" if self._pad_left else "right",
             "packed": self.packed,
             "compiled": bool(self._packed is not None and self._packed.compiled),
+            "bucket_tokens": bool(getattr(self, "_bucket", False)),
             "max_batch_tokens": self.max_batch_tokens,
             "max_batch_size": self.max_batch_size,
             "supports_instructions": self.supports_instructions,
@@ -355,7 +412,7 @@ class LocalEncoder:
                 return PackedQwen3(model, compile=fuse)
         elif supports_packed_encoder(model, self._pooling_module):
             def make(fuse: bool) -> Any:
-                return PackedEncoder(model, self._pooling_module, compile=fuse)
+                return PackedEncoder(model, self._pooling_module, compile=fuse, static_shapes=self._bucket)
         else:
             return None
         setting = compile_setting(compile)
@@ -389,8 +446,9 @@ class LocalEncoder:
     def forward_batch(self, batch: list[list[int]]) -> np.ndarray:
         """One forward pass over token-id sequences; float32 unit vectors at full size."""
         if self._packed is not None:
+            seqs = fill_to_bucket(batch, self._pad_id) if getattr(self, "_bucket", False) else batch
             with torch.inference_mode():
-                hidden = self._packed(batch)
+                hidden = self._packed(seqs)[: len(batch)]
                 out = torch.nn.functional.normalize(hidden.float(), dim=-1)
         else:
             features = self._collate(batch)
