@@ -273,7 +273,10 @@ def lora_recipe(work: Path, pairs: int, cuda: bool) -> dict:
     from finetune_afqmc import gpu_recipe  # type: ignore[import-not-found]
 
     options = argparse.Namespace(gpu_train_pairs=pairs, gpu_grad_accum=1, gpu_gradient_checkpointing=False)
-    return gpu_recipe(options, work, dry_run=not cuda)
+    result = gpu_recipe(options, work, dry_run=not cuda)
+    if result.get("peak_memory_gb") != result.get("peak_memory_gb"):  # NaN: no GPU memory to read
+        result.update(peak_memory_gb=None, memory_ratio=None)
+    return result
 
 
 # ----------------------------------------------------------------------------- server subprocess
@@ -690,8 +693,8 @@ def main() -> None:
         try:
             results["lora"] = lora_recipe(Path(tempfile.mkdtemp(prefix="gpu_check-lora-")), sizes["lora_pairs"] or 256,
                                           cuda)
-            logger.info("LoRA recipe: %.1f pairs/s, peak %.1f GB", results["lora"]["pairs_per_s"],
-                        results["lora"]["peak_memory_gb"])
+            logger.info("LoRA recipe: %.1f pairs/s, peak %s GB", results["lora"]["pairs_per_s"],
+                        _fmt(results["lora"]["peak_memory_gb"]))
         except Exception as exc:  # noqa: BLE001
             logger.exception("LoRA recipe failed")
             results["skipped"].append(f"LoRA recipe: {exc!r}")
