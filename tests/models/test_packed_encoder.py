@@ -1,7 +1,7 @@
 """Packed encoder-only passes equal sentence-transformers, per architecture and pooling mode.
 
-Tiny random BERT and XLM-RoBERTa models (the architectures of all-MiniLM-L6-v2, bge, e5, gte and of
-multilingual-e5, bge-m3) are written as sentence-transformers folders with MiniLM's tokenizer; the
+Tiny random BERT, XLM-RoBERTa and NomicBERT models (the architectures of all-MiniLM-L6-v2, bge, e5,
+gte; of multilingual-e5, bge-m3; of nomic-embed-text) are written as sentence-transformers folders with MiniLM's tokenizer; the
 XLM-RoBERTa one pads with id 1, as the real ones do, so its positions start after the padding index.
 """
 
@@ -40,13 +40,17 @@ def build_encoder_folder(out: Path, minilm: Path, arch: str, pooling: str | list
                          normalize: bool = True, seed: int = 0) -> Path:
     """A sentence-transformers folder: a random tiny ``arch`` ("bert" or "xlm-roberta"), MiniLM's
     tokenizer, ``pooling`` and (optionally) a Normalize module."""
-    from transformers import AutoTokenizer, BertConfig, BertModel, XLMRobertaConfig, XLMRobertaModel
+    from transformers import (AutoTokenizer, BertConfig, BertModel, NomicBertConfig, NomicBertModel,
+                              XLMRobertaConfig, XLMRobertaModel)
 
     tokenizer = AutoTokenizer.from_pretrained(str(minilm))
     torch.manual_seed(seed)
     if arch == "bert":
         model = BertModel(BertConfig(vocab_size=len(tokenizer), type_vocab_size=2, pad_token_id=0, **TINY),
                           add_pooling_layer=False)
+    elif arch == "nomic_bert":  # rotary positions, gated MLP, no biases (nomic-embed-text)
+        config = NomicBertConfig(vocab_size=len(tokenizer), pad_token_id=0, hidden_act="silu", **TINY)
+        model = NomicBertModel(config)
     else:  # XLM-R pads with id 1 and numbers positions from padding_idx + 1
         tokenizer.pad_token = "[unused0]"
         assert tokenizer.pad_token_id == 1
@@ -56,7 +60,7 @@ def build_encoder_folder(out: Path, minilm: Path, arch: str, pooling: str | list
     # random LayerNorm affine parameters, so a misplaced norm cannot hide
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "LayerNorm" in name:
+            if "layernorm" in name.lower():
                 p.add_(torch.randn_like(p) * 0.1)
     model.eval()
     shutil.rmtree(out, ignore_errors=True)
@@ -76,7 +80,8 @@ def build_encoder_folder(out: Path, minilm: Path, arch: str, pooling: str | list
     return out
 
 
-CASES = [("bert", "mean"), ("bert", "cls"), ("xlm-roberta", "mean"), ("xlm-roberta", "cls")]
+CASES = [("bert", "mean"), ("bert", "cls"), ("xlm-roberta", "mean"), ("xlm-roberta", "cls"),
+         ("nomic_bert", "mean"), ("nomic_bert", "cls")]
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,16 @@
-"""Packed forward passes for encoder-only models (BERT, RoBERTa, XLM-RoBERTa): real tokens only.
+"""Packed forward passes for encoder-only models (BERT, RoBERTa, XLM-RoBERTa, NomicBERT): real tokens only.
 
 The models most sentence-transformers users serve — all-MiniLM-L6-v2, bge, e5, gte (BERT) and
-multilingual-e5, bge-m3 (XLM-RoBERTa) — are bidirectional encoders with absolute positions.
+multilingual-e5, bge-m3 (XLM-RoBERTa) — are bidirectional encoders with absolute positions;
+nomic-embed-text (NomicBERT) has rotary positions and a gated MLP.
 :class:`PackedEncoder` runs them over the sequences of a pass concatenated into one ``(tokens,
 hidden)`` matrix, as :class:`~qembed.models.packed.PackedQwen3` does for Qwen3:
 
 - embeddings, projections, GELU and LayerNorms run on the packed tokens (no padding);
 - positions restart for each sequence — at 0 for BERT, and after ``padding_idx`` for the RoBERTa
   family (``padding_idx + 1`` for the first token, pad tokens keeping ``padding_idx``, as
-  ``create_position_ids_from_input_ids`` numbers them); token types default to 0;
+  ``create_position_ids_from_input_ids`` numbers them); NomicBERT's rotary positions at 0; token
+  types default to 0;
 - attention is non-causal within each sequence: on CUDA through flash-attention's varlen kernel
   (``flash_attn_varlen_func``) when it is installed; otherwise short sequences are laid back to
   back in chunks of :data:`CHUNK_TOKENS` slots under a block-diagonal mask (on a CPU as explicit
@@ -45,8 +47,10 @@ CHUNK_TOKENS = 64
 CHUNK_MAX_SEQUENCE = 256
 
 #: transformers model types whose layers this module runs, and whether positions start after the
-#: padding index (the RoBERTa family) rather than at 0 (BERT).
-ENCODER_TYPES = {"bert": False, "roberta": True, "xlm-roberta": True, "camembert": True}
+#: padding index (the RoBERTa family) rather than at 0 (BERT, NomicBERT).
+ENCODER_TYPES = {"bert": False, "roberta": True, "xlm-roberta": True, "camembert": True, "nomic_bert": False}
+#: the model types with rotary positions (no position table), a gated MLP and no biases
+ROTARY_TYPES = ("nomic_bert",)
 
 #: sentence-transformers pooling modes the packed path computes per sequence.
 POOLING_MODES = ("cls", "mean", "mean_sqrt_len_tokens", "max", "weightedmean", "lasttoken")
@@ -55,15 +59,25 @@ POOLING_MODES = ("cls", "mean", "mean_sqrt_len_tokens", "max", "weightedmean", "
 @dataclass
 class _Layer:
     qkv: torch.Tensor  # 3 hidden x hidden
-    qkv_bias: torch.Tensor
+    qkv_bias: torch.Tensor | None
     o: torch.Tensor
-    o_bias: torch.Tensor
+    o_bias: torch.Tensor | None
     attn_norm: tuple[torch.Tensor, torch.Tensor]
-    up: torch.Tensor
-    up_bias: torch.Tensor
+    up: torch.Tensor  # intermediate x hidden; gated MLPs: 2 intermediate x hidden (gate, then up)
+    up_bias: torch.Tensor | None
     down: torch.Tensor
-    down_bias: torch.Tensor
+    down_bias: torch.Tensor | None
     out_norm: tuple[torch.Tensor, torch.Tensor]
+
+
+def _bias(linear: Any) -> torch.Tensor | None:
+    bias = getattr(linear, "bias", None)
+    return bias.detach() if bias is not None else None
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 def _add_layer_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
@@ -94,6 +108,12 @@ def supports_packed_encoder(model: Any, pooling: Any = "mean") -> bool:
     if getattr(config, "position_embedding_type", "absolute") not in (None, "absolute"):
         return False
     embeddings = getattr(model, "embeddings", None)
+    if kind in ROTARY_TYPES:
+        rope = getattr(config, "rope_parameters", None) or {}
+        layers = getattr(model, "layers", None)
+        return (embeddings is not None and bool(layers) and rope.get("rope_type", "default") == "default"
+                and int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+                * config.num_attention_heads == config.hidden_size)
     layers = getattr(getattr(model, "encoder", None), "layer", None)
     if embeddings is None or layers is None or not len(layers):
         return False
@@ -124,6 +144,7 @@ class PackedEncoder:
                              "by the packed encoder path")
         config = model.config
         self.modes = pooling_modes(pooling)
+        self.rotary = config.model_type in ROTARY_TYPES
         self.hidden = int(config.hidden_size)
         self.heads = int(config.num_attention_heads)
         self.head_dim = self.hidden // self.heads
@@ -134,15 +155,31 @@ class PackedEncoder:
         self.device = weight.device
         self.dtype = weight.dtype
         self.word = weight.detach()
-        self.position = emb.position_embeddings.weight.detach()
+        self.position = None if self.rotary else emb.position_embeddings.weight.detach()
         token_types = getattr(emb, "token_type_embeddings", None)
         self.token_type = token_types.weight.detach() if token_types is not None else None
         self.embed_norm = (emb.LayerNorm.weight.detach(), emb.LayerNorm.bias.detach())
         self.pad_id = getattr(config, "pad_token_id", None)
         #: RoBERTa-family positions start after the padding index (``padding_idx + 1``).
         self.position_offset = ENCODER_TYPES[config.model_type] and self.pad_id is not None
-        self.max_positions = int(self.position.shape[0])
+        self.max_positions = int(config.max_position_embeddings)
         self.layers: list[_Layer] = []
+        if self.rotary:
+            self._load_rotary(model)
+        else:
+            self._load_bert(model)
+        #: with CLS or last-token pooling alone, the last layer only runs for the pooled tokens
+        self.pooled_tokens_only = self.modes in (("cls",), ("lasttoken",))
+        self._flash = self._find_flash_varlen()
+        self._add_norm: Callable = _add_layer_norm
+        self.static_shapes = bool(static_shapes)
+        self.compiled = False
+        if compile:
+            self._compile()
+
+    # ------------------------------------------------------------------ setup
+    def _load_bert(self, model: Any) -> None:
+        self.gated = False
         self.act: Callable = model.encoder.layer[0].intermediate.intermediate_act_fn
         with torch.no_grad():
             for layer in model.encoder.layer:
@@ -156,16 +193,28 @@ class PackedEncoder:
                     down=layer.output.dense.weight.detach(), down_bias=layer.output.dense.bias.detach(),
                     out_norm=(layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach()),
                 ))
-        #: with CLS or last-token pooling alone, the last layer only runs for the pooled tokens
-        self.pooled_tokens_only = self.modes in (("cls",), ("lasttoken",))
-        self._flash = self._find_flash_varlen()
-        self._add_norm: Callable = _add_layer_norm
-        self.static_shapes = bool(static_shapes)
-        self.compiled = False
-        if compile:
-            self._compile()
 
-    # ------------------------------------------------------------------ setup
+    def _load_rotary(self, model: Any) -> None:
+        """NomicBERT: q/k/v/o and a gated MLP without biases, post-norm, rotary positions."""
+        self.gated = True
+        self.act = model.layers[0].mlp.act_fn
+        theta = float(model.config.rope_parameters.get("rope_theta", 10000.0))
+        d = self.head_dim
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=self.device) / d))
+        with torch.no_grad():
+            for layer in model.layers:
+                att, mlp = layer.self_attn, layer.mlp
+                biases = [_bias(x) for x in (att.q_proj, att.k_proj, att.v_proj)]
+                self.layers.append(_Layer(
+                    qkv=torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).detach(),
+                    qkv_bias=torch.cat(biases) if all(b is not None for b in biases) else None,
+                    o=att.o_proj.weight.detach(), o_bias=_bias(att.o_proj),
+                    attn_norm=(layer.post_attention_layernorm.weight.detach(),
+                               layer.post_attention_layernorm.bias.detach()),
+                    up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(), up_bias=None,
+                    down=mlp.down_proj.weight.detach(), down_bias=_bias(mlp.down_proj),
+                    out_norm=(layer.post_mlp_layernorm.weight.detach(), layer.post_mlp_layernorm.bias.detach()),
+                ))
     def _find_flash_varlen(self) -> Callable | None:
         if self.device.type != "cuda" or self.dtype not in (torch.bfloat16, torch.float16):
             return None
@@ -236,7 +285,14 @@ class PackedEncoder:
         if int(emb_positions.max()) >= self.max_positions:
             raise ValueError(f"a sequence is longer than the model's {self.max_positions} positions")
 
-        x = F.embedding(flat.to(dev), self.word) + F.embedding(emb_positions.to(dev), self.position)
+        x = F.embedding(flat.to(dev), self.word)
+        rope = None
+        if self.position is not None:
+            x = x + F.embedding(emb_positions.to(dev), self.position)
+        else:  # rotary: cos/sin of each token's position, computed in float32 as transformers does
+            freqs = positions.to(dev, torch.float32).unsqueeze(1) * self.inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            rope = (emb.cos().to(self.dtype).unsqueeze(1), emb.sin().to(self.dtype).unsqueeze(1))
         if self.token_type is not None:
             if token_types is None:
                 x = x + self.token_type[0]
@@ -262,6 +318,9 @@ class PackedEncoder:
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             qkv = F.linear(x, layer.qkv, layer.qkv_bias)
+            if rope is not None:
+                q, k, v = qkv.view(-1, 3, self.heads, self.head_dim).unbind(1)
+                qkv = torch.stack((_rotate(q, *rope), _rotate(k, *rope), v), dim=1).view(-1, 3 * self.hidden)
             if i == last and pooled_rows is not None:
                 # only the pooled tokens leave the model: the rest of it runs for them alone
                 out = self._query_attention(qkv, pooled_rows, lens, n, longest)
@@ -271,7 +330,12 @@ class PackedEncoder:
             # the pooled-tokens-only layer has one row per sequence: no fixed shape to compile for
             add_norm = _add_layer_norm if self.static_shapes and x.shape[0] != total else self._add_norm
             x = add_norm(F.linear(out, layer.o, layer.o_bias), x, *layer.attn_norm, self.eps)
-            h = self.act(F.linear(x, layer.up, layer.up_bias))
+            h = F.linear(x, layer.up, layer.up_bias)
+            if self.gated:
+                gate, up = h.chunk(2, dim=-1)
+                h = self.act(gate) * up
+            else:
+                h = self.act(h)
             x = add_norm(F.linear(h, layer.down, layer.down_bias), x, *layer.out_norm, self.eps)
         if pooled_rows is not None:
             return x
