@@ -9,6 +9,7 @@ needs, Matryoshka truncation and the NaN check.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -170,7 +171,7 @@ class LocalEncoder:
             position from the attention mask) or ``"left"``; padded passes only.
         name: the name reported by :attr:`name` (default: the folder or Hub id).
         packed: run packed passes (no padding, only real tokens): Qwen3 decoders
-            (:mod:`qembed.models.packed`) and BERT / RoBERTa / XLM-RoBERTa encoders with their own
+            (:mod:`qembed.models.packed`) and BERT / RoBERTa / XLM-RoBERTa / NomicBERT encoders with their own
             pooling (:mod:`qembed.models.packed_encoder`); ``None`` (default) packs whenever the
             model allows, ``False`` always uses the padded sentence-transformers forward.
         compile: fuse the packed passes' element-wise ops with :func:`torch.compile`: ``True``
@@ -224,8 +225,6 @@ class LocalEncoder:
         self.truncate = bool(truncate)
         config_file = self.path / "config.json"
         if self.dtype == torch.float16 and config_file.is_file():
-            import json
-
             check_fp16(self.dtype, str(json.loads(config_file.read_text(encoding="utf-8")).get("model_type", "")),
                        allow_fp16)
 
@@ -292,7 +291,7 @@ class LocalEncoder:
             self._packed = self._make_packed(compile)
             if packed and self._packed is None:
                 raise InputError(f"{self.name} cannot run packed passes (Qwen3 decoders with last-token "
-                                 "pooling and BERT/RoBERTa/XLM-RoBERTa encoders with a sentence-transformers "
+                                 "pooling and BERT/RoBERTa/XLM-RoBERTa/NomicBERT encoders with a sentence-transformers "
                                  "Pooling module can)", param="packed")
         kind = self.device.split(":")[0]
         limits = PACKED_BATCH_LIMITS if self._packed is not None else BATCH_LIMITS
