@@ -691,8 +691,8 @@ def main() -> None:
         results["skipped"].append("LoRA recipe (--no-lora)")
     elif not over_budget("LoRA recipe"):
         try:
-            results["lora"] = lora_recipe(Path(tempfile.mkdtemp(prefix="gpu_check-lora-")), sizes["lora_pairs"] or 256,
-                                          cuda)
+            # the random model is built once under the cache; the adapter is overwritten each run
+            results["lora"] = lora_recipe(CACHE / "gpu_check-lora", sizes["lora_pairs"] or 256, cuda)
             logger.info("LoRA recipe: %.1f pairs/s, peak %s GB", results["lora"]["pairs_per_s"],
                         _fmt(results["lora"]["peak_memory_gb"]))
         except Exception as exc:  # noqa: BLE001
