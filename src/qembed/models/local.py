@@ -293,6 +293,10 @@ class LocalEncoder:
                 raise InputError(f"{self.name} cannot run packed passes (Qwen3 decoders with last-token "
                                  "pooling and BERT/RoBERTa/XLM-RoBERTa/NomicBERT encoders with a sentence-transformers "
                                  "Pooling module can)", param="packed")
+            if self._packed is None:
+                logger.info("%s: padded passes (the packed path runs Qwen3 decoders with last-token pooling and "
+                            "BERT/RoBERTa/XLM-RoBERTa/NomicBERT encoders with a plain sentence-transformers Pooling "
+                            "module; this folder has %s)", self.name, " + ".join(type(m).__name__ for m in self._st))
         kind = self.device.split(":")[0]
         limits = PACKED_BATCH_LIMITS if self._packed is not None else BATCH_LIMITS
         default_tokens, default_size = gpu_batch_limits(self.device, config, self.dtype) or \
