@@ -57,10 +57,9 @@ class ClusterRequest(BaseModel):
     top_keywords: Integer = Field(10, description="Keywords per cluster.")
     examples: Integer = Field(3, description="Representative texts per cluster.")
     words: list[Text] | None = Field(None, description="Extra Chinese words for jieba.")
-    projection: Literal["pca", "umap", "auto"] | None = Field(
-        None, description="Add map coordinates `x`, `y` to every row: the embeddings projected to 2-D "
-                          "(pca; umap needs the umap extra; auto = umap when installed and there are "
-                          "enough texts), as the HTML report draws them. Default: none.")
+    projection: Literal["pca"] | None = Field(
+        None, description="`pca`: add map coordinates `x`, `y` to every row, the embeddings projected to "
+                          "2-D as the HTML report's map draws them (the studio's Explore map). Default: none.")
     instruction: Text | None = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
     dimensions: Integer | None = Field(None, description="Matryoshka size.")
