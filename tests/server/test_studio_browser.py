@@ -145,8 +145,8 @@ def _panel(page):
     return page.locator("[role=tabpanel]:not([hidden])")
 
 
-def _shot(page, artifacts: Path, name: str) -> None:
-    page.screenshot(path=str(artifacts / f"studio-{name}.png"))
+def _shot(page, artifacts: Path, name: str, full_page: bool = False) -> None:
+    page.screenshot(path=str(artifacts / f"studio-{name}.png"), full_page=full_page)
 
 
 # ------------------------------------------------------------------------------------ Compare
@@ -351,7 +351,8 @@ def test_server_tab_shows_the_model_and_live_metrics(studio, page, page_errors, 
     stats = page.locator("#server-stats").text_content()
     assert "queue depth" in stats and "ready" in stats
     assert page.locator("#server-latency code", has_text="/v1/embeddings").count() == 1
-    _shot(page, artifacts, "server")
+    assert page.locator("#server-models dd[title]").first.text_content().startswith("…/")  # no long paths
+    _shot(page, artifacts, "server", full_page=True)
     assert not page_errors
 
 

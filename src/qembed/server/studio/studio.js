@@ -732,21 +732,22 @@
   }
   const sum = (ms, name, pred) => ms.filter((m) => m.name === name && (!pred || pred(m.labels))).reduce((a, m) => a + m.value, 0);
 
-  function quantile(buckets, q) {  // buckets: [[le, cumulative count]] sorted
+  // The upper bound of the histogram bucket holding quantile q (buckets: [[le, cumulative count]],
+  // sorted): "p95 ≤ 250 ms" says what the metric knows, without inventing a value inside the bucket.
+  function quantile(buckets, q) {
     const total = buckets.length ? buckets[buckets.length - 1][1] : 0;
     if (!total) return NaN;
-    const want = q * total;
-    let prevLe = 0, prevCount = 0;
-    for (const [le, count] of buckets) {
-      if (count >= want) {
-        if (!isFinite(le)) return prevLe;
-        return prevLe + (le - prevLe) * ((want - prevCount) / Math.max(1e-9, count - prevCount));
-      }
-      prevLe = le; prevCount = count;
-    }
-    return prevLe;
+    const hit = buckets.find(([, count]) => count >= q * total);
+    return hit ? hit[0] : NaN;
   }
   const ms = (s) => (isFinite(s) ? (s * 1000 < 10 ? (s * 1000).toFixed(1) : Math.round(s * 1000)) + " ms" : "–");
+  const atMost = (s) => (s === Infinity ? "> 60 s" : isFinite(s) ? "≤ " + ms(s) : "–");
+
+  // a model folder's last two parts (the whole path in the tooltip); a Hub id or URL as it is
+  function shortPath(path) {
+    const parts = String(path).split(/[\\/]/).filter(Boolean);
+    return /^(\/|[A-Za-z]:\\)/.test(path) && parts.length > 2 ? "…/" + parts.slice(-2).join("/") : path;
+  }
 
   const server = { timer: null, last: null };
   async function refreshServer() {
@@ -765,7 +766,7 @@
         m.max_model_len ? [el("dt", { text: "max input tokens" }), el("dd", { text: m.max_model_len })] : null,
         m.device ? [el("dt", { text: "device" }), el("dd", { text: m.device })] : null,
         m.dtype ? [el("dt", { text: "dtype" }), el("dd", { text: m.dtype })] : null,
-        m.root ? [el("dt", { text: "from" }), el("dd", { text: m.root })] : null)));
+        m.root ? [el("dt", { text: "from" }), el("dd", { title: m.root, text: shortPath(m.root) })] : null)));
     $("server-models").replaceChildren(...cards);
 
     const now = performance.now();
@@ -809,8 +810,8 @@
       el("tbody", {}, rows.map(([ep, e]) => {
         e.buckets.sort((a, b) => a[0] - b[0]);
         return el("tr", {}, el("td", {}, el("code", { text: ep })), el("td", { class: "num", text: e.count }),
-          el("td", { class: "num", text: ms(e.sum / e.count) }), el("td", { class: "num", text: ms(quantile(e.buckets, 0.5)) }),
-          el("td", { class: "num", text: ms(quantile(e.buckets, 0.95)) }));
+          el("td", { class: "num", text: ms(e.sum / e.count) }), el("td", { class: "num", text: atMost(quantile(e.buckets, 0.5)) }),
+          el("td", { class: "num", text: atMost(quantile(e.buckets, 0.95)) }));
       })))) : el("p", { class: "hint", text: "No API requests yet." }));
     $("server-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   }
