@@ -111,5 +111,10 @@ def test_cluster_projection_gives_map_coordinates(keyed):
     assert all(isinstance(v, float) for pair in xy for v in pair) and len(set(xy)) > 1
     plain = httpx.post(keyed + "/v1/cluster", headers=auth, timeout=120, json={"input": texts, "clusters": 2}).json()
     assert "projection" not in plain and "x" not in plain["data"][0]
+    same = httpx.post(keyed + "/v1/cluster", headers=auth, timeout=120,
+                      json={"input": ["same text"] * 3, "clusters": 2, "projection": "pca"})
+    assert same.status_code in (200, 400), same.text  # never a 500 for texts that do not spread
+    if same.status_code == 200:
+        assert all(isinstance(r["x"], float) and isinstance(r["y"], float) for r in same.json()["data"])
     bad = httpx.post(keyed + "/v1/cluster", headers=auth, json={"input": texts, "projection": "tsne"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "projection"

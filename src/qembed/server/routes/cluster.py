@@ -105,7 +105,10 @@ def _add_coordinates(rows: list[dict[str, Any]], result: Any, projection: str, s
     """Give each row ``x`` and ``y``: the embeddings projected to 2-D; the projection used."""
     from qembed.clustering.report import project_2d
 
+    import numpy as np
+
     coords, used = project_2d(result.embeddings, projection, seed)
+    coords = np.nan_to_num(coords, nan=0.0, posinf=0.0, neginf=0.0)  # identical texts: no spread, no NaN
     for row, (x, y) in zip(rows, coords.tolist()):
         row["x"], row["y"] = float(x), float(y)
     return used
