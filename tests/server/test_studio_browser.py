@@ -245,6 +245,9 @@ def test_explore_clusters_fifty_texts_from_a_file(studio, page, page_errors, art
     topics.nth(1).click()
     assert topics.nth(1).get_attribute("aria-pressed") == "true"
     assert page.locator("#explore-members li").count() == sizes[1]
+    central = [li.text_content() for li in page.locator("#explore-central li").all()]  # representative texts
+    members = [li.text_content() for li in page.locator("#explore-members li").all()]
+    assert central and set(central) <= set(members)
     assert page.locator("#explore-map circle:not(.dim)").count() == sizes[1]
     _shot(page, artifacts, "explore")
 

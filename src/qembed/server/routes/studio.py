@@ -4,7 +4,8 @@ The page (``server/studio/index.html``, ``studio.css``, ``studio.js``: plain HTM
 JavaScript, no build step, nothing fetched from elsewhere) calls the server's own documented
 endpoints from the browser: ``/v1/similarity``, ``/v1/search``, ``/v1/documents``,
 ``/v1/cluster``, ``/v1/dedup``, ``/v1/classify``, ``/v1/rerank``, ``/v1/models``, ``/health`` and
-``/metrics``. These routes only serve the files; they add nothing to ``/v1/*``:
+``/metrics`` (and ``/v1/topics/...``, ``/v1/summarize`` where the server has them). These routes
+only serve the files; they add nothing to ``/v1/*``:
 
 - ``GET /``: the page, with a small JSON block of what this server offers (a knowledge base, a
   reranker, an API key to ask for, its request limits, optional routes present), no secrets.
@@ -40,8 +41,6 @@ PAGE_CACHE = "no-cache"
 #: The page may load its own files and call this server, nothing else.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
-#: Optional routes the page adds controls for when the server has them.
-OPTIONAL_ROUTES = {"topics": "/v1/topics", "summarize": "/v1/summarize"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,8 +80,9 @@ def page_config(app: Any) -> dict[str, Any]:
         "max_client_batch_size": settings.max_client_batch_size,
         "max_request_bytes": settings.max_request_bytes,
         "api_docs": bool(settings.api_docs),
-        "routes": {name: any(p == prefix or p.startswith(prefix + "/") for p in paths)
-                   for name, prefix in OPTIONAL_ROUTES.items()},
+        # a saved topic model (``--topic-model``) and /v1/summarize, where this server has them
+        "topic_model": bool(getattr(settings, "topic_model", None)) and "/v1/topics/assign" in paths,
+        "summarize": "/v1/summarize" in paths,
     }
 
 

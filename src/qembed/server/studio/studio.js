@@ -576,7 +576,6 @@
     drawMap();
     $("explore-members-box").hidden = true;
     $("explore-view").hidden = false;
-    if (window.studioTopicsExtra) window.studioTopicsExtra(res);
   }
 
   function drawMap() {
@@ -637,8 +636,80 @@
     $("explore-members-title").textContent =
       `${explore.selected < 0 ? "Outliers" : info.label} · ${plural(members.length, "text")}, closest to the centre first`;
     $("explore-members").replaceChildren(...members.map((r) => el("li", { text: r.text })));
+    const summary = info.summary || [], central = info.examples || [];
+    $("explore-summary").replaceChildren(...summary.map((t) => el("li", { text: t })));
+    $("explore-summary-box").hidden = !summary.length;
+    $("explore-central").replaceChildren(...central.map((t) => el("li", { text: t })));
+    $("explore-central-box").hidden = !central.length;
+    // a server with /v1/summarize summarizes a topic whose clustering came without one
+    $("explore-summarize-box").hidden = !(CONFIG.summarize && !summary.length && explore.selected >= 0);
     box.hidden = false;
   }
+
+  $("explore-summarize").addEventListener("click", async () => {
+    const cluster = explore.selected;
+    const button = $("explore-summarize");
+    showError("explore-error", null);
+    button.disabled = true;
+    try {
+      const texts = explore.rows.filter((r) => r.cluster === cluster).map((r) => r.text);
+      const res = await api("/v1/summarize", { body: { input: texts, sentences: Math.min(3, texts.length) } });
+      const info = explore.clusters.find((c) => c.cluster === cluster);
+      if (info) info.summary = (res.data || []).map((d) => d.text);
+      if (explore.selected === cluster) {
+        $("explore-summary").replaceChildren(...(info ? info.summary : []).map((t) => el("li", { text: t })));
+        $("explore-summary-box").hidden = false;
+        $("explore-summarize-box").hidden = true;
+      }
+    } catch (e) { showError("explore-error", e); }
+    finally { button.disabled = false; }
+  });
+
+  // ------------------------------------------------------------------ the saved topic model
+  if (CONFIG.topic_model) $("saved-topics").hidden = false;
+  function topicsTable(rows, columns) {
+    return el("div", { class: "table-wrap" }, el("table", {},
+      el("thead", {}, el("tr", {}, columns.map(([h]) => el("th", { text: h })))),
+      el("tbody", {}, rows.map((r) => el("tr", {}, columns.map(([, f, cls]) => el("td", { class: cls || null, text: f(r) })))))));
+  }
+  async function savedAction(button, work) {
+    showError("saved-error", null);
+    button.disabled = true;
+    try { await work(); }
+    catch (e) { showError("saved-error", e); }
+    finally { button.disabled = false; }
+  }
+  const savedTopicColumns = [["Topic", (t) => t.topic], ["Label", (t) => t.label], ["Size", (t) => t.size, "num"],
+                             ["Keywords", (t) => (t.keywords || []).join(", ")],
+                             ["Summary", (t) => (t.summary || t.representatives || []).slice(0, 2).join(" · ")]];
+  function showSavedTopics(res, note) {
+    $("saved-results").replaceChildren(
+      el("p", { text: note || `The saved topic model: ${plural(res.data.length, "topic")}` +
+        (res.revision !== undefined ? `, revision ${res.revision}` : "") + (res.n_texts ? `, fitted on ${plural(res.n_texts, "text")}` : "") + "." }),
+      topicsTable(res.data, savedTopicColumns));
+  }
+  $("saved-show").addEventListener("click", (e) => savedAction(e.currentTarget, async () => {
+    showSavedTopics(await api("/v1/topics", { method: "GET" }));
+  }));
+  $("saved-assign").addEventListener("click", (e) => savedAction(e.currentTarget, async () => {
+    const texts = lines($("explore-texts").value);
+    const res = await api("/v1/topics/assign", { body: { input: texts } });
+    $("saved-results").replaceChildren(
+      el("p", { text: `${plural(res.data.length, "text")} placed in the saved topics; ${plural(res.n_outliers || 0, "outlier")} (no topic fits).` }),
+      topicsTable(res.data, [["Text", (r) => r.text], ["Topic", (r) => (r.outlier ? "outlier" : r.topic)],
+                             ["Label", (r) => (r.outlier ? `(nearest: ${r.label ?? r.nearest})` : r.label)],
+                             ["Distance", (r) => fmt(r.distance, 3), "num"]]));
+  }));
+  $("saved-fit").addEventListener("click", (e) => savedAction(e.currentTarget, async () => {
+    const body = { input: lines($("explore-texts").value), method: $("explore-method").value };
+    const k = $("explore-k").value.trim();
+    if (body.method === "kmeans" && k !== "") body.clusters = Number(k);
+    const minSize = $("explore-min-size").value.trim();
+    if (body.method === "hdbscan" && minSize !== "") body.min_cluster_size = Number(minSize);
+    if ($("saved-replace").checked) body.replace = true;
+    const res = await api("/v1/topics/fit", { body });
+    showSavedTopics(res, `Saved: the server's topic model now has ${plural(res.data.length, "topic")}.`);
+  }));
 
   function csvCell(v) {
     const s = v === null || v === undefined ? "" : String(v);
