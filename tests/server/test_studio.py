@@ -40,6 +40,7 @@ def test_page_and_files_are_open_cached_and_locked_down(keyed):
     assert page.headers["x-content-type-options"] == "nosniff"
     config = _config(page.text)
     assert config["auth"] is True and config["knowledge_base"] is True and config["reranker"] is False
+    assert config["topic_model"] is False  # no --topic-model: Explore offers no saved topic model
     assert KEY not in page.text  # flags only, never the key
     assert "{{" not in page.text
 

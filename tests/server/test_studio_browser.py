@@ -86,6 +86,16 @@ GOLD = [name for name, texts in GROUPS.items() for _ in texts]
 assert len(FIFTY) == 50
 
 
+def _has_topic_models() -> bool:
+    from qembed.config import Settings
+
+    return "topic_model" in Settings.model_fields
+
+
+#: Saved topic models (qembed serve --topic-model) and /v1/summarize: the studio offers them where they exist.
+HAS_TOPIC_MODELS = _has_topic_models()
+
+
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright's launch arguments, with the Debian Chromium and no network side-trips."""
@@ -105,8 +115,9 @@ def studio(minilm_encoder, tmp_path_factory) -> Iterator[ServerURL]:
 
     where = tmp_path_factory.mktemp("studio")
     reranker = build_random_reranker(where / "tiny-reranker", seed=1, head_scale=8.0)
+    extra = {"topic_model": str(where / "topics")} if HAS_TOPIC_MODELS else {}
     with running_server(encoder=minilm_encoder, index=str(where / "kb"), reranker=str(reranker), engine="thread",
-                        compile=False, served_model_name="all-MiniLM-L6-v2") as url:
+                        compile=False, served_model_name="all-MiniLM-L6-v2", **extra) as url:
         yield url
 
 
@@ -267,6 +278,37 @@ def test_explore_clusters_fifty_texts_from_a_file(studio, page, page_errors, art
         assert clusters.count(best) >= 0.8 * len(clusters), (name, clusters)
         majority.append(best)
     assert len(set(majority)) == 4
+    assert not page_errors
+
+
+@pytest.mark.skipif(not HAS_TOPIC_MODELS, reason="this qembed has no saved topic models (qembed serve --topic-model)")
+def test_explore_saved_topic_model_and_topic_summaries(studio, page, page_errors, artifacts) -> None:
+    _open(page, studio, "explore")
+    assert page.locator("#saved-topics").is_visible()
+    panel = _panel(page)
+    panel.get_by_label("Texts, one a line").fill("\n".join(FIFTY))
+    panel.get_by_label("Topics (empty: auto)").fill("5")
+    panel.get_by_role("button", name="Save these texts as the topic model").click()
+    expect(page.locator("#saved-results")).to_contain_text("now has 5 topics")
+    assert page.locator("#saved-results tbody tr").count() == 5
+
+    new = ["Grill the steak and season it with pepper", "The striker missed a penalty", "Where is my package?"]
+    panel.get_by_label("Texts, one a line").fill("\n".join(new))
+    panel.get_by_role("button", name="Assign these texts to it").click()
+    expect(page.locator("#saved-results")).to_contain_text("3 texts placed in the saved topics")
+    rows = page.locator("#saved-results tbody tr")
+    assert [r.locator("td").first.text_content() for r in rows.all()] == new
+    panel.get_by_role("button", name="Show its topics").click()
+    expect(page.locator("#saved-results")).to_contain_text("The saved topic model: 5 topics")
+
+    # clustering answers each topic's summary beside its representative texts
+    panel.get_by_label("Texts, one a line").fill("\n".join(FIFTY))
+    panel.get_by_role("button", name="Find topics").click()
+    expect(page.locator("#explore-results")).to_contain_text("Found 5 topics")
+    page.locator("#explore-topics button").first.click()
+    summary = page.locator("#explore-summary li")
+    expect(summary.first).to_be_visible()
+    assert {li.text_content() for li in summary.all()} <= set(FIFTY)
     assert not page_errors
 
 

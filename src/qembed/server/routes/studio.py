@@ -4,7 +4,7 @@ The page (``server/studio/index.html``, ``studio.css``, ``studio.js``: plain HTM
 JavaScript, no build step, nothing fetched from elsewhere) calls the server's own documented
 endpoints from the browser: ``/v1/similarity``, ``/v1/search``, ``/v1/documents``,
 ``/v1/cluster``, ``/v1/dedup``, ``/v1/classify``, ``/v1/rerank``, ``/v1/models``, ``/health`` and
-``/metrics`` (and ``/v1/topics/...``, ``/v1/summarize`` where the server has them). These routes
+``/metrics`` (and ``/v1/topics/...`` where the server has a saved topic model). These routes
 only serve the files; they add nothing to ``/v1/*``:
 
 - ``GET /``: the page, with a small JSON block of what this server offers (a knowledge base, a
@@ -69,10 +69,22 @@ def _answer(request: Request, content: bytes, media_type: str, cache: str) -> Re
     return Response(content, media_type=media_type, headers=headers)
 
 
+def _paths(routes: Any) -> list[str]:
+    """Every route path, those of included routers too (FastAPI may keep them in their router)."""
+    out: list[str] = []
+    for route in routes or ():
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            out += _paths(getattr(inner, "routes", ()))
+        elif isinstance(getattr(route, "path", None), str):
+            out.append(route.path)
+    return out
+
+
 def page_config(app: Any) -> dict[str, Any]:
     """What the page needs to know about this server (no secrets: flags and limits only)."""
     settings = app.state.settings
-    paths = [getattr(r, "path", "") for r in app.routes]
+    paths = set(_paths(app.routes))
     return {
         "auth": bool(settings.api_key),
         "knowledge_base": bool(settings.index),
@@ -80,9 +92,8 @@ def page_config(app: Any) -> dict[str, Any]:
         "max_client_batch_size": settings.max_client_batch_size,
         "max_request_bytes": settings.max_request_bytes,
         "api_docs": bool(settings.api_docs),
-        # a saved topic model (``--topic-model``) and /v1/summarize, where this server has them
+        # a saved topic model (``--topic-model``), where this server has one
         "topic_model": bool(getattr(settings, "topic_model", None)) and "/v1/topics/assign" in paths,
-        "summarize": "/v1/summarize" in paths,
     }
 
 

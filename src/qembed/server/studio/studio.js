@@ -641,29 +641,8 @@
     $("explore-summary-box").hidden = !summary.length;
     $("explore-central").replaceChildren(...central.map((t) => el("li", { text: t })));
     $("explore-central-box").hidden = !central.length;
-    // a server with /v1/summarize summarizes a topic whose clustering came without one
-    $("explore-summarize-box").hidden = !(CONFIG.summarize && !summary.length && explore.selected >= 0);
     box.hidden = false;
   }
-
-  $("explore-summarize").addEventListener("click", async () => {
-    const cluster = explore.selected;
-    const button = $("explore-summarize");
-    showError("explore-error", null);
-    button.disabled = true;
-    try {
-      const texts = explore.rows.filter((r) => r.cluster === cluster).map((r) => r.text);
-      const res = await api("/v1/summarize", { body: { input: texts, sentences: Math.min(3, texts.length) } });
-      const info = explore.clusters.find((c) => c.cluster === cluster);
-      if (info) info.summary = (res.data || []).map((d) => d.text);
-      if (explore.selected === cluster) {
-        $("explore-summary").replaceChildren(...(info ? info.summary : []).map((t) => el("li", { text: t })));
-        $("explore-summary-box").hidden = false;
-        $("explore-summarize-box").hidden = true;
-      }
-    } catch (e) { showError("explore-error", e); }
-    finally { button.disabled = false; }
-  });
 
   // ------------------------------------------------------------------ the saved topic model
   if (CONFIG.topic_model) $("saved-topics").hidden = false;
