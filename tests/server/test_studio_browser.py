@@ -161,11 +161,18 @@ def _shot(page, artifacts: Path, name: str, full_page: bool = False) -> None:
 
 
 # ------------------------------------------------------------------------------------ Compare
-def test_compare_two_texts_and_a_matrix(studio, page, page_errors, artifacts) -> None:
+def test_compare_two_texts_and_a_matrix(studio, page, page_errors, artifacts, tmp_path) -> None:
+    from qembed.pairs.scoring import save_threshold
+
     _open(page, studio, "compare")
     _panel(page).get_by_label("First text").fill("How do I reset my password?")
     _panel(page).get_by_label("Second text").fill("I forgot my password, how can I change it?")
-    _panel(page).get_by_label("Same at or above").fill("0.5")
+    # the threshold `qembed pairs --calibrate --save-threshold` wrote
+    calibrated = save_threshold(tmp_path / "threshold.json", model="all-MiniLM-L6-v2", threshold=0.5,
+                                instruction=None)
+    _panel(page).get_by_label("Load a threshold file").set_input_files(str(calibrated))
+    expect(page.locator("#compare-threshold-note")).to_contain_text("Threshold 0.5000 from threshold.json")
+    assert _panel(page).get_by_label("Same at or above").input_value() == "0.5"
     _panel(page).get_by_role("button", name="Compare", exact=True).click()
     score = page.locator("#compare-score")
     score.wait_for()
