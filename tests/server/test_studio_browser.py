@@ -305,6 +305,8 @@ def test_explore_saved_topic_model_and_topic_summaries(studio, page, page_errors
     expect(page.locator("#saved-results")).to_contain_text("3 texts placed in the saved topics")
     rows = page.locator("#saved-results tbody tr")
     assert [r.locator("td").first.text_content() for r in rows.all()] == new
+    page.locator("#saved-topics").scroll_into_view_if_needed()
+    _shot(page, artifacts, "topics")
     panel.get_by_role("button", name="Show its topics").click()
     expect(page.locator("#saved-results")).to_contain_text("The saved topic model: 5 topics")
 
