@@ -38,7 +38,7 @@ install-test: $(VENV)/.installed-test
 chromium:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) ; } || \
-	  echo "chromium not installed: the cluster report screenshot test will fail"
+	  echo "chromium not installed: the cluster report and studio browser tests will fail or skip"
 
 serve: install
 	$(BIN)/qembed serve --model-path "$(MODEL)" --host $(HOST) --port $(PORT)

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     api_key: str | None = Field(None, description="require 'Authorization: Bearer <key>'")
     api_docs: bool = Field(True, description="serve the API docs (/docs, /redoc, /openapi.json), open "
                                              "without the key; false closes them")
+    studio: bool = Field(True, description="serve the studio, a web page for trying the server's tasks, at / "
+                                           "(open without the key: the page asks for it)")
     max_client_batch_size: int = Field(2048, ge=1, description="most inputs in one request")
     max_queued_requests: int = Field(512, ge=1, description="requests waiting for the model before 429")
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1, description="largest request body in bytes")

@@ -44,6 +44,9 @@ def serve(
         None, "--api-docs/--no-api-docs",
         help="Serve the API docs /docs, /redoc and /openapi.json, open without a key (default); "
              "--no-api-docs closes them (404)."),
+    studio: bool | None = typer.Option(
+        None, "--studio/--no-studio",
+        help="Serve the studio web page at / (default); with --api-key the page asks for the key."),
     max_batch_tokens: int | None = typer.Option(
         None, "--max-batch-tokens", help="Tokens per forward pass: real tokens for packed Qwen3 passes, inputs x longest for padded ones (default 4096 CPU, 16384 GPU)."),
     max_batch_size: int | None = typer.Option(
@@ -113,7 +116,7 @@ def serve(
     del is_embedding  # SGLang flag: every qembed model is an embedding model
     updates = {
         "model": model, "host": host, "port": port, "served_model_name": served_model_name,
-        "api_key": api_key, "api_docs": api_docs, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
+        "api_key": api_key, "api_docs": api_docs, "studio": studio, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
         "max_request_bytes": max_request_bytes, "index": index, "topic_model": topic_model, "reranker": reranker, "device": device,

@@ -279,6 +279,15 @@ async def require_ready(request: Request) -> BatchedEncoder:
     return state.encoder
 
 
+def _device_dtype(enc: BatchedEncoder | None) -> dict[str, str]:
+    """``device`` and ``dtype`` of the served model, as far as its description says."""
+    try:
+        info = enc.info() if enc is not None else {}
+    except Exception:  # noqa: BLE001 - a proxy's upstream may not say; the card leaves them out
+        info = {}
+    return {k: str(info[k]) for k in ("device", "dtype") if info.get(k)}
+
+
 def _json(payload: Any) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -401,6 +410,7 @@ def create_app(
             id=state.served_name, created=state.created,
             root=enc.path if enc else settings.model,
             max_model_len=enc.max_input_tokens if enc else None, dim=enc.dim if enc else None,
+            **_device_dtype(enc),
         )]
         reranker = getattr(app.state, "reranker", None)
         if reranker is not None and reranker.status == "ready":  # qembed serve --reranker
@@ -450,6 +460,10 @@ def create_app(
     async def prometheus_metrics() -> Response:
         return Response(metrics.render(), media_type=metrics.content_type)
 
+    if settings.studio:  # the page at / (routes/studio.py): static files, nothing on /v1/*
+        from qembed.server.routes.studio import router as studio_router
+
+        app.include_router(studio_router)
     for name in ROUTE_MODULES:
         module = importlib.import_module(name)
         app.include_router(module.router, dependencies=[*auth, Depends(require_ready)])

@@ -48,9 +48,14 @@ DOCS_PATHS = frozenset({"/openapi.json", "/docs", "/docs/oauth2-redirect", "/red
 BODY_TIMEOUT = 30.0
 
 
+#: The studio page and its files: open, since the page asks for the key itself (unless ``studio=False``).
+STUDIO_PATHS = frozenset({"/", "/studio/studio.css", "/studio/studio.js"})
+
+
 def open_paths(settings: Any) -> frozenset[str]:
     """The paths ``settings`` serve without the API key."""
-    return OPEN_PATHS | DOCS_PATHS if getattr(settings, "api_docs", True) else OPEN_PATHS
+    paths = OPEN_PATHS | DOCS_PATHS if getattr(settings, "api_docs", True) else OPEN_PATHS
+    return paths | STUDIO_PATHS if getattr(settings, "studio", False) else paths
 
 
 def _too_large_message(limit: int) -> str:

@@ -137,6 +137,8 @@ class ModelCard(BaseModel):
     root: str | None = None
     max_model_len: int | None = None
     dim: int | None = None
+    device: str | None = Field(None, description="Where the model runs (cpu, cuda:0 …), when known.")
+    dtype: str | None = Field(None, description="The weights' precision (bfloat16, float32 …), when known.")
 
 
 class ModelList(BaseModel):

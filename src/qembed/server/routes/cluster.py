@@ -57,6 +57,9 @@ class ClusterRequest(BaseModel):
     top_keywords: Integer = Field(10, description="Keywords per cluster.")
     examples: Integer = Field(3, description="Representative texts per cluster.")
     words: list[Text] | None = Field(None, description="Extra Chinese words for jieba.")
+    projection: Literal["pca"] | None = Field(
+        None, description="`pca`: add map coordinates `x`, `y` to every row, the embeddings projected to "
+                          "2-D as the HTML report's map draws them (the studio's Explore map). Default: none.")
     instruction: Text | None = Field(None, description="Instruction for the texts (default "
                                              f"'{SYMMETRIC_INSTRUCTION}'; \"\" for none).")
     dimensions: Integer | None = Field(None, description="Matryoshka size.")
@@ -91,7 +94,24 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
             exc.param = "input"
             exc.message = exc.message.replace("texts[", "input[").replace("texts is", "input is")
         raise
-    return cluster_body(result, model=request.app.state.server.served_name)
+    body_out = cluster_body(result, model=request.app.state.server.served_name)
+    if body.projection is not None:
+        used = await run_in_threadpool(_add_coordinates, body_out["data"], result, body.projection, body.seed)
+        body_out["projection"] = used
+    return body_out
+
+
+def _add_coordinates(rows: list[dict[str, Any]], result: Any, projection: str, seed: int) -> str:
+    """Give each row ``x`` and ``y``: the embeddings projected to 2-D; the projection used."""
+    from qembed.clustering.report import project_2d
+
+    import numpy as np
+
+    coords, used = project_2d(result.embeddings, projection, seed)
+    coords = np.nan_to_num(coords, nan=0.0, posinf=0.0, neginf=0.0)  # identical texts: no spread, no NaN
+    for row, (x, y) in zip(rows, coords.tolist()):
+        row["x"], row["y"] = float(x), float(y)
+    return used
 
 
 def _clusters(body: ClusterRequest) -> int | str | None:
