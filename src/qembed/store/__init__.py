@@ -18,6 +18,7 @@ from typing import Any
 from qembed.errors import InputError, NotFoundError
 from qembed.io import is_milvus_uri
 from qembed.store.base import Filter, Hit, Record, VectorStore
+from qembed.store.quantize import check_quantize
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,10 @@ __all__ = ["Filter", "Hit", "Record", "VectorStore", "check_store_options", "ope
 
 #: Options a FAISS store takes when it is created, and those that also apply when it is opened.
 FAISS_CREATE_OPTIONS = frozenset({"index", "metric", "hnsw_m", "ef_construction", "ef_search", "hnsw_threshold",
-                                  "lock_timeout"})
-FAISS_OPEN_OPTIONS = frozenset({"ef_search", "lock_timeout"})
+                                  "lock_timeout", "quantize", "rescore"})
+FAISS_OPEN_OPTIONS = frozenset({"ef_search", "lock_timeout", "rescore"})
 #: Options a Milvus store takes.
-MILVUS_OPTIONS = frozenset({"collection", "token", "index_type"})
+MILVUS_OPTIONS = frozenset({"collection", "token", "index_type", "quantize", "rescore"})
 
 
 def check_store_options(uri: str | os.PathLike[str] | None, opts: dict[str, Any]) -> None:
@@ -48,6 +49,16 @@ def check_store_options(uri: str | os.PathLike[str] | None, opts: dict[str, Any]
                      param=unknown[0])
 
 
+def check_recorded_quantize(where: str, recorded: str | None, asked: Any) -> None:
+    """Refuse a ``quantize`` that differs from the one an existing index was created with."""
+    asked = check_quantize(asked)
+    if asked != recorded:
+        raise InputError(
+            f"index {where} holds {recorded or 'float32'} vectors; it cannot take --quantize "
+            f"{asked or 'none'} (the quantization is fixed when an index is created: leave the option out "
+            "or build a new index)", param="quantize")
+
+
 def open_store(
     uri: str | os.PathLike[str] | None,
     dim: int | None = None,
@@ -62,7 +73,10 @@ def open_store(
     backend: FAISS ``index`` (auto|flat|hnsw), ``metric``, ``hnsw_m``, ``ef_construction``,
     ``hnsw_threshold`` (used when the folder is created), ``ef_search`` and ``lock_timeout``
     (seconds a writer waits for another process' writer lock); Milvus ``collection`` (default
-    ``qembed``), ``token``, ``index_type``. An option the backend does not take raises
+    ``qembed``), ``token``, ``index_type``. Both: ``quantize`` (``int8`` | ``binary``: codes in
+    the index, float32 vectors on disk for rescoring; recorded when the store is created, and a
+    different value for an existing store raises :class:`InputError`) and ``rescore`` (candidates
+    per hit rescored, :mod:`qembed.store.quantize`). An option the backend does not take raises
     :class:`InputError`; a FAISS creation option given for a folder that already exists is
     logged as a warning (the folder keeps what it was created with).
     """
@@ -90,11 +104,20 @@ def open_store(
         except IndexExistsError:
             pass  # another process created it meanwhile: open theirs
     open_opts = {k: opts[k] for k in FAISS_OPEN_OPTIONS if k in opts}
-    unused = sorted(set(opts) - FAISS_OPEN_OPTIONS)
+    quantize = opts.get("quantize")
+    unused = sorted(set(opts) - FAISS_OPEN_OPTIONS - {"quantize"})
     if unused:
         logger.warning("%s already exists: %s only apply when an index is created; it keeps its own settings",
                        path, ", ".join(f"{k}={opts[k]!r}" for k in unused))
+    if quantize is not None:
+        check_quantize(quantize)
     store = FaissStore.open(path, **open_opts)
+    if quantize is not None:
+        try:
+            check_recorded_quantize(str(path), store.quantize, quantize)
+        except InputError:
+            store.close()
+            raise
     if dim is not None and store.dim != dim:
         store.close()
         raise InputError(

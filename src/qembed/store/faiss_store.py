@@ -13,6 +13,13 @@ While open, the index and the SQLite database live in memory; :meth:`FaissStore.
 complete new generation folder, flushes it to disk, and only then points ``CURRENT`` at it with
 ``os.replace``. A crash at any moment leaves ``CURRENT`` naming a complete generation.
 
+Quantized stores (``quantize="int8"|"binary"``, :mod:`qembed.store.quantize`) keep int8 or
+binary codes in the FAISS index (``IndexScalarQuantizer`` QT_8bit / ``IndexBinaryFlat``, searched
+exhaustively over the codes) and the float32 vectors in ``floats.npy`` (+ ``floats.ids.npy``) of the
+generation, memory-mapped: a search takes ``rescore × k`` candidates by the codes and orders them
+by the float vectors read from that file. Rows added since the last save wait in a scratch file
+beside the generations; ``save`` writes the live rows into the new generation like the rest.
+
 Index kinds: ``flat`` (exact inner product, ``IndexIDMap2(IndexFlatIP)``), ``hnsw``
 (``IndexIDMap2(IndexHNSWFlat)``, approximate; deleted vectors are tombstoned and dropped when
 the index is compacted), ``auto`` (flat until ``hnsw_threshold`` vectors, then HNSW).
@@ -57,6 +64,7 @@ from qembed.errors import (  # noqa: F401  (CorruptIndexError, IndexLockedError,
     NotFoundError,
     QembedError,
 )
+from qembed.store import quantize as qz
 from qembed.store.base import (
     Filter,
     Hit,
@@ -81,6 +89,8 @@ DEFAULT_LOCK_TIMEOUT = 30.0
 KINDS = ("auto", "flat", "hnsw")
 #: Filtered HNSW searches over at most this many candidates are done exactly.
 EXACT_FILTER_LIMIT = 50_000
+#: int8 ranges are calibrated again until they were set on this many vectors (see _requantize).
+CALIBRATION_ROWS = 100_000
 _SQL_CHUNK = 900  # SQLite's default limit on bound parameters is 999
 
 _SCHEMA = """
@@ -117,8 +127,10 @@ class FaissStore:
 
     def __init__(self, *, path: Path | None, conn: sqlite3.Connection, index: faiss.Index,
                  meta: dict[str, Any], generation: int, ef_search: int | None = None,
-                 stamp: tuple | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+                 stamp: tuple | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+                 floats: qz.FloatRows | None = None, rescore: int | None = None) -> None:
         self._path = path
+        self._rescore = rescore
         self._lock = threading.RLock()  # guards the in-memory state (readers and writers)
         self._write_mutex = threading.RLock()  # one writer of this process at a time
         self._lock_file: Any = None  # the open LOCK file while this store holds the writer lock
@@ -127,10 +139,18 @@ class FaissStore:
         self._ef_search = ef_search
         self._dirty = False
         self._closed = False
-        self._install(conn, index, meta, generation, stamp)
+        self._floats: qz.FloatRows | None = None
+        self._install(conn, index, meta, generation, stamp, floats)
 
     def _install(self, conn: sqlite3.Connection, index: faiss.Index, meta: dict[str, Any], generation: int,
-                 stamp: tuple | None) -> None:
+                 stamp: tuple | None, floats: qz.FloatRows | None = None) -> None:
+        if self._floats is not None and self._floats is not floats:
+            self._floats.close()
+        self._floats = floats
+        if meta.get("quantize") and floats is None:
+            self._floats = qz.FloatRows(int(meta["dim"]), None, self._path)
+        if self._rescore is not None:
+            meta["rescore"] = int(self._rescore)
         self._conn = conn
         self._index = index
         self._meta = meta
@@ -157,13 +177,24 @@ class FaissStore:
         ef_search: int = 256,
         hnsw_threshold: int = 200_000,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        quantize: str | None = None,
+        rescore: int | None = None,
     ) -> "FaissStore":
         """A new, empty store of ``dim``-sized vectors (in memory when ``path`` is None).
 
         ``index``: ``auto`` | ``flat`` | ``hnsw``. Only inner product (``metric="ip"``) is
         supported: qembed's vectors are unit length, so it is the cosine similarity.
         ``lock_timeout``: seconds to wait for another writer of the folder.
+        ``quantize``: ``int8`` | ``binary`` keeps codes in the index and float32 vectors on disk
+        for rescoring the ``rescore × k`` best candidates (default per type:
+        :data:`qembed.store.quantize.DEFAULT_RESCORE`); the index is then exhaustive over the codes.
         """
+        quantize = qz.check_quantize(quantize)
+        if rescore is not None:
+            rescore = qz.check_rescore(rescore)
+        if quantize and index == "hnsw":
+            raise InputError(f"a {quantize} index searches its codes exhaustively: --kind hnsw does not apply "
+                             "(leave it out, or use a float index)", param="index")
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InputError(f"dim must be a positive integer, got {dim!r}", param="dim")
         if index not in KINDS:
@@ -181,6 +212,9 @@ class FaissStore:
             "hnsw_m": int(hnsw_m), "ef_construction": int(ef_construction),
             "ef_search": int(ef_search), "hnsw_threshold": int(hnsw_threshold),
         }
+        if quantize:
+            meta.update(index="flat", kind="flat", quantize=quantize,
+                        rescore=rescore or qz.DEFAULT_RESCORE[quantize], calibrated_on=0)
         store = cls(path=p, conn=conn, index=_new_index(meta), meta=meta, generation=0,
                     lock_timeout=lock_timeout)
         if p is None:
@@ -201,16 +235,25 @@ class FaissStore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, ef_search: int | None = None,
-             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> "FaissStore":
-        """Open an existing store folder; :class:`NotFoundError` if absent, :class:`CorruptIndexError` if damaged."""
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT, rescore: int | None = None) -> "FaissStore":
+        """Open an existing store folder; :class:`NotFoundError` if absent, :class:`CorruptIndexError` if damaged.
+
+        ``rescore`` overrides a quantized store's rescore factor for this session (and is saved
+        with its next change).
+        """
         p = Path(path)
         if not p.exists():
             raise NotFoundError(f"index not found: {p} does not exist")
         if not p.is_dir():
             raise InputError(f"{p} is not an index folder")
-        conn, index, meta, generation, stamp = _read_generation(p)
+        if rescore is not None:
+            rescore = qz.check_rescore(rescore)
+        conn, index, meta, generation, stamp, floats = _read_generation(p)
+        if rescore is not None and not meta.get("quantize"):
+            floats and floats.close()
+            raise InputError(f"rescore applies to a quantized index; {p} holds float32 vectors", param="rescore")
         return cls(path=p, conn=conn, index=index, meta=meta, generation=generation, ef_search=ef_search,
-                   stamp=stamp, lock_timeout=lock_timeout)
+                   stamp=stamp, lock_timeout=lock_timeout, floats=floats, rescore=rescore)
 
     # ------------------------------------------------------------------ properties
 
@@ -226,6 +269,16 @@ class FaissStore:
     def kind(self) -> str:
         """The live FAISS index kind: ``flat`` or ``hnsw``."""
         return str(self._meta["kind"])
+
+    @property
+    def quantize(self) -> str | None:
+        """``int8`` or ``binary`` for a quantized store, ``None`` for float32."""
+        return self._meta.get("quantize")
+
+    @property
+    def rescore(self) -> int | None:
+        """Candidates per wanted hit rescored with float vectors (quantized stores; else ``None``)."""
+        return int(self._meta["rescore"]) if self._meta.get("quantize") else None
 
     @property
     def faiss_index(self) -> faiss.Index:
@@ -255,6 +308,7 @@ class FaissStore:
                 "count": self.count(), "deleted_pending": len(self._dead),
                 "generation": self._generation, "fields": self.fields(),
                 "manifest": {k[5:]: v for k, v in self._meta.items() if k.startswith("user.")},
+                **({"quantize": self.quantize, "rescore": self.rescore} if self.quantize else {}),
             }
 
     # ------------------------------------------------------------------ verbs
@@ -291,6 +345,9 @@ class FaissStore:
             for m in metas:
                 self._count_fields(m, +1)
             self._dirty = True
+            if self.quantize == "int8" and self._index.ntotal >= 2 * int(self._meta["calibrated_on"]) \
+                    and int(self._meta["calibrated_on"]) < CALIBRATION_ROWS:
+                self._requantize()
             if (self._meta["index"] == "auto" and self.kind == "flat"
                     and self._index.ntotal >= self._meta["hnsw_threshold"]):
                 logger.info("%d vectors: switching the index from exact to HNSW", self._index.ntotal)
@@ -325,7 +382,10 @@ class FaissStore:
             if n_allowed == 0:
                 return [[] for _ in range(len(queries))]
             want = min(k, n_allowed)
-            scores, iids = self._search_iids(queries, want, allowed)
+            if self.quantize:
+                scores, iids = self._search_quantized(queries, want, n_allowed, allowed)
+            else:
+                scores, iids = self._search_iids(queries, want, allowed)
             return self._to_hits(scores, iids)
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record | None]:
@@ -342,7 +402,9 @@ class FaissStore:
                     out.append(None)
                     continue
                 iid, text, meta_json = rows[d]
-                vec = self._index.reconstruct(int(iid)) if with_vectors else None
+                vec = None
+                if with_vectors:
+                    vec = self._floats.get([iid])[0] if self._floats is not None else self._index.reconstruct(int(iid))
                 out.append(Record(id=d, text=text, metadata=json.loads(meta_json), vector=vec))
             return out
 
@@ -410,9 +472,9 @@ class FaissStore:
             self._check_open()
             if self._path is None or not self._dirty:
                 return
-            conn, index, meta, generation, stamp = _read_generation(self._path)
+            conn, index, meta, generation, stamp, floats = _read_generation(self._path)
             old = self._conn
-            self._install(conn, index, meta, generation, stamp)
+            self._install(conn, index, meta, generation, stamp, floats)
             old.close()
             self._dirty = False
             self._release_if_clean()
@@ -437,19 +499,29 @@ class FaissStore:
             partial = self._path / f"{name}.partial"
             shutil.rmtree(partial, ignore_errors=True)
             partial.mkdir(parents=True)
-            faiss.write_index(self._index, str(partial / INDEX_FILE))
+            written = [partial / INDEX_FILE, partial / DB_FILE]
+            if self.quantize == "binary":
+                faiss.write_index_binary(self._index, str(partial / INDEX_FILE))
+            else:
+                faiss.write_index(self._index, str(partial / INDEX_FILE))
+            if self._floats is not None:
+                written += self._floats.write(partial)
             disk = sqlite3.connect(str(partial / DB_FILE))
             try:
                 self._conn.backup(disk)
             finally:
                 disk.close()
-            for f in (INDEX_FILE, DB_FILE):
-                _fsync(partial / f)
+            for f in written:
+                _fsync(f)
             final = self._path / name
             shutil.rmtree(final, ignore_errors=True)
             os.replace(partial, final)
             _atomic_write(self._path / CURRENT, name)
             self._stamp = _stamp(self._path)
+            if self._floats is not None:  # the saved rows, memory-mapped from the new generation
+                self._floats.close()
+                self._floats = qz.FloatRows(self.dim, final, self._path)
+                qz.remove_stale_scratch(self._path)
             previous = self._generation
             self._generation = gen
             self._dirty = False
@@ -465,6 +537,8 @@ class FaissStore:
         with self._lock:
             if not self._closed:
                 self._conn.close()
+                if self._floats is not None:
+                    self._floats.close()
                 self._closed = True
                 self._unlock()
 
@@ -495,9 +569,9 @@ class FaissStore:
             return False
         if _stamp(self._path) == self._stamp:
             return False
-        conn, index, meta, generation, stamp = _read_generation(self._path)
+        conn, index, meta, generation, stamp, floats = _read_generation(self._path)
         old = self._conn
-        self._install(conn, index, meta, generation, stamp)
+        self._install(conn, index, meta, generation, stamp, floats)
         old.close()
         logger.info("index %s: loaded generation %d, saved by another process", self._path, generation)
         return True
@@ -562,6 +636,9 @@ class FaissStore:
     def _change_vectors(self, remove_iids: list[int], vectors: np.ndarray | None, iids: np.ndarray | None) -> None:
         """Remove ``remove_iids`` and add ``vectors`` as ``iids``, all or nothing."""
         old = np.asarray(remove_iids, dtype=np.int64)
+        if self._floats is not None:
+            self._change_quantized(old, vectors, iids)
+            return
         if self.kind == "flat":
             saved = self._index.reconstruct_batch(old) if len(old) else None
             if len(old):
@@ -589,6 +666,81 @@ class FaissStore:
             self._dead.update(int(i) for i in iids[: self._index.ntotal - before])
             raise
 
+    # ------------------------------------------------------------------ quantized stores
+
+    def _codes(self, vectors: np.ndarray) -> np.ndarray:
+        """What the FAISS index takes: packed bits (binary) or the float rows (the SQ encodes them)."""
+        if self.quantize == "binary":
+            return qz.binary_codes(vectors)
+        return vectors
+
+    def _change_quantized(self, old: np.ndarray, vectors: np.ndarray | None, iids: np.ndarray | None) -> None:
+        """Remove ``old`` and add ``vectors`` as ``iids`` in the codes and the float rows, all or nothing."""
+        floats = self._floats
+        assert floats is not None
+        saved = floats.get(old) if len(old) else None
+        token = floats.remove(old)
+        if len(old):
+            self._index.remove_ids(old)
+        if iids is None or not len(iids):
+            return
+        try:
+            if self.quantize == "int8" and not self._index.is_trained:
+                self._index.train(vectors)  # the first rows calibrate the ranges (see _requantize)
+                self._meta["calibrated_on"] = len(vectors)
+            self._index.add_with_ids(self._codes(vectors), iids)
+            floats.add(iids, vectors)
+        except BaseException:
+            self._index.remove_ids(iids)  # whatever part of them went in
+            floats.drop_pending(iids)
+            floats.restore(token)
+            if saved is not None:
+                self._index.add_with_ids(self._codes(saved), old)
+            raise
+
+    def _requantize(self) -> None:
+        """Calibrate the int8 ranges again on up to CALIBRATION_ROWS stored vectors and re-encode all.
+
+        Run whenever the store has doubled since the last calibration (until that reached
+        CALIBRATION_ROWS), so ranges set by a small first batch do not clip later vectors.
+        """
+        floats = self._floats
+        assert floats is not None
+        sample = floats.sample(CALIBRATION_ROWS)
+        index = _new_index(self._meta)
+        index.train(sample)
+        for ids, rows in floats.iter_live():
+            index.add_with_ids(rows, ids)
+        self._index = index
+        self._meta["calibrated_on"] = len(sample)
+        logger.info("int8 ranges calibrated again on %d vectors", len(sample))
+
+    def _search_quantized(self, queries: np.ndarray, k: int, n_allowed: int,
+                          allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``rescore × k`` best by the codes, ordered by the float32 vectors; top ``k`` of them."""
+        assert self._floats is not None
+        cand = min(n_allowed, k * int(self._meta["rescore"]))
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)) if allowed is not None else None
+        _, iids = self._index.search(self._codes(queries), cand, params=params)
+        out_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
+        out_i = np.full((len(queries), k), -1, dtype=np.int64)
+        flat = iids[iids >= 0]
+        if not len(flat):
+            return out_s, out_i
+        uniq, inverse = np.unique(flat, return_inverse=True)
+        vecs = self._floats.get(uniq)
+        at = 0
+        for q in range(len(queries)):
+            row = iids[q]
+            n = int((row >= 0).sum())
+            cand_i = row[row >= 0]
+            sims = vecs[inverse[at:at + n]] @ queries[q]
+            at += n
+            top = np.argsort(-sims, kind="stable")[:k]
+            out_s[q, :len(top)] = sims[top]
+            out_i[q, :len(top)] = cand_i[top]
+        return out_s, out_i
+
     # ------------------------------------------------------------------ internals
 
     def _check_open(self) -> None:
@@ -596,6 +748,8 @@ class FaissStore:
             raise InputError("this store is closed")
 
     def _apply_ef(self) -> None:
+        if self._meta.get("quantize"):
+            return
         inner = faiss.downcast_index(self._index.index) if hasattr(self._index, "index") else None
         if isinstance(inner, faiss.IndexHNSW):
             inner.hnsw.efSearch = int(self._meta["ef_search"])
@@ -714,8 +868,10 @@ def _stamp(path: Path) -> tuple | None:
     return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def _read_generation(p: Path, attempts: int = 3) -> tuple[sqlite3.Connection, faiss.Index, dict[str, Any], int, tuple | None]:
-    """Load the live generation of folder ``p``: (SQLite in memory, FAISS index, manifest, number, stamp).
+def _read_generation(p: Path, attempts: int = 3) -> tuple[sqlite3.Connection, faiss.Index, dict[str, Any], int,
+                                                         tuple | None, qz.FloatRows | None]:
+    """Load the live generation of folder ``p``: (SQLite in memory, FAISS index, manifest, number, stamp,
+    float rows of a quantized store).
 
     A writer in another process may switch ``CURRENT`` and remove the generation being read;
     then the read is retried on the new one.
@@ -723,14 +879,15 @@ def _read_generation(p: Path, attempts: int = 3) -> tuple[sqlite3.Connection, fa
     for attempt in range(attempts):
         stamp = _stamp(p)
         try:
-            return (*_load_generation(p), stamp)
+            conn, index, meta, generation, floats = _load_generation(p)
+            return conn, index, meta, generation, stamp, floats
         except CorruptIndexError:
             if attempt + 1 == attempts or _stamp(p) == stamp:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _load_generation(p: Path) -> tuple[sqlite3.Connection, faiss.Index, dict[str, Any], int]:
+def _load_generation(p: Path) -> tuple[sqlite3.Connection, faiss.Index, dict[str, Any], int, qz.FloatRows | None]:
     current = p / CURRENT
     if not current.is_file():
         raise CorruptIndexError(
@@ -748,18 +905,23 @@ def _load_generation(p: Path) -> tuple[sqlite3.Connection, faiss.Index, dict[str
         finally:
             disk.close()
         meta = {k: json.loads(v) for k, v in conn.execute("SELECT key, value FROM meta")}
-        index = faiss.read_index(str(gen_dir / INDEX_FILE))
-    except (sqlite3.Error, RuntimeError, ValueError, OSError) as exc:
+        if meta.get("quantize") == "binary":
+            index = faiss.read_index_binary(str(gen_dir / INDEX_FILE))
+        else:
+            index = faiss.read_index(str(gen_dir / INDEX_FILE))
+        floats = qz.FloatRows(int(meta["dim"]), gen_dir, p) if meta.get("quantize") else None
+    except (sqlite3.Error, RuntimeError, ValueError, OSError, KeyError) as exc:
         raise CorruptIndexError(f"index {p} is corrupt: cannot read {name}: {exc}") from None
     if meta.get("format") != FORMAT_VERSION or "dim" not in meta:
         raise CorruptIndexError(f"index {p} is corrupt or from another version (manifest {meta})")
     n_docs = conn.execute("SELECT COUNT(*) FROM docs").fetchone()[0]
     n_dead = conn.execute("SELECT COUNT(*) FROM dead").fetchone()[0]
-    if index.d != meta["dim"] or index.ntotal != n_docs + n_dead:
+    index_dim = qz.code_bits(meta["dim"]) if meta.get("quantize") == "binary" else meta["dim"]
+    if index.d != index_dim or index.ntotal != n_docs + n_dead or (floats is not None and len(floats) != n_docs):
         raise CorruptIndexError(
             f"index {p} is corrupt: {index.ntotal} vectors of size {index.d} for {n_docs} documents "
             f"of size {meta['dim']}")
-    return conn, index, meta, generation
+    return conn, index, meta, generation, floats
 
 
 def _holder(handle: Any) -> str:
@@ -774,6 +936,11 @@ def _holder(handle: Any) -> str:
 
 def _new_index(meta: Mapping[str, Any]) -> faiss.Index:
     dim = int(meta["dim"])
+    if meta.get("quantize") == "binary":
+        return faiss.IndexBinaryIDMap2(faiss.IndexBinaryFlat(qz.code_bits(dim)))
+    if meta.get("quantize") == "int8":
+        return faiss.IndexIDMap2(faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit,
+                                                            faiss.METRIC_INNER_PRODUCT))
     if meta["kind"] == "hnsw":
         inner = faiss.IndexHNSWFlat(dim, int(meta["hnsw_m"]), faiss.METRIC_INNER_PRODUCT)
         inner.hnsw.efConstruction = int(meta["ef_construction"])

@@ -6,10 +6,21 @@ A location ending in ``.db`` runs Milvus Lite (the real Milvus engine inside a l
 ``text`` (VARCHAR, nullable) and ``metadata`` (JSON). Filters become Milvus boolean expressions
 on the JSON field (``metadata["lang"] == "zh"``), evaluated by Milvus before the top-k is cut.
 The manifest (the encoder's name and so on) lives in the collection's properties.
+
+Quantized collections (``quantize="binary"|"int8"``): ``vector`` is a BINARY_VECTOR (Hamming,
+``BIN_FLAT`` unless ``index_type`` says otherwise) or an INT8_VECTOR (inner product; Milvus 2.6
+and later), and ``float32`` (VARCHAR) holds each row's float32 vector as base64 little-endian
+bytes, returned with the ``rescore × k`` candidates of a search and used to order them. Milvus
+keeps that field in its segments (memory-mapped where the server enables ``mmap.enabled``, which
+qembed asks for on servers; Milvus 2.3 accepts one vector field per collection, hence a scalar
+field rather than a second vector field). Milvus Lite 3.2 has neither vector type and refuses a
+quantized collection with a clear error. The quantization, the float vector size and the rescore
+factor live in the ``qembed.quantize`` collection property.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -21,6 +32,7 @@ import numpy as np
 
 from qembed.errors import InputError, NotFoundError, QembedError, RemoteError
 from qembed.io import is_milvus_server
+from qembed.store import quantize as qz
 from qembed.store.base import (
     Filter,
     Hit,
@@ -37,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_COLLECTION = "qembed"
 MANIFEST_PROPERTY = "qembed.manifest"
+QUANTIZE_PROPERTY = "qembed.quantize"
 #: Milvus VARCHAR limit, in bytes of UTF-8.
 MAX_TEXT_BYTES = 65535
 _BATCH = 512
@@ -56,8 +69,14 @@ class MilvusStore:
 
     backend = "milvus"
 
-    def __init__(self, client: Any, uri: str, collection: str, dim: int, manifest: dict[str, Any]) -> None:
+    def __init__(self, client: Any, uri: str, collection: str, dim: int, manifest: dict[str, Any],
+                 quantize: str | None = None, rescore: int | None = None) -> None:
         self._client = client
+        self._quantize = quantize
+        self._rescore = rescore
+        #: Milvus 2.3 servers accept ``nullable`` in a schema but not a null value: a missing text
+        #: is then stored as "" (and read back as None).
+        self._text_nullable = True
         self._uri = uri
         self._collection = collection
         self._dim = dim
@@ -76,9 +95,19 @@ class MilvusStore:
         collection: str = DEFAULT_COLLECTION,
         token: str | None = None,
         index_type: str | None = None,
+        quantize: str | None = None,
+        rescore: int | None = None,
     ) -> "MilvusStore":
-        """Open ``collection`` at ``uri`` (Milvus Lite ``.db`` file or server URL), creating it if allowed."""
+        """Open ``collection`` at ``uri`` (Milvus Lite ``.db`` file or server URL), creating it if allowed.
+
+        ``quantize`` (``binary`` | ``int8``) and ``rescore`` as for the FAISS store; an existing
+        collection keeps the quantization it was created with (another value raises :class:`InputError`).
+        """
         pymilvus = _milvus()
+        asked_quantize = quantize
+        quantize = qz.check_quantize(quantize)
+        if rescore is not None:
+            rescore = qz.check_rescore(rescore)
         lite = not is_milvus_server(uri)
         if lite:
             path = Path(uri)
@@ -104,16 +133,31 @@ class MilvusStore:
                 if not vec or not {"id", "text", "metadata"} <= names:
                     raise InputError(f"collection {collection!r} at {uri} was not created by qembed "
                                      f"(fields: {', '.join(sorted(names))})")
-                have_dim = int(vec[0]["params"]["dim"])
+                props = desc.get("properties") or {}
+                quant = json.loads(props.get(QUANTIZE_PROPERTY) or "{}")
+                have_dim = int(quant.get("dim") or vec[0]["params"]["dim"])
+                have_q = quant.get("quantize")
+                if asked_quantize is not None:
+                    from qembed.store import check_recorded_quantize
+
+                    check_recorded_quantize(f"{uri} (collection {collection!r})", have_q, asked_quantize)
+                if rescore is not None and not have_q:
+                    raise InputError(f"rescore applies to a quantized index; collection {collection!r} at {uri} "
+                                     "holds float32 vectors", param="rescore")
                 if dim is not None and dim != have_dim:
                     raise InputError(f"index {uri} holds vectors of size {have_dim}, not {dim} "
                                      "(it was built with another model or --dimensions)")
-                props = desc.get("properties") or {}
                 manifest = json.loads(props.get(MANIFEST_PROPERTY) or "{}")
                 client.load_collection(collection)
-                return cls(client, uri, collection, have_dim, manifest)
+                store = cls(client, uri, collection, have_dim, manifest, have_q,
+                            rescore or (int(quant.get("rescore") or qz.DEFAULT_RESCORE[have_q]) if have_q else None))
+                store._text_nullable = _text_nullable(desc)
+                return store
             if not create or dim is None:
                 raise NotFoundError(f"index not found: no collection {collection!r} at {uri}")
+            if quantize:
+                return cls._create_quantized(client, uri, collection, int(dim), quantize, rescore, index_type,
+                                             lite)
             schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", pymilvus.DataType.VARCHAR, is_primary=True, max_length=512)
             schema.add_field("vector", pymilvus.DataType.FLOAT_VECTOR, dim=int(dim))
@@ -124,9 +168,11 @@ class MilvusStore:
                              metric_type="IP")
             manifest: dict[str, Any] = {}
             client.create_collection(collection, schema=schema, index_params=params,
-                                     properties={MANIFEST_PROPERTY: "{}"})
+                                     properties={MANIFEST_PROPERTY: "{}"}, consistency_level="Strong")
             client.load_collection(collection)
-            return cls(client, uri, collection, int(dim), manifest)
+            store = cls(client, uri, collection, int(dim), manifest)
+            store._text_nullable = _text_nullable(client.describe_collection(collection))
+            return store
         except QembedError:
             client.close()
             raise
@@ -134,7 +180,64 @@ class MilvusStore:
             client.close()
             raise RemoteError(f"Milvus at {uri}: {_msg(exc)}") from None
 
+    @classmethod
+    def _create_quantized(cls, client: Any, uri: str, collection: str, dim: int, quantize: str,
+                          rescore: int | None, index_type: str | None, lite: bool) -> "MilvusStore":
+        """A new collection of binary or int8 codes with each row's float32 vector beside them."""
+        pymilvus = _milvus()
+        kind = "BINARY_VECTOR" if quantize == "binary" else "INT8_VECTOR"
+        version = _version(client)
+        dtype = getattr(pymilvus.DataType, kind, None)
+        if dtype is None:
+            raise InputError(f"this pymilvus has no {kind}: --quantize {quantize} on Milvus needs pymilvus 2.6 or "
+                             "later", param="quantize")
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", pymilvus.DataType.VARCHAR, is_primary=True, max_length=512)
+        schema.add_field("vector", dtype, dim=qz.code_bits(dim) if quantize == "binary" else dim)
+        schema.add_field("text", pymilvus.DataType.VARCHAR, max_length=MAX_TEXT_BYTES, nullable=True)
+        schema.add_field("metadata", pymilvus.DataType.JSON)
+        schema.add_field("float32", pymilvus.DataType.VARCHAR, max_length=_b64_length(dim))
+        params = client.prepare_index_params()
+        if quantize == "binary":
+            params.add_index("vector", index_type=index_type or "BIN_FLAT", metric_type="HAMMING")
+        else:
+            params.add_index("vector", index_type=index_type or ("FLAT" if lite else "HNSW"), metric_type="IP")
+        rescore = rescore or qz.DEFAULT_RESCORE[quantize]
+        props = {MANIFEST_PROPERTY: "{}",
+                 QUANTIZE_PROPERTY: json.dumps({"quantize": quantize, "dim": dim, "rescore": rescore})}
+        if not lite:
+            props["mmap.enabled"] = "true"
+        try:
+            client.create_collection(collection, schema=schema, index_params=params, properties=props,
+                                     consistency_level="Strong")
+        except Exception as exc:
+            why = _msg(exc).rstrip(".")
+            with contextlib.suppress(Exception):  # a server may have made the collection, not its index
+                if client.has_collection(collection):
+                    client.drop_collection(collection)
+            if "not support" in why.lower() or "unsupported" in why.lower() or "invalid" in why.lower():
+                raise InputError(
+                    f"Milvus {version or ''} at {uri} cannot hold {quantize} vectors ({kind}): {why}. "
+                    f"Quantized Milvus collections need a Milvus server ({kind} "
+                    f"{'from 2.6' if quantize == 'int8' else 'in every server version'}); Milvus Lite stores "
+                    "float vectors only: use a FAISS folder for a local quantized index", param="quantize") from None
+            raise
+        client.load_collection(collection)
+        store = cls(client, uri, collection, dim, {}, quantize, rescore)
+        store._text_nullable = _text_nullable(client.describe_collection(collection))
+        return store
+
     # ------------------------------------------------------------------ properties
+
+    @property
+    def quantize(self) -> str | None:
+        """``binary`` or ``int8`` for a quantized collection, ``None`` for float32."""
+        return self._quantize
+
+    @property
+    def rescore(self) -> int | None:
+        """Candidates per wanted hit rescored with float vectors (quantized collections)."""
+        return self._rescore
 
     @property
     def dim(self) -> int:
@@ -153,8 +256,11 @@ class MilvusStore:
             self._manifest_dirty = True
 
     def info(self) -> dict[str, Any]:
-        return {"backend": self.backend, "location": self._uri, "collection": self._collection,
-                "dim": self._dim, "metric": "ip", "count": self.count(), "manifest": dict(self._manifest)}
+        out = {"backend": self.backend, "location": self._uri, "collection": self._collection,
+               "dim": self._dim, "metric": "ip", "count": self.count(), "manifest": dict(self._manifest)}
+        if self._quantize:
+            out.update(quantize=self._quantize, rescore=self._rescore)
+        return out
 
     # ------------------------------------------------------------------ verbs
 
@@ -184,8 +290,17 @@ class MilvusStore:
             if t is not None and len(t.encode("utf-8")) > MAX_TEXT_BYTES:
                 raise InputError(f"texts[{i}] is longer than Milvus' {MAX_TEXT_BYTES} bytes; chunk it",
                                  param="texts")
-        rows = [{"id": d, "vector": v, "text": t, "metadata": m}
-                for d, v, t, m in zip(ids, vecs.tolist(), texts_, metas)]
+        if self._quantize:
+            codes = self._codes(vecs)
+            rows = [{"id": d, "vector": c, "text": t, "metadata": m, "float32": _b64(v)}
+                    for d, c, t, m, v in zip(ids, codes, texts_, metas, vecs)]
+        else:
+            rows = [{"id": d, "vector": v, "text": t, "metadata": m}
+                    for d, v, t, m in zip(ids, vecs.tolist(), texts_, metas)]
+        if not self._text_nullable:
+            for row in rows:
+                if row["text"] is None:
+                    row["text"] = ""
         with self._lock:
             for start in range(0, len(rows), _BATCH):
                 self._call("upsert", self._collection, rows[start:start + _BATCH])
@@ -209,19 +324,21 @@ class MilvusStore:
         if flt:
             self._check_fields(flt)
             expr = filter_expression(flt)
+        if self._quantize:
+            return self._search_quantized(queries, k, expr)
         with self._lock:
             res = self._call("search", self._collection, data=queries.tolist(), limit=k, filter=expr,
                              output_fields=["text", "metadata"], search_params={"metric_type": "IP"},
                              anns_field="vector")
         out = []
         for row in res:
-            out.append([Hit(id=h["id"], score=float(h["distance"]), text=h["entity"].get("text"),
+            out.append([Hit(id=h["id"], score=float(h["distance"]), text=self._text(h["entity"]),
                             metadata=h["entity"].get("metadata") or {}) for h in row])
         return out
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Record | None]:
         ids = check_ids(ids)
-        fields = ["text", "metadata"] + (["vector"] if with_vectors else [])
+        fields = ["text", "metadata"] + ([("float32" if self._quantize else "vector")] if with_vectors else [])
         found: dict[str, dict[str, Any]] = {}
         with self._lock:
             for start in range(0, len(ids), _BATCH):
@@ -235,8 +352,10 @@ class MilvusStore:
             if r is None:
                 out.append(None)
                 continue
-            vec = np.asarray(r["vector"], dtype=np.float32) if with_vectors else None
-            out.append(Record(id=d, text=r.get("text"), metadata=r.get("metadata") or {}, vector=vec))
+            vec = None
+            if with_vectors:
+                vec = _unb64(r["float32"]) if self._quantize else np.asarray(r["vector"], dtype=np.float32)
+            out.append(Record(id=d, text=self._text(r), metadata=r.get("metadata") or {}, vector=vec))
         return out
 
     def count(self) -> int:
@@ -254,7 +373,7 @@ class MilvusStore:
 
     def scan(self, batch_size: int = 1000) -> Iterator[list[Record]]:
         for batch in self._iterate(["id", "text", "metadata"], "", batch_size):
-            yield [Record(id=r["id"], text=r.get("text"), metadata=r.get("metadata") or {}) for r in batch]
+            yield [Record(id=r["id"], text=self._text(r), metadata=r.get("metadata") or {}) for r in batch]
 
     def save(self) -> None:
         """Flush inserted data and write the manifest to the collection's properties."""
@@ -288,6 +407,39 @@ class MilvusStore:
 
     def __repr__(self) -> str:
         return f"MilvusStore(uri={self._uri!r}, collection={self._collection!r}, dim={self._dim})"
+
+    # ------------------------------------------------------------------ quantized collections
+
+    def _text(self, row: Mapping[str, Any]) -> str | None:
+        """A row's text (a collection without nullable fields stores a missing text as "")."""
+        text = row.get("text")
+        return text if self._text_nullable else (text or None)
+
+    def _codes(self, vectors: np.ndarray) -> list[Any]:
+        """Rows as Milvus takes them: ``bytes`` of packed bits (binary) or int8 arrays (int8)."""
+        if self._quantize == "binary":
+            return [row.tobytes() for row in qz.binary_codes(vectors)]
+        return list(qz.as_type(vectors, "int8"))
+
+    def _search_quantized(self, queries: np.ndarray, k: int, expr: str) -> list[list[Hit]]:
+        """``rescore × k`` candidates by the codes (with their float32 vectors), ordered by the floats."""
+        cand = min(16384, k * int(self._rescore or 1))
+        metric = "HAMMING" if self._quantize == "binary" else "IP"
+        with self._lock:
+            res = self._call("search", self._collection, data=self._codes(queries), limit=cand, filter=expr,
+                             output_fields=["text", "metadata", "float32"], search_params={"metric_type": metric},
+                             anns_field="vector")
+        out = []
+        for q, row in zip(queries, res):
+            if not row:
+                out.append([])
+                continue
+            vecs = np.stack([_unb64(h["entity"]["float32"]) for h in row])
+            sims = vecs @ q
+            top = np.argsort(-sims, kind="stable")[:k]
+            out.append([Hit(id=row[i]["id"], score=float(sims[i]), text=self._text(row[i]["entity"]),
+                            metadata=row[i]["entity"].get("metadata") or {}) for i in top])
+        return out
 
     # ------------------------------------------------------------------ internals
 
@@ -385,6 +537,29 @@ def filter_expression(flt: Mapping[str, list[Any]]) -> str:
             ors.append(f'metadata["{key}"] == {literal}')
         clauses.append("(" + " or ".join(ors) + ")")
     return " and ".join(clauses)
+
+
+def _b64_length(dim: int) -> int:
+    return 4 * ((4 * int(dim) + 2) // 3)
+
+
+def _b64(vector: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
+
+
+def _unb64(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
+
+
+def _text_nullable(desc: Mapping[str, Any]) -> bool:
+    return any(f["name"] == "text" and f.get("nullable") for f in desc.get("fields", []))
+
+
+def _version(client: Any) -> str | None:
+    try:
+        return str(client.get_server_version())
+    except Exception:  # Milvus Lite and old servers may not answer
+        return None
 
 
 def _msg(exc: Exception) -> str:
