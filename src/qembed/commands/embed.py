@@ -31,7 +31,7 @@ from qembed.commands._common import (
     text_column_option,
     want_progress,
 )
-from qembed.envelope import embeddings_body
+from qembed.envelope import embeddings_body, envelope
 from qembed.io import read_texts
 
 
@@ -47,6 +47,10 @@ def embed(
         "that answer the query'"),
     no_instruction: bool = NoInstructionOpt,
     dimensions: int | None = DimensionsOpt,
+    embedding_types: str | None = typer.Option(
+        None, "--embedding-types", metavar="TYPES",
+        help="Comma-separated vector types to return, as /v1/embeddings' embedding_types: float, int8, uint8, "
+             "binary, ubinary (one type: that vector; several: {type: vector} per text)."),
     max_input_tokens: int | None = typer.Option(None, "--max-input-tokens", help="Longest input in tokens."),
     no_truncate: bool = typer.Option(False, "--no-truncate", help="Reject inputs over the limit."),
     device: str | None = DeviceOpt,
@@ -91,6 +95,15 @@ def embed(
     if bool(texts) == bool(input):
         fail("give texts as arguments or --input FILE (one of the two)")
     check_suffix(output, (".npy", ".jsonl"))
+    types = None
+    if embedding_types is not None:
+        from qembed.store.quantize import check_embedding_types
+
+        types = check_embedding_types(embedding_types, param="--embedding-types")
+        if types == ["float"]:
+            types = None
+        elif output is not None and output.suffix.lower() == ".npy" and len(types) > 1:
+            fail("--output .npy holds one array: give one --embedding-types value (or write .jsonl)")
     instr = resolve_instruction(instruction, no_instruction, "")
     items = list(texts) if texts else read_texts(input, text_column=text_column)
     kwargs = {}
@@ -102,6 +115,8 @@ def embed(
     logger.info("embedding %d text(s) with %s", len(items), encoder.name)
     vectors = encoder.encode(items, instruction=instr or None, dimensions=dimensions,
                              progress=want_progress(progress, len(items), encoder))
+    if types is not None:
+        return _emit_typed(items, vectors, types, output, encoder.name, as_json)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         if output.suffix.lower() == ".npy":
@@ -124,6 +139,37 @@ def embed(
     for t, v in zip(items, vectors):
         head = ", ".join(f"{x:+.4f}" for x in v[:6])
         typer.echo(f"[{head}, …] ({v.shape[0]} dims)  {t}")
+
+
+def _emit_typed(items: list[str], vectors: np.ndarray, types: list[str], output: Path | None, model: str,
+                as_json: bool) -> None:
+    """``qembed embed --embedding-types``: the vectors in the wire types of /v1/embeddings."""
+    from qembed.store.quantize import as_type, typed_embeddings
+
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        if output.suffix.lower() == ".npy":
+            np.save(output, as_type(vectors, types[0]))
+        else:
+            with output.open("w", encoding="utf-8") as f:
+                for i, (t, e) in enumerate(zip(items, typed_embeddings(vectors, types))):
+                    f.write(json.dumps({"index": i, "text": t, "embedding": e}, ensure_ascii=False) + "\n")
+        summary = {"object": "embedding.file", "model": model, "count": len(items),
+                   "dimensions": int(vectors.shape[1]), "embedding_types": types, "output": str(output)}
+        if as_json:
+            emit_json(summary)
+        else:
+            typer.echo(f"{len(items)} vectors of size {vectors.shape[1]} ({', '.join(types)}) -> {output}")
+        return
+    rows = typed_embeddings(vectors, types)
+    if as_json:
+        emit_json(envelope("list", [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(rows)],
+                           model=model, embedding_types=types))
+        return
+    for t, i in zip(items, range(len(items))):
+        for kind in types:
+            v = as_type(vectors[i:i + 1], kind)[0]
+            typer.echo(f"{kind:>8} [{', '.join(str(x) for x in v[:8].tolist())}, …] ({v.shape[0]} values)  {t}")
 
 
 def info(

@@ -81,6 +81,8 @@ def index_add_from_embeddings(
     collection: str | None,
     batch_size: int,
     as_json: bool,
+    quantize: str | None = None,
+    rescore: int | None = None,
 ) -> None:
     """``qembed index add --from-embeddings DIR``: store precomputed vectors without embedding."""
     require("ray", "--from-embeddings (Parquet)", modules=("pyarrow",))
@@ -91,7 +93,7 @@ def index_add_from_embeddings(
              "not as arguments")
     result: dict[str, Any] = load_embeddings(str(embeddings), index, texts=str(texts) if texts else None,
                                              model=model, collection=collection, kind=kind,
-                                             batch_rows=batch_size)
+                                             batch_rows=batch_size, quantize=quantize, rescore=rescore)
     logger.info("loaded %d vector(s) into %s", result["rows"], index)
     if as_json:
         emit_json(result)

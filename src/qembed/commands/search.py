@@ -46,12 +46,26 @@ CollectionOpt = typer.Option(None, "--collection", help="Milvus collection (defa
 _QUERY_DEFAULT = "'Given a web search query, retrieve relevant passages that answer the query'"
 
 
-def _store_opts(collection: str | None, kind: str | None = None) -> dict[str, Any]:
+QuantizeOpt = typer.Option(
+    None, "--quantize", help="Keep int8 or binary codes in the index and the float32 vectors on disk for "
+                             "rescoring (int8 | binary | none); recorded in a new index, which later adds and "
+                             "searches follow.")
+RescoreOpt = typer.Option(
+    None, "--rescore", help="Quantized index: candidates per result read from the codes and ordered by the float "
+                            "vectors (default int8 4, binary 10; recorded in a new index).")
+
+
+def _store_opts(collection: str | None, kind: str | None = None, quantize: str | None = None,
+                rescore: int | None = None) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if collection:
         opts["collection"] = collection
     if kind:
         opts["index"] = kind
+    if quantize is not None:
+        opts["quantize"] = quantize
+    if rescore is not None:
+        opts["rescore"] = rescore
     return opts
 
 
@@ -84,6 +98,15 @@ def parse_filters(items: list[str] | None) -> dict[str, Any] | None:
     return out
 
 
+def _check_quantize_options(quantize: str | None, rescore: int | None) -> None:
+    """Bad --quantize / --rescore values fail before any model is loaded."""
+    from qembed.store.quantize import check_quantize, check_rescore
+
+    check_quantize(quantize)
+    if rescore is not None:
+        check_rescore(rescore)
+
+
 # ---------------------------------------------------------------------- commands
 
 
@@ -100,6 +123,8 @@ def index_add(
     chunk_tokens: int = typer.Option(512, "--chunk-tokens", help="Longest chunk in tokens; 0 = no chunking."),
     chunk_overlap: int = typer.Option(64, "--chunk-overlap", help="Tokens shared by consecutive chunks."),
     kind: str | None = typer.Option(None, "--kind", help="FAISS index kind for a new index: auto, flat or hnsw."),
+    quantize: str | None = QuantizeOpt,
+    rescore: int | None = RescoreOpt,
     batch_size: int = typer.Option(256, "--batch-size", help="Chunks embedded and stored per step."),
     collection: str | None = CollectionOpt,
     device: str | None = DeviceOpt,
@@ -125,17 +150,19 @@ def index_add(
 
         return index_add_from_embeddings(
             embeddings=from_embeddings, index=index, texts=texts, sources=positional_input(sources, input),
-            model=model, kind=kind, collection=collection, batch_size=batch_size, as_json=as_json)
+            model=model, kind=kind, collection=collection, batch_size=batch_size, as_json=as_json,
+            quantize=quantize, rescore=rescore)
     if texts is not None:
         fail("--texts goes with --from-embeddings DIR")
     files = positional_input(sources, input)
     if not files:
         fail("give the files to add: --input FILE (repeat for several)")
+    _check_quantize_options(quantize, rescore)
     docs = read_documents(files, per_file=per_file, text_column=text_column, id_column=id_column,
                           title_column=title_column)
     model = model or _recorded_model(index, collection)  # else $QEMBED_MODEL or the default model
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
-    store = open_store(index, dim=encoder.dim, create=True, **_store_opts(collection, kind))
+    store = open_store(index, dim=encoder.dim, create=True, **_store_opts(collection, kind, quantize, rescore))
     try:
         kb = KnowledgeBase(encoder, store, chunk_tokens=chunk_tokens or None, chunk_overlap=chunk_overlap)
         logger.info("adding %d document(s) from %d file(s) to %s", len(docs), len(files), index)
@@ -219,6 +246,8 @@ def search(
     instruction: str | None = instruction_option(_QUERY_DEFAULT),
     no_instruction: bool = NoInstructionOpt,
     collection: str | None = CollectionOpt,
+    rescore: int | None = typer.Option(None, "--rescore", help="Quantized index: candidates per result rescored "
+                                                               "with the float vectors (default: the index's)."),
     device: str | None = DeviceOpt,
     dtype: str | None = DtypeOpt,
     backend: str | None = BackendOpt,
@@ -247,7 +276,8 @@ def search(
         fail("--reranker names the model of --rerank; add --rerank")
     if rerank and not 1 <= candidates <= 1000:
         fail(f"--candidates must be from 1 to 1000, got {candidates}")
-    store = open_store(index, create=False, **_store_opts(collection))
+    _check_quantize_options(None, rescore)
+    store = open_store(index, create=False, **_store_opts(collection, rescore=rescore))
     try:
         if mode == "bm25" and model is None:
             encoder: Any = _NoEncoder(store)
@@ -326,6 +356,11 @@ def eval_retrieval(
         None, "--reranker", help="Reranker for --rerank: folder, Hub id (default Qwen/Qwen3-Reranker-0.6B, or "
                                  "$QEMBED_RERANKER) or http(s):// URL of a /rerank endpoint."),
     candidates: int = typer.Option(100, "--candidates", help="First-stage chunks reranked with --rerank."),
+    quantize: list[str] | None = typer.Option(
+        None, "--quantize", help="Also score the search over int8 or binary codes with float rescoring, beside "
+                                 "float, in the same run (repeat for both)."),
+    rescore: int | None = typer.Option(None, "--rescore", help="With --quantize: candidates per result rescored "
+                                                               "with the float vectors (default int8 4, binary 10)."),
     device: str | None = DeviceOpt,
     dtype: str | None = DtypeOpt,
     backend: str | None = BackendOpt,
@@ -347,6 +382,13 @@ def eval_retrieval(
         fail("--reranker names the model of --rerank; add --rerank")
     if rerank and not 1 <= candidates <= 1000:
         fail(f"--candidates must be from 1 to 1000, got {candidates}")
+    quantize = [q for item in quantize or [] for q in item.split(",") if q.strip()]
+    for q in quantize:
+        if q not in ("int8", "binary"):
+            fail(f"--quantize takes int8 or binary, got {q!r}")
+    if rescore is not None and not quantize:
+        fail("--rescore goes with --quantize")
+    _check_quantize_options(None, rescore)
     data = load_beir(corpus, queries, qrels)
     encoder = open_encoder(model, device=device, dtype=dtype, backend=backend, api_key=api_key)
     second = None
@@ -357,6 +399,7 @@ def eval_retrieval(
     modes = [mode] + (["bm25"] if baseline == "bm25" and mode != "bm25" else [])
     report = evaluate_retrieval(encoder, data, modes=modes, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
                                 instruction=instr, batch_size=batch_size, reranker=second, candidates=candidates,
+                                quantize=quantize, rescore=rescore,
                                 progress=want_progress(progress, len(data.corpus), batch=batch_size))
     report = {"object": "eval.retrieval", "model": encoder.name, **report}
     if second is not None:
@@ -368,9 +411,11 @@ def eval_retrieval(
                f"{report['queries']} queries; {report['protocol']}")
     typer.echo(f"{'mode':<16} {'nDCG@10':>8} {'R@10':>8} {'R@100':>8} {'MRR@10':>8}")
     for name, m in report["results"].items():
-        label = name if name.split("+")[0] == mode else f"{name} (baseline)"
+        label = name if name.split("+")[0].split("[")[0] == mode else f"{name} (baseline)"
+        vs = f"  {m['ndcg@10_vs_float']:.3f}x float nDCG@10 (rescore {m['rescore']})" \
+            if m.get("ndcg@10_vs_float") is not None else ""
         typer.echo(f"{label:<16} {m['ndcg@10']:>8.4f} {m['recall@10']:>8.4f} {m['recall@100']:>8.4f} "
-                   f"{m['mrr@10']:>8.4f}")
+                   f"{m['mrr@10']:>8.4f}{vs}")
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:

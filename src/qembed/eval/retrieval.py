@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+
 from qembed.deprecated import old_keywords
 from qembed.errors import InputError
 from qembed.io import read_records
@@ -129,6 +131,22 @@ def mrr_at(ranked: Sequence[str], rels: Mapping[str, int], k: int) -> float:
     return 0.0
 
 
+def _quantized_copy(kb: Any, quantize: str, rescore: int | None, **options: Any) -> Any:
+    """A knowledge base over an in-memory ``quantize`` store holding ``kb``'s vectors, texts and metadata."""
+    from qembed.search.knowledge_base import KnowledgeBase
+    from qembed.store import open_store
+
+    store = open_store(None, dim=kb.store.dim, quantize=quantize,
+                       **({"rescore": rescore} if rescore is not None else {}))
+    for batch in kb.store.scan(batch_size=4096):
+        records = kb.store.get([r.id for r in batch], with_vectors=True)
+        store.upsert([r.id for r in records], np.stack([r.vector for r in records]),
+                     texts=[r.text for r in records], metadata=[r.metadata for r in records])
+    return KnowledgeBase(kb.encoder, store, query_instruction=options["instruction"],
+                         chunk_tokens=options["chunk_tokens"], chunk_overlap=options["chunk_overlap"],
+                         dimensions=kb.dimensions)
+
+
 def score_rankings(rankings: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
     """Mean nDCG@10, Recall@10, Recall@100, MRR@10 over judged queries with a relevant document."""
     judged = [q for q, rels in qrels.items() if any(r > 0 for r in rels.values())]
@@ -161,16 +179,29 @@ def evaluate_retrieval(
     index: str | None = None,
     reranker: Any = None,
     candidates: int = 100,
+    quantize: Sequence[str] = (),
+    rescore: int | None = None,
 ) -> dict[str, Any]:
     """Index ``data.corpus`` in a :class:`~qembed.search.knowledge_base.KnowledgeBase` and score each mode.
 
     ``instruction``: the queries' (``None``: the web-search retrieval default, ``""``: none);
     ``index``: where to build it (default an in-memory exact FAISS store). With a ``reranker``
     each mode is scored a second time as a two-stage search (its top ``candidates`` chunks
-    reordered by the reranker), under ``"{mode}+rerank"``: same data, same protocol. Returns
+    reordered by the reranker), under ``"{mode}+rerank"``: same data, same protocol. Each of
+    ``quantize`` (``int8``, ``binary``) scores the vector modes once more on a quantized copy of the
+    same vectors (an in-memory FAISS store: codes searched, ``rescore × k`` candidates rescored with
+    the float vectors), under ``"{mode}[{quantize}]"``, with ``ndcg@10_vs_float`` (its nDCG@10 over
+    the float one). Returns
     ``{"protocol", "documents", "queries", "chunks", "results": {mode: metrics}, "seconds"}``.
     """
     from qembed.search.knowledge_base import KnowledgeBase
+    from qembed.store.quantize import check_quantize, check_rescore
+
+    quantize = [check_quantize(q) for q in quantize]
+    if None in quantize:
+        raise InputError("quantize takes int8 and/or binary (float is always scored)", param="quantize")
+    if rescore is not None:
+        check_rescore(rescore)
 
     from qembed.io import is_milvus_uri
 
@@ -187,21 +218,33 @@ def evaluate_retrieval(
         runs = [(mode, False) for mode in modes]
         if reranker is not None:
             runs = [run for mode in modes for run in ((mode, False), (mode, True))]
-        for mode, second in runs:
+        plan = [(kb, mode, second, "") for mode, second in runs]
+        for q in quantize:
+            qkb = _quantized_copy(kb, q, rescore, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+                                  instruction=instruction)
+            plan += [(qkb, mode, False, f"[{q}]") for mode in modes if mode != "bm25"]
+        for base, mode, second, suffix in plan:
             t0 = time.perf_counter()
             rankings: dict[str, list[str]] = {}
             rerank_args = {"rerank": reranker, "candidates": candidates} if second else {}
             for start in range(0, len(qids), batch_size):
                 part = qids[start:start + batch_size]
-                hits = kb.search([data.queries[q] for q in part], top_k=100, mode=mode, unique_documents=True,
-                                 **rerank_args)
+                hits = base.search([data.queries[q] for q in part], top_k=100, mode=mode, unique_documents=True,
+                                   **rerank_args)
                 for q, row in zip(part, hits):
                     rankings[q] = [str(h.metadata.get("doc_id", h.id)) for h in row]
             metrics = score_rankings(rankings, {q: data.qrels[q] for q in qids})
             metrics["seconds"] = time.perf_counter() - t0
-            name = f"{mode}+rerank" if second else mode
+            name = (f"{mode}+rerank" if second else mode) + suffix
+            if suffix:
+                float_ndcg = results[mode]["ndcg@10"]
+                metrics["ndcg@10_vs_float"] = metrics["ndcg@10"] / float_ndcg if float_ndcg else None
+                metrics["rescore"] = base.store.rescore
             results[name] = metrics
             logger.info("%s: nDCG@10 %.4f", name, metrics["ndcg@10"])
+        for base, *_ in plan:
+            if base is not kb:
+                base.store.close()
         protocol = ("MTEB: one vector per document (title + ' ' + text), truncated at the model limit, exact search"
                     if chunk_tokens is None else f"chunked: {chunk_tokens}-token chunks, {chunk_overlap} overlap, "
                     "best chunk per document, exact search")

@@ -185,6 +185,8 @@ def load_embeddings(
     collection: str | None = None,
     kind: str | None = None,
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    quantize: str | None = None,
+    rescore: int | None = None,
 ) -> dict[str, Any]:
     """Write the vectors of an embeddings dataset into the index at ``index`` (a FAISS folder, a
     Milvus Lite ``.db`` file or a Milvus server URL), creating it when needed.
@@ -198,6 +200,9 @@ def load_embeddings(
             must be the model that made the vectors.
         collection / kind: Milvus collection; FAISS index kind for a new index.
         batch_rows: rows written per step.
+        quantize / rescore: ``int8`` | ``binary`` codes for a new index (float32 vectors kept on disk
+            for rescoring; see :mod:`qembed.store.quantize`); an existing index keeps its own, and a
+            different ``quantize`` raises :class:`InputError` before anything is written.
 
     Returns ``{"object", "index", "model", "dim", "rows", "replaced", "count"}``.
     Raises :class:`InputError` for a missing column, no rows, mixed vector sizes, non-finite
@@ -218,6 +223,11 @@ def load_embeddings(
 
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise InputError(f"batch_rows must be a positive integer, got {batch_rows!r}", param="batch_rows")
+    from qembed.store.quantize import check_quantize, check_rescore
+
+    check_quantize(quantize)
+    if rescore is not None:
+        check_rescore(rescore)
     uri = os.fspath(embeddings)
     filesystem, folder = file_system(uri)
     files = _data_files(filesystem, folder, uri)
@@ -312,6 +322,10 @@ def load_embeddings(
             existing.close()
     if kind and existing is None:
         opts["index"] = kind
+    if quantize is not None:
+        opts["quantize"] = quantize
+    if rescore is not None:
+        opts["rescore"] = rescore
 
     # ------------------------------------------------------------------ pass 2: write
     store = open_store(index, dim=dim_seen, create=True, **opts)

@@ -53,6 +53,7 @@ from qembed.server.schemas import (
     TokenizeResponse,
     parse_input,
 )
+from qembed.store.quantize import check_embedding_types, typed_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -309,6 +310,18 @@ def _embedding_payload(vectors: np.ndarray, dimensions: int | None, encoding_for
     })
 
 
+def _typed_payload(vectors: np.ndarray, dimensions: int | None, encoding_format: str, model: str, tokens: int,
+                   types: list[str]) -> bytes:
+    """The response body for ``embedding_types`` other than float alone."""
+    rows = typed_embeddings(truncate_dimensions(vectors, dimensions), types, encoding_format)
+    return _json({
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": e, "index": i} for i, e in enumerate(rows)],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    })
+
+
 # ---------------------------------------------------------------------- the app
 def create_app(
     settings: Settings | None = None,
@@ -368,6 +381,7 @@ def create_app(
     async def create_embeddings(body: EmbeddingRequest, request: Request,
                                 enc: BatchedEncoder = Depends(require_ready)) -> Response:
         check_model(state, body.model)
+        types = check_embedding_types(body.embedding_types) if body.embedding_types is not None else None
         kind, items = parse_input(body.input, settings.max_client_batch_size)
         dimensions = check_dimensions(body.dimensions, enc.dim)
         instruction = body.instruction or None
@@ -385,7 +399,9 @@ def create_app(
         with enc.admit():  # 429 at once when the server is full
             vectors, tokens = await enc.embed_async(kind, items, instruction)
         args = (vectors, dimensions, body.encoding_format, state.served_name, tokens)
-        if vectors.size > _LARGE_RESPONSE:
+        if types is not None and types != ["float"]:  # Cohere's embedding_types (store/quantize.py)
+            content = await run_in_threadpool(_typed_payload, *args, types)
+        elif vectors.size > _LARGE_RESPONSE:
             content = await run_in_threadpool(_embedding_payload, *args)
         else:
             content = _embedding_payload(*args)

@@ -116,6 +116,27 @@ def as_type(vectors: np.ndarray, kind: str) -> np.ndarray:
     raise InputError(f"unknown embedding type {kind!r}; the types are {', '.join(EMBEDDING_TYPES)}")
 
 
+def typed_embeddings(vectors: np.ndarray, types: Sequence[str], encoding_format: str = "float") -> list[Any]:
+    """Per row, what ``/v1/embeddings`` returns as ``embedding`` for ``embedding_types=types``.
+
+    One type: that type's vector (a list of numbers, as Infinity returns its ``embedding_dtype``),
+    so OpenAI clients read it as usual. Several: ``{type: vector}`` (Cohere's embeddings by type).
+    ``encoding_format="base64"``: each vector as base64 of its bytes (float32 little-endian, or
+    one byte per int8/uint8 value, or the packed bits of binary/ubinary).
+    """
+    import base64
+
+    per_type = {t: as_type(vectors, t) for t in types}
+    if encoding_format == "base64":
+        cols = {t: [base64.b64encode(np.ascontiguousarray(r, dtype="<f4" if t == "float" else None).tobytes())
+                    .decode("ascii") for r in arr] for t, arr in per_type.items()}
+    else:
+        cols = {t: arr.tolist() for t, arr in per_type.items()}
+    if len(types) == 1:
+        return cols[types[0]]
+    return [{t: cols[t][i] for t in types} for i in range(len(vectors))]
+
+
 class FloatRows:
     """Float32 vectors by int64 id, kept on disk for rescoring.
 
