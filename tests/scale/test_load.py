@@ -178,3 +178,22 @@ def test_ray_missing_says_which_package_to_install(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'qembed[ray]'" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_bulk_load_into_a_quantized_index(tmp_path):
+    vectors = unit(12, 16, seed=5)
+    data = write_dataset(tmp_path / "vec", vectors, ids=[f"d{i}" for i in range(12)])
+    index = tmp_path / "kb"
+    result = load_embeddings(data, index, quantize="binary", rescore=12, batch_rows=5)
+    assert result["rows"] == 12 and result["count"] == 12
+    store = open_store(index, create=False)
+    try:
+        assert store.quantize == "binary" and store.rescore == 12
+        assert np.allclose(store.get(["d4"], with_vectors=True)[0].vector, vectors[4], atol=1e-6)
+        hits = store.search(vectors[4:5], k=2)[0]  # 12 × 2 candidates: every row rescored exactly
+        assert hits[0].id == "d4" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    finally:
+        store.close()
+    with pytest.raises(InputError, match="holds binary vectors"):  # a later load may not change the type
+        load_embeddings(data, index, quantize="int8")
+    assert load_embeddings(data, index)["replaced"] == 12  # without the option it follows the index
