@@ -22,8 +22,11 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	touch $@
 
+# The test venv also gets the standalone Milvus server (PyPI `milvus`, no dependencies) for
+# tests/search/test_milvus_server.py: a test tool, never a qembed dependency; without it those tests skip.
 $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[all,test]"
+	$(BIN)/python -m pip install -q --no-deps milvus || echo "milvus not installed: the Milvus server tests will skip"
 	touch $@
 
 # The docs extra alone builds the site (no other extra is needed).
