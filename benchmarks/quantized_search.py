@@ -119,8 +119,8 @@ def measure(work: Path, kind: str, n_queries: int, rescores: tuple[int, ...]) ->
     from qembed.store.faiss_store import FaissStore
 
     dim = np.load(work / "vectors.npy", mmap_mode="r").shape[1]
-    queries = np.concatenate(list(synthetic_rows(n_queries, dim, seed=99)))
     gold = np.load(work / "truth.npy")
+    queries = np.concatenate(list(synthetic_rows(len(gold), dim, seed=99)))[:n_queries]  # the truth's queries
     out: dict = {"kind": kind}
     for r in (rescores if kind != "float" else (None,)):
         store = FaissStore.open(work / f"store-{kind}", **({"rescore": r} if r else {}))
@@ -295,6 +295,7 @@ def main() -> None:
     m.add_argument("--work")
     m.add_argument("--kind")
     m.add_argument("--queries", type=int)
+    m.add_argument("--rescores", default=",".join(map(str, RESCORES)))
     args = ap.parse_args()
     if args.part is None:  # `make bench` runs every script without arguments: the 1M-vector part
         args = ap.parse_args(["synthetic"])
@@ -303,7 +304,8 @@ def main() -> None:
     elif args.part == "retrieval":
         retrieval(args)
     else:
-        print(json.dumps(measure(Path(args.work), args.kind, args.queries, RESCORES)))
+        print(json.dumps(measure(Path(args.work), args.kind, args.queries,
+                                 tuple(int(r) for r in args.rescores.split(",")))))
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ from qembed.errors import InputError
 #: Index quantizations a store takes.
 QUANTIZE = ("int8", "binary")
 #: Candidates per wanted hit read from the quantized index and rescored with float32 vectors.
-#: Measured (docs/benchmarks.md, "Quantized vectors"): at these factors int8 keeps recall@10
-#: of exact float search above 0.99 and binary above 0.95 on 1,024-dim vectors.
+#: Measured (docs/benchmarks.md, "Quantized vectors"): with these factors all-MiniLM-L6-v2 keeps
+#: 1.000x (int8) and 0.998x (binary) of its float nDCG@10 on a 6,000-document retrieval set, and
+#: binary codes of 1 M synthetic 1,024-dim vectors find 0.91 of the exact top 10 (0.97 at 20).
 DEFAULT_RESCORE = {"int8": 4, "binary": 10}
 #: Largest accepted rescore factor.
 MAX_RESCORE = 100
