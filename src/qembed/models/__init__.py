@@ -10,7 +10,7 @@ from qembed.io import is_http_url
 from qembed.models.encoder import Encoder
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION, SYMMETRIC_INSTRUCTION
 from qembed.models.resolve import DEFAULT_MODEL, default_model
-from qembed.models.runtimes import BACKENDS, check_backend
+from qembed.models.runtimes import BACKENDS, auto_backend, check_backend
 
 
 def load_encoder(
@@ -35,7 +35,8 @@ def load_encoder(
     With no model named, ``$QEMBED_MODEL`` is loaded when set, else :data:`DEFAULT_MODEL`.
 
     ``backend`` picks the runtime of a local model: ``"torch"`` (the default),
-    ``"openvino"`` or ``"onnx"`` (:class:`~qembed.models.backends.CompiledEncoder`: the model is
+    ``"openvino"`` or ``"onnx"`` (``"auto"``: the fastest for this CPU,
+    :func:`~qembed.models.runtimes.auto_backend`) (:class:`~qembed.models.backends.CompiledEncoder`: the model is
     exported once, cached, and run at ``dtype`` ``"int8"`` by default). A folder written by
     ``qembed export`` loads with its own backend when ``backend`` is None.
     """
@@ -52,6 +53,8 @@ def load_encoder(
     folder = Path(str(target)).expanduser()
     manifest = read_manifest(folder) if folder.is_dir() else None
     chosen = check_backend(backend if backend is not None else (manifest or {}).get("backend"))
+    if chosen == "auto":  # the fastest runtime for this CPU (an exported folder keeps its own)
+        chosen = manifest["backend"] if manifest is not None else auto_backend(device)
     if chosen != "torch":
         from qembed.models.backends import CompiledEncoder
 

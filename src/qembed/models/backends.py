@@ -37,7 +37,9 @@ from qembed.models.runtimes import (
     DEFAULT_PRECISION,
     PRECISIONS,
     check_backend,
+    auto_backend,
     check_precision,
+    cpu_has_native_bf16,
     require_runtime,
 )
 
@@ -104,6 +106,8 @@ class CompiledEncoder(LocalEncoder):
     ) -> None:
         del compile  # torch.compile has no part in a compiled graph
         self.backend = check_backend(backend)
+        if self.backend == "auto":
+            self.backend = auto_backend(device)
         if self.backend == "torch":
             raise InputError("CompiledEncoder runs the openvino or onnx backend; use LocalEncoder "
                              "for torch", param="backend")
@@ -209,6 +213,10 @@ class CompiledEncoder(LocalEncoder):
             config["INFERENCE_PRECISION_HINT"] = "f32"
         elif self.precision == "bfloat16":
             config["INFERENCE_PRECISION_HINT"] = "bf16"
+        elif not cpu_has_native_bf16():
+            # OpenVINO picks bf16 from the CPU's flags, but under ONEDNN_MAX_CPU_ISA=AVX2 (which its
+            # oneDNN obeys) bf16 kernels are missing and compiling fails: keep f32 there
+            config["INFERENCE_PRECISION_HINT"] = "f32"
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         compiled = ov.Core().compile_model(str(graph), "CPU", config)

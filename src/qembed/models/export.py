@@ -14,6 +14,13 @@ Precisions (the stored graph):
   per block.
 * ``float32``: the weights as trained (bit-for-bit parity with torch in fp32).
 * ``bfloat16`` (OpenVINO only): fp16-compressed weights run in bf16 (AMX/AVX512-BF16 CPUs).
+* ``w8a8`` (OpenVINO only): int8 weights *and* int8 activations in the matrix products (nncf's
+  static ``quantize`` for transformers: SmoothQuant moves activation outliers into the weights,
+  ranges calibrated on real text), the products that lose most kept in float (mixed precision,
+  :data:`W8A8_FLOAT_SCOPES`). It needs a graded-pairs file (``guard``): the export encodes its
+  pairs with torch fp32 and with the quantized graph, records worst/mean cosine and the change of
+  the task score (STS Spearman) in the manifest, and refuses the model when the score drops more
+  than ``max_score_drop`` (default 1%). Any precision can be guarded the same way.
 
 Exports go to ``--output DIR`` or to the cache, ``$QEMBED_CACHE/exported/<model>-<backend>-<precision>``
 (default ``~/.cache/qembed``), and are reused by every later load.
@@ -31,6 +38,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from qembed.errors import InputError, ModelLoadError
 from qembed.models.backends import (
     EXPORT_MANIFEST,
@@ -39,7 +48,9 @@ from qembed.models.backends import (
     read_manifest,
     require_runtime,
 )
+from qembed.models.quality import DEFAULT_GUARD_PAIRS, DEFAULT_MAX_SCORE_DROP
 from qembed.models.resolve import cache_root, resolve_model_path
+from qembed.models.runtimes import CALIBRATED_PRECISIONS
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +62,19 @@ GRAPH_FILES = {"openvino": "openvino_model.xml", "onnx": "model.onnx"}
 ONNX_INT8_BLOCK = 128
 #: Pooling modes the exported graph computes (sentence-transformers' names).
 POOLING_MODES = ("lasttoken", "mean", "cls", "max")
+#: Calibration sentences for w8a8 (activation ranges), and padded rows per calibration batch.
+CALIBRATION_SENTENCES = 300
+CALIBRATION_BATCH = 8
+#: SmoothQuant's migration strength for the matrix products of w8a8 exports (nncf's default for
+#: transformers is 0.95; lower moves less of the activation range into the weights).
+SMOOTH_QUANT_ALPHA = 0.95
+#: Products of w8a8 exports kept in float (nncf ignored-scope patterns over the graph's node
+#: names): each feed-forward block's output projection, whose input (the output of GELU, or SiLU x
+#: up) has the widest, most outlier-heavy range. On all-MiniLM-L6-v2 quantizing it cost 3.9% of
+#: the STS Spearman score and a worst cosine of 0.978; kept in float, the score held (+0.6%) and
+#: the worst cosine was 0.996 (docs/cpu-backends.md). BERT/RoBERTa/XLM-R name it
+#: ``layer.N.output.dense``, Qwen3/Llama ``mlp.down_proj``.
+W8A8_FLOAT_SCOPES = [r".*layer\.\d+\.output\.dense/.*MatMul.*", r".*mlp\.down_proj/.*MatMul.*"]
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".onnx_data",
                     ".xml", ".ot", ".gguf")
 
@@ -155,7 +179,35 @@ def _example(token_types: bool, vocab: int) -> dict[str, Any]:
     return example
 
 
-def _export_openvino(graph: Any, example: dict[str, Any], out: Path, precision: str) -> None:
+def _calibration_items(tokenizer: Any, texts: list[str], names: list[str], max_tokens: int) -> list[dict[str, Any]]:
+    """Right-padded batches of ``texts`` as the graph's inputs (numpy), for nncf's calibration."""
+    items = []
+    for start in range(0, len(texts), CALIBRATION_BATCH):
+        enc = tokenizer(texts[start:start + CALIBRATION_BATCH], padding=True, truncation=True,
+                        max_length=max_tokens, return_tensors="np")
+        item = {"input_ids": enc["input_ids"].astype("int64"),
+                "attention_mask": enc["attention_mask"].astype("int64")}
+        if "token_type_ids" in names:
+            item["token_type_ids"] = np.zeros_like(item["input_ids"])
+        items.append(item)
+    return items
+
+
+def _quantize_static(model: Any, items: list[dict[str, Any]]) -> Any:
+    """int8 weights and activations (nncf static quantization for transformers, SmoothQuant)."""
+    import nncf
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+
+    ignored = nncf.IgnoredScope(patterns=list(W8A8_FLOAT_SCOPES), validate=False)
+    params = AdvancedQuantizationParameters(
+        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))
+    return nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER,
+                         preset=nncf.QuantizationPreset.MIXED, subset_size=len(items),
+                         ignored_scope=ignored, advanced_parameters=params)
+
+
+def _export_openvino(graph: Any, example: dict[str, Any], out: Path, precision: str,
+                     calibration: list[dict[str, Any]] | None = None) -> None:
     import openvino as ov
     import torch
 
@@ -170,6 +222,9 @@ def _export_openvino(graph: Any, example: dict[str, Any], out: Path, precision: 
         import nncf
 
         model = nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    elif precision in CALIBRATED_PRECISIONS:
+        assert calibration is not None
+        model = _quantize_static(model, calibration)
     ov.save_model(model, out / GRAPH_FILES["openvino"], compress_to_fp16=precision == "bfloat16")
 
 
@@ -230,6 +285,10 @@ def export_model(
     output: str | os.PathLike[str] | None = None,
     *,
     force: bool = False,
+    guard: str | os.PathLike[str] | None = None,
+    calibration: str | os.PathLike[str] | None = None,
+    max_score_drop: float = DEFAULT_MAX_SCORE_DROP,
+    guard_pairs: int = DEFAULT_GUARD_PAIRS,
 ) -> Path:
     """Export ``model`` for ``backend`` at precision ``dtype`` and return the exported folder.
 
@@ -240,8 +299,16 @@ def export_model(
             ``"bfloat16"`` (OpenVINO only).
         output: the folder to write; default the cache (:func:`cached_export_dir`).
         force: export again even when the folder already holds this export.
+        guard: a graded-pairs file (STS-B style ``s1<TAB>s2<TAB>score``, or JSON lines / CSV with
+            ``sentence1``, ``sentence2``, ``score``): the export is measured on its first
+            ``guard_pairs`` pairs against torch fp32 (:mod:`qembed.models.quality`) and refused
+            when the task score drops more than ``max_score_drop`` (relative; 0.01 = 1%).
+            Required for ``w8a8``.
+        calibration: a text file (one sentence a line) or a pairs file whose sentences calibrate the
+            activation ranges of ``w8a8`` (default: the guard file's sentences).
 
     An existing export of the same model, backend and precision is reused unless ``force``.
+    Raises :class:`~qembed.models.quality.QualityGuardError` (nothing written) when the guard fails.
     """
     backend = check_backend(backend)
     if backend == "torch":
@@ -266,14 +333,51 @@ def export_model(
     if out.exists() and manifest is None and any(out.iterdir()):
         raise InputError(f"{out} exists and is not an exported model; choose an empty or new folder",
                          param="output")
+    if not 0 <= max_score_drop < 1:
+        raise InputError(f"max_score_drop must be at least 0 and below 1, got {max_score_drop}",
+                         param="max_score_drop")
+    if precision in CALIBRATED_PRECISIONS and guard is None:
+        raise InputError(f"a {precision} export (int8 activations) needs a graded-pairs file to guard its "
+                         "meaning: qembed export MODEL --backend openvino --dtype w8a8 --guard PAIRS "
+                         "(STS-B style s1<TAB>s2<TAB>score)", param="guard")
+    for name, value in (("guard", guard), ("calibration", calibration)):
+        if value is not None and not Path(value).is_file():
+            raise InputError(f"{name} file {value} does not exist", param=name)
     if backend == "openvino":
-        require_runtime("nncf") if precision == "int8" else None
-    return _export(model, src, backend, precision, out)
+        require_runtime("nncf") if precision in ("int8",) + CALIBRATED_PRECISIONS else None
+    return _export(model, src, backend, precision, out, guard=guard, calibration=calibration,
+                   max_score_drop=max_score_drop, guard_pairs=guard_pairs)
 
 
-def _export(model: str, src: Path, backend: str, precision: str, out: Path) -> Path:
+def _calibration_texts(calibration: str | os.PathLike[str] | None, guard_first: list[str],
+                       guard_second: list[str]) -> list[str]:
+    """Up to :data:`CALIBRATION_SENTENCES` distinct sentences: from ``calibration`` (plain text, one
+    a line; or a pairs file) or else from the guard pairs."""
+    texts: list[str]
+    if calibration is None:
+        texts = guard_first + guard_second
+    else:
+        path = Path(calibration)
+        if path.suffix.lower() in (".txt", ".text", ""):
+            texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        else:
+            from qembed.train.data import load_pairs
+
+            data = load_pairs(path, labels="optional", limit=CALIBRATION_SENTENCES)
+            texts = data.first + data.second
+    texts = list(dict.fromkeys(texts))[:CALIBRATION_SENTENCES]
+    if not texts:
+        raise InputError(f"calibration file {calibration} holds no sentences", param="calibration")
+    return texts
+
+
+def _export(model: str, src: Path, backend: str, precision: str, out: Path, *,
+            guard: str | os.PathLike[str] | None = None, calibration: str | os.PathLike[str] | None = None,
+            max_score_drop: float = DEFAULT_MAX_SCORE_DROP, guard_pairs: int = DEFAULT_GUARD_PAIRS) -> Path:
     import torch
     from sentence_transformers import SentenceTransformer
+
+    from qembed.models.quality import guard_texts
 
     start = time.perf_counter()
     logger.info("exporting %s for %s (%s) to %s", model, backend, precision, out)
@@ -289,6 +393,13 @@ def _export(model: str, src: Path, backend: str, precision: str, out: Path) -> P
     token_types = "token_type_ids" in getattr(tokenizer, "model_input_names", [])
     graph = _graph_module(auto_model, mode, normalize, token_types)
     example = _example(token_types, len(tokenizer))
+    pairs = guard_texts(guard, guard_pairs) if guard is not None else None
+    items = None
+    if precision in CALIBRATED_PRECISIONS:
+        assert pairs is not None
+        texts = _calibration_texts(calibration, pairs[0], pairs[1])
+        items = _calibration_items(tokenizer, texts, list(example), min(int(transformer.max_seq_length), 512))
+        logger.info("calibrating int8 activations on %d sentences", len(texts))
 
     work = out.with_name(out.name + f".partial-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
@@ -298,7 +409,7 @@ def _export(model: str, src: Path, backend: str, precision: str, out: Path) -> P
     scratch.mkdir(parents=True)
     try:
         if backend == "openvino":
-            _export_openvino(graph, example, work / "graph", precision)
+            _export_openvino(graph, example, work / "graph", precision, items)
         else:
             _export_onnx(graph, example, work / "graph", precision, scratch)
         for item in (work / "graph").iterdir():
@@ -326,6 +437,10 @@ def _export(model: str, src: Path, backend: str, precision: str, out: Path) -> P
             "qembed_version": __version__,
         }
         (work / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        if pairs is not None:
+            manifest["quality"] = _guard(work, src, pairs, max_score_drop, guard, f"the {backend} "
+                                         f"{precision} export of {model}")
+            (work / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -335,3 +450,25 @@ def _export(model: str, src: Path, backend: str, precision: str, out: Path) -> P
         shutil.rmtree(scratch, ignore_errors=True)
     logger.info("exported %s in %.0f s", out, time.perf_counter() - start)
     return out
+
+
+def _guard(folder: Path, src: Path, pairs: tuple[list[str], list[str], list[float]], max_score_drop: float,
+           guard: str | os.PathLike[str] | None, what: str) -> dict[str, Any]:
+    """Measure the exported ``folder`` against torch fp32 on the guard pairs; refuse it when the task
+    score drops more than allowed. Returns the report recorded in the manifest."""
+    from qembed.models.backends import CompiledEncoder
+    from qembed.models.local import LocalEncoder
+    from qembed.models.prompts import SYMMETRIC_INSTRUCTION
+    from qembed.models.quality import check_quality, measure_quality
+
+    manifest = read_manifest(folder) or {}
+    candidate = CompiledEncoder(str(folder), backend=str(manifest["backend"]))
+    reference = LocalEncoder(str(src), device="cpu", dtype="float32", compile=False)
+    instruction = SYMMETRIC_INSTRUCTION if reference.inputs.instruct_style else None
+    report = measure_quality(reference, candidate, *pairs, instruction=instruction)
+    report.update(guard=str(guard), reference="torch float32", max_score_drop=max_score_drop)
+    logger.info("%s: worst cosine %.4f, mean %.4f; spearman %.4f (torch %.4f, drop %.2f%%)", what,
+                report["worst_cosine"], report["mean_cosine"], report["score"], report["score_reference"],
+                100 * report["score_drop"])
+    check_quality(report, max_score_drop, what)
+    return report

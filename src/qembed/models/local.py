@@ -78,17 +78,11 @@ def pick_device(device: str | None) -> str:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has AMX or AVX512-BF16 (bf16 matmuls run natively)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
-    return "AMX" in str(capability).upper()
+    """True when the CPU has AMX or AVX512-BF16 (bf16 matmuls run natively) and no
+    ``ONEDNN_MAX_CPU_ISA``/``ATEN_CPU_CAPABILITY`` cap below them (:func:`~qembed.models.runtimes.cpu_kind`)."""
+    from qembed.models.runtimes import cpu_has_native_bf16
+
+    return cpu_has_native_bf16()
 
 
 def pick_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:

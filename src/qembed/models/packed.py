@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from qembed.models.kernels import Linear, linear_kernel, make_linear
+
 logger = logging.getLogger(__name__)
 
 #: Slots per attention chunk for passes of short sequences (measured fastest of 64/128/256 on a
@@ -44,13 +46,13 @@ CHUNK_MAX_SEQUENCE = 256
 @dataclass
 class _Layer:
     input_norm: torch.Tensor
-    qkv: torch.Tensor  # (q + 2 kv heads) * head_dim x hidden
+    qkv: Linear  # (q + 2 kv heads) * head_dim x hidden
     q_norm: torch.Tensor
     k_norm: torch.Tensor
-    o: torch.Tensor
+    o: Linear
     post_norm: torch.Tensor
-    gate_up: torch.Tensor  # 2 * intermediate x hidden
-    down: torch.Tensor
+    gate_up: Linear  # 2 * intermediate x hidden
+    down: Linear
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -117,6 +119,12 @@ class PackedQwen3:
         self.embed = weight.detach()
         self.final_norm = model.norm.weight.detach()
         self.layers: list[_Layer] = []
+        #: the matrix-product kernel (qembed.models.kernels: oneDNN prepacked weights on CPU bf16)
+        self.gemm = linear_kernel(self.device, self.dtype)
+
+        def linear(*weights: torch.Tensor) -> Linear:  # q/k/v and gate/up fused by concatenation
+            return make_linear((torch.cat(weights) if len(weights) > 1 else weights[0]).detach(), self.gemm)
+
         with torch.no_grad():
             for layer in model.layers:
                 attn, mlp = layer.self_attn, layer.mlp
@@ -124,13 +132,13 @@ class PackedQwen3:
                     raise ValueError("Qwen3 attention with biases is not supported by the packed path")
                 self.layers.append(_Layer(
                     input_norm=layer.input_layernorm.weight.detach(),
-                    qkv=torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
+                    qkv=linear(attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight),
                     q_norm=attn.q_norm.weight.detach(),
                     k_norm=attn.k_norm.weight.detach(),
-                    o=attn.o_proj.weight.detach(),
+                    o=linear(attn.o_proj.weight),
                     post_norm=layer.post_attention_layernorm.weight.detach(),
-                    gate_up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
-                    down=mlp.down_proj.weight.detach(),
+                    gate_up=linear(mlp.gate_proj.weight, mlp.up_proj.weight),
+                    down=linear(mlp.down_proj.weight),
                 ))
         rope = getattr(config, "rope_parameters", None) or {}
         theta = float(rope.get("rope_theta", getattr(config, "rope_theta", 1_000_000.0)))
@@ -238,18 +246,18 @@ class PackedQwen3:
         heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
         for i, layer in enumerate(self.layers):
             h, residual = self._add_norm(x, residual, layer.input_norm, self.eps)
-            qkv = self._qk(F.linear(h, layer.qkv), layer.q_norm, layer.k_norm, cos, sin,
+            qkv = self._qk(layer.qkv(h), layer.q_norm, layer.k_norm, cos, sin,
                            heads, kv_heads, d, self.eps)
             if i == len(self.layers) - 1:
                 # Only the last tokens are pooled: the rest of the model runs for them alone.
                 q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)
                 out = self._last_query_attention(q.index_select(0, last), k, v, n, longest, lens)
-                x = F.linear(out, layer.o)
+                x = layer.o(out)
                 residual = residual.index_select(0, last)
             else:
-                x = F.linear(attend(qkv), layer.o)
+                x = layer.o(attend(qkv))
             h, residual = self._add_norm(x, residual, layer.post_norm, self.eps)
-            x = F.linear(self._silu(F.linear(h, layer.gate_up)), layer.down)
+            x = layer.down(self._silu(layer.gate_up(h)))
         hidden, _ = self._add_norm(x, residual, self.final_norm, self.eps)
         return hidden
 

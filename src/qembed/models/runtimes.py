@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import os
+from functools import lru_cache
 from typing import Any
 
 from qembed.errors import InputError
 
-#: Runtimes a local model can run on: the ``--backend`` values, ``QEMBED_BACKEND``, ``backend=``.
-BACKENDS = ("torch", "openvino", "onnx")
+#: Runtimes a local model can run on: the ``--backend`` values, ``QEMBED_BACKEND``, ``backend=``
+#: (``auto``: the fastest one for this CPU, :func:`auto_backend`).
+BACKENDS = ("torch", "openvino", "onnx", "auto")
 #: Other spellings every place that takes a backend accepts (they name the same runtime).
 BACKEND_ALIASES = {"pytorch": "torch", "ov": "openvino", "onnxruntime": "onnx", "ort": "onnx"}
-#: Precisions: the ``--dtype`` values, ``QEMBED_DTYPE``, ``dtype=`` (int8 on openvino/onnx only).
-DTYPES = ("auto", "bfloat16", "float16", "float32", "int8")
+#: Precisions: the ``--dtype`` values, ``QEMBED_DTYPE``, ``dtype=`` (int8 on openvino/onnx only;
+#: w8a8 — int8 weights and int8 activations, calibrated — on openvino only, made by ``qembed export``).
+DTYPES = ("auto", "bfloat16", "float16", "float32", "w8a8", "int8")
 #: Other spellings every place that takes a dtype accepts.
-DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32"}
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "half": "float16", "fp32": "float32", "float": "float32",
+                 "int8-static": "w8a8", "a8w8": "w8a8"}
 #: Precisions of the exported graph, per compiled backend (``--dtype`` values).
-PRECISIONS = {"openvino": ("int8", "float32", "bfloat16"), "onnx": ("int8", "float32")}
+PRECISIONS = {"openvino": ("int8", "float32", "bfloat16", "w8a8"), "onnx": ("int8", "float32")}
+#: Precisions whose activations are quantized too: made with calibration text and a task-score
+#: guard (:mod:`qembed.models.quality`), never on the fly.
+CALIBRATED_PRECISIONS = ("w8a8",)
 #: What ``dtype=None``/``"auto"`` picks: the fastest precision meeting the parity targets
 #: (worst cosine >= 0.99 to torch fp32 on all-MiniLM-L6-v2), measured with
 #: ``benchmarks/encode_throughput.py --backend`` (see docs/cpu-backends.md).
@@ -38,6 +47,86 @@ def _canonical(value: Any, what: str, names: tuple[str, ...], aliases: dict[str,
     return key
 
 
+#: The CPU kinds :func:`cpu_kind` tells apart, fastest first.
+CPU_KINDS = ("amx", "avx512_bf16", "avx512_vnni", "avx512", "avx2", "other")
+#: What ``--backend auto`` runs on each CPU kind, from benchmarks/encode_throughput.py and
+#: benchmarks/server_load.py (docs/cpu-backends.md): where bf16 matrix products are native
+#: (AMX, AVX-512-BF16) torch's packed bf16 passes on prepacked oneDNN weights; elsewhere torch
+#: would run fp32, and OpenVINO with int8 weights (VNNI/AVX2 int8 kernels) is faster.
+AUTO_BACKEND = {"amx": "torch", "avx512_bf16": "torch", "avx512_vnni": "openvino", "avx512": "openvino",
+                "avx2": "openvino", "other": "torch"}
+#: The ``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY`` values that cap the kernels below a CPU
+#: kind (a capped process runs like that kind, so ``auto`` decides as it would there).
+_ISA_CAPS = {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512_core": "avx512",
+             "avx512_core_vnni": "avx512_vnni", "avx512_core_bf16": "avx512_bf16", "default": "other",
+             "sse41": "other", "avx": "other", "avx512": "avx512"}
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@lru_cache(maxsize=None)
+def cpu_kind() -> str:
+    """This CPU's kind (:data:`CPU_KINDS`) from its instruction sets, lowered to the cap that
+    ``ONEDNN_MAX_CPU_ISA`` or ``ATEN_CPU_CAPABILITY`` set (the lower of the two wins)."""
+    flags = _cpu_flags()
+    if not flags:  # not Linux: what torch's own dispatch found
+        import torch
+
+        capability = str(getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()).upper()
+        kind = "amx" if "AMX" in capability else "avx512" if "AVX512" in capability else \
+            "avx2" if "AVX2" in capability else "other"
+    elif "amx_bf16" in flags:
+        kind = "amx"
+    elif "avx512_bf16" in flags:
+        kind = "avx512_bf16"
+    elif "avx512_vnni" in flags:
+        kind = "avx512_vnni"
+    elif "avx512f" in flags:
+        kind = "avx512"
+    elif "avx2" in flags:
+        kind = "avx2"
+    else:
+        kind = "other"
+    for var in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        cap = _ISA_CAPS.get(os.environ.get(var, "").strip().lower())
+        if cap is not None and CPU_KINDS.index(cap) > CPU_KINDS.index(kind):
+            kind = cap
+    return kind
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when bf16 matrix products run natively here (AMX or AVX-512-BF16, not capped)."""
+    return cpu_kind() in ("amx", "avx512_bf16")
+
+
+def auto_backend(device: str | None = None) -> str:
+    """The backend ``auto`` runs: torch on accelerators and on CPUs with native bf16; OpenVINO on other
+    CPUs when its package is installed (:data:`AUTO_BACKEND`), else torch."""
+    if device not in (None, "", "auto", "cpu"):
+        return "torch"
+    if device in (None, "", "auto"):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                return "torch"
+        except ImportError:  # pragma: no cover - torch is a base dependency
+            pass
+    choice = AUTO_BACKEND[cpu_kind()]
+    if choice != "torch" and importlib.util.find_spec(_RUNTIME_MODULES[choice]) is None:
+        return "torch"
+    return choice
+
+
 def canonical_backend(value: Any) -> str | None:
     """The canonical name of a backend (:data:`BACKENDS`; :data:`BACKEND_ALIASES` and any case accepted);
     ``None`` stays ``None``. Anything else raises :class:`InputError`. The command line, the settings,
@@ -52,7 +141,8 @@ def canonical_dtype(value: Any) -> str | None:
 
 
 def check_backend(backend: Any) -> str:
-    """The canonical backend name (``None`` means torch); anything else raises :class:`InputError`."""
+    """The canonical backend name (``None`` means torch; ``auto`` is kept, see :func:`auto_backend`);
+    anything else raises :class:`InputError`."""
     return canonical_backend(backend) or "torch"
 
 
@@ -63,6 +153,9 @@ def check_precision(backend: str, dtype: Any) -> str:
     elif type(dtype).__name__ == "dtype":  # a torch.dtype
         dtype = str(dtype).replace("torch.", "")
     key = canonical_dtype(dtype) or "auto"
+    if backend not in PRECISIONS:
+        raise InputError(f"the {backend} backend has no exported precisions; use openvino or onnx",
+                         param="backend")
     if key == "auto":
         return DEFAULT_PRECISION[backend]
     if key not in PRECISIONS[backend]:
