@@ -41,7 +41,7 @@ SHORT = {"-i": "--input", "-o": "--output", "-m": "--model", "-d": "--dimensions
 #: Files other than the main input and the output, named by their role.
 ROLE_FILES = {"--dev", "--corpus", "--queries", "--qrels", "--labels-file", "--report", "--groups",
               "--classifier", "--adapter", "--threshold-file", "--save-threshold", "--user-dict",
-              "--from-embeddings", "--texts", "--save-model"}
+              "--from-embeddings", "--texts", "--save-model", "--guard", "--calibration"}
 
 #: Commands that load their model with torch only (training recipes, the LoRA pair classifier): no --backend.
 TORCH_ONLY = {"finetune classifier", "finetune embedding", "classify-pairs"}
