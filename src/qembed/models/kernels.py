@@ -7,8 +7,9 @@ blocked layout on every call. Reordering once, at load, into the layout oneDNN's
 kernel wants (what vLLM's CPU backend does with ``create_onednn_mm``, and what inductor's
 ``freezing`` pass does with ``mkldnn._reorder_linear_weight``) removes that work from every pass:
 on a 2-core AMD EPYC (Zen 4, AVX-512-BF16, no AMX) the four products of a Qwen3-0.6B layer took
-about a third of the time for one row and about half for 16 rows (``benchmarks/encode_throughput.py
---kernels``; figures in docs/benchmarks.md).
+a quarter to a third of ``F.linear``'s time for one row, about two thirds for 16 rows, and the same
+at 512 rows — what vLLM-CPU's kernel takes (``benchmarks/encode_throughput.py --kernels``; figures
+in docs/benchmarks.md).
 
 :func:`make_linear` returns a :class:`Linear` for one weight matrix: :class:`PrepackedLinear`
 (oneDNN, weight reordered once) where it applies, :class:`PlainLinear` (``F.linear`` on the
@@ -37,7 +38,8 @@ logger = logging.getLogger(__name__)
 #: (prepacked wherever torch can), ``aten`` (``F.linear`` as it is).
 GEMM_CHOICES = ("auto", "onednn", "aten")
 
-#: Rows the prepacked layout is tuned for (oneDNN takes it as a hint; any row count runs).
+#: Rows the prepacked layout is tuned for (a hint to oneDNN; ``None``: no hint, any row count runs).
+#: Without a hint the 16-row products ran fastest of the hints tried (16 and None).
 PACK_ROWS_HINT = None
 
 
