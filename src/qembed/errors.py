@@ -18,6 +18,7 @@ MissingExtraError         400     2      a feature needs an extra that is not in
 IndexExistsError          400     2      creating an index where one already is
 NotFoundError             404     2      a named index, classifier folder or id does not exist
 ModelNotFoundError        404     1      the model is neither a folder nor on the Hub
+ModelPathError            404     2      a model path names no folder, a file, or a folder without config.json
 ModelLoadError            503     1      the model exists but cannot be loaded
 RemoteError               502     1      a remote OpenAI-compatible endpoint failed
 CorruptIndexError         503     1      an index folder is damaged
@@ -129,6 +130,13 @@ class ModelNotFoundError(QembedError, FileNotFoundError):
     error_type = "not_found_error"
 
 
+class ModelPathError(ModelNotFoundError):
+    """A model named by a local path that is not a model folder (missing, a file, no ``config.json``):
+    a mistyped argument, so bad input (exit 2) where a Hub id that cannot be fetched is a runtime failure."""
+
+    exit_code = 2
+
+
 class ModelLoadError(QembedError):
     """The model exists but cannot be loaded (damaged weights, wrong architecture, out of memory).
 
@@ -218,6 +226,7 @@ __all__ = [
     "ModelLoadError",
     "MissingExtraError",
     "ModelNotFoundError",
+    "ModelPathError",
     "ModelNotServedError",
     "NotFoundError",
     "NotReadyError",

@@ -61,3 +61,19 @@ def test_model_kind(tiny_model_path, minilm_path, tmp_path):
     assert model_kind(tmp_path) == "other"
     (tmp_path / "modules.json").write_text("not json")
     assert model_kind(tmp_path) == "other"
+
+
+def test_a_local_path_that_is_no_model_folder_is_bad_input(tmp_path):
+    """A mistyped folder, a file, or a folder without config.json: exit 2 (the caller fixes the
+    argument), still a ModelNotFoundError for code that catches that."""
+    from qembed.errors import ModelPathError
+    from qembed.models.resolve import resolve_model_path
+
+    (tmp_path / "weights.bin").write_bytes(b"")
+    (tmp_path / "empty").mkdir()
+    for name, words in ((str(tmp_path / "no-such-model"), "does not exist"),
+                        (str(tmp_path / "weights.bin"), "is a file"),
+                        (str(tmp_path / "empty"), "no config.json")):
+        with pytest.raises(ModelPathError, match=words) as info:
+            resolve_model_path(name)
+        assert isinstance(info.value, ModelNotFoundError) and info.value.exit_code == 2

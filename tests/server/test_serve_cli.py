@@ -134,7 +134,7 @@ def test_serve_help_and_bad_model():
     bad = subprocess.run([str(QEMBED), "serve", "--model-path", "./no/such/model-folder", "--port", "0"],
                          capture_output=True, text=True, timeout=60,
                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert bad.returncode == 1  # a model that cannot load is a runtime failure (exit 2 is bad input or usage)
+    assert bad.returncode == 2  # a local model path that names no folder is bad input (a Hub id that cannot be fetched exits 1)
     assert "error:" in bad.stderr and "does not exist" in bad.stderr and "Traceback" not in bad.stderr
 
 

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from qembed.errors import ModelNotFoundError
+from qembed.errors import ModelNotFoundError, ModelPathError
 
 logger = logging.getLogger(__name__)
 
@@ -57,15 +57,15 @@ def resolve_model_path(name_or_path: str) -> Path:
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise ModelNotFoundError(f"model path {path} is a file; pass the model's folder")
+            raise ModelPathError(f"model path {path} is a file; pass the model's folder")
         if not (path / "config.json").exists():
-            raise ModelNotFoundError(
+            raise ModelPathError(
                 f"model folder {path} has no config.json; pass a sentence-transformers or "
                 "transformers model folder"
             )
         return path
     if _looks_like_path(name_or_path):
-        raise ModelNotFoundError(f"model folder {name_or_path} does not exist")
+        raise ModelPathError(f"model folder {name_or_path} does not exist")
 
     if use_modelscope():
         return _from_modelscope(name_or_path)
@@ -135,7 +135,7 @@ def model_kind(path: str | os.PathLike[str]) -> str:
 
 def with_option_hint(exc: ModelNotFoundError, what: str, option: str) -> ModelNotFoundError:
     """``exc`` with a last sentence naming the command-line option (or variable) that chose the model."""
-    return ModelNotFoundError(f"{exc.message} (the {what} comes from {option})")
+    return type(exc)(f"{exc.message} (the {what} comes from {option})")
 
 
 #: The manifest that marks a folder written by ``qembed export`` (see :mod:`qembed.models.export`).
