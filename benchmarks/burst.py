@@ -62,7 +62,7 @@ def main() -> None:
         path = Path(args.model)
     name = "all-MiniLM-L6-v2" if args.model == "minilm" else path.name
     ns = argparse.Namespace(threads=None, device="cpu", backend="torch", backend_dtype="auto",
-                            serve_arg=[*args.serve_arg, "--api-workers", str(args.api_workers)])
+                            serve_arg=[*args.serve_arg, *(["--api-workers", str(args.api_workers)] if args.api_workers > 1 else [])])
     spec = sl.server_spec("qembed", ns, path, name, args.dtype)
     if args.server_open_files:
         spec.cmd = ["/bin/sh", "-c", f"ulimit -Sn {int(args.server_open_files)} && exec {shlex.join(spec.cmd)}"]

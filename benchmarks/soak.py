@@ -155,7 +155,7 @@ def main() -> None:
     else:
         path = Path(args.model)
     name = "all-MiniLM-L6-v2" if args.model == "minilm" else path.name
-    serve_args = [*args.serve_arg, "--api-workers", str(args.api_workers)]
+    serve_args = [*args.serve_arg, *(["--api-workers", str(args.api_workers)] if args.api_workers > 1 else [])]
     rerank_name = None
     if args.reranker != "none":
         if args.reranker in ("tiny", "0.6b"):
