@@ -22,6 +22,7 @@ import argparse
 import json
 import logging
 import shlex
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +51,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # SIGTERM unwinds normally, so the server's process group is stopped at exit
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     fd_limit = sl.raise_fd_limit()
     if fd_limit < args.clients + 64:

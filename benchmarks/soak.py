@@ -5,7 +5,8 @@ The server runs an embedding model and a reranker (``--reranker``; the default i
 Qwen3 reranker built once under ``~/.cache/qembed``). ``--clients`` keep-alive clients (default 64)
 send requests back to back for ``--minutes`` (default 10): 80% ``/v1/embeddings`` with 1 to 8 texts
 of 1 to 12 AFQMC sentences each (about 10 to 300 tokens), 20% ``/v1/rerank`` with one query and 4
-to 16 such documents. Every ``--sample`` seconds the resident memory (``VmRSS``) of every server
+to 16 such documents (during the warm-up every request is of the largest size, so each engine
+reaches its largest passes — and its peak working set — before memory is compared). Every ``--sample`` seconds the resident memory (``VmRSS``) of every server
 process is read from ``/proc`` (the front or fronts, the supervisor with ``--api-workers`` > 1, and
 each engine), and latency is summarised per window.
 
@@ -27,8 +28,8 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -83,12 +84,13 @@ def process_tree(root: int) -> dict[int, str]:
     return out
 
 
-def texts(pool: list[str], rng: random.Random, most: int = 12) -> str:
-    return "".join(rng.choice(pool) for _ in range(rng.randint(1, most)))
+def texts(pool: list[str], rng: random.Random, exactly: int | None = None) -> str:
+    """1 to 12 AFQMC sentences joined (``exactly`` of them when given)."""
+    return "".join(rng.choice(pool) for _ in range(exactly or rng.randint(1, 12)))
 
 
 async def soak(url: str, name: str, rerank_name: str | None, pool: list[str], clients: int, seconds: float,
-               sample: float, pids: list[int]) -> dict:
+               sample: float, pids: list[int], warmup: float) -> dict:
     records: list[tuple[float, float, str]] = []  # (end time, latency, route)
     errors: dict[str, int] = {}
     memory: list[tuple[float, dict[int, int | None]]] = []
@@ -99,13 +101,17 @@ async def soak(url: str, name: str, rerank_name: str | None, pool: list[str], cl
         async def worker(k: int) -> None:
             rng = random.Random(k)
             while time.monotonic() < deadline:
+                # warm-up: the largest requests, so each engine reaches its biggest passes early
+                big = time.monotonic() - start < warmup
                 if rerank_name and rng.random() < 0.2:
                     route = "/v1/rerank"
+                    docs = 16 if big else rng.randint(4, 16)
                     body = {"model": rerank_name, "query": rng.choice(pool),
-                            "documents": [texts(pool, rng) for _ in range(rng.randint(4, 16))], "top_n": 3}
+                            "documents": [texts(pool, rng, 12 if big else None) for _ in range(docs)], "top_n": 3}
                 else:
                     route = "/v1/embeddings"
-                    body = {"model": name, "input": [texts(pool, rng) for _ in range(rng.randint(1, 8))],
+                    n = 8 if big else rng.randint(1, 8)
+                    body = {"model": name, "input": [texts(pool, rng, 12 if big else None) for _ in range(n)],
                             "encoding_format": "base64"}
                 t0 = time.perf_counter()
                 try:
@@ -148,6 +154,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    # SIGTERM unwinds normally, so the server's process group is stopped at exit
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     sl.raise_fd_limit()
 
     if args.model in ("minilm", "qwen"):
@@ -179,7 +187,7 @@ def main() -> None:
         tree = process_tree(server.proc.pid)
         logger.info("server processes: %s", tree)
         run = asyncio.run(soak(server.url, name, rerank_name, sl.afqmc_sentences(), args.clients, seconds,
-                               args.sample, list(tree)))
+                               args.sample, list(tree), warmup))
         health = httpx.get(server.url + "/health", timeout=30, trust_env=False).status_code
     finally:
         server.stop()

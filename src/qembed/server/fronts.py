@@ -45,6 +45,7 @@ import time
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
+from qembed.errors import QembedError
 from qembed.server.engine import ProcessEngine
 from qembed.server.errors import QueueFullError
 
@@ -192,8 +193,6 @@ class AttachedEngine(ProcessEngine):
     def start(self, timeout: float | None = None) -> dict[str, Any]:
         from multiprocessing.connection import Client
 
-        from qembed.errors import QembedError
-
         if not self._launched_waiting:
             self.launch()
         deadline = None if timeout is None else self._launched + timeout
@@ -278,7 +277,16 @@ def front_main(settings_data: dict[str, Any], index: int, sock: socket.socket, l
             stats.add("alive")  # counted once it serves; the supervisor takes it off when it dies
             ready.set()
 
+    def watch_supervisor(parent: int = os.getppid()) -> None:
+        while os.getppid() == parent:  # the supervisor was killed: stop rather than linger
+            time.sleep(1.0)
+        logger.error("the supervisor (pid %d) is gone; front %d stops", parent, index)
+        server.should_exit = True
+        time.sleep(settings.graceful_timeout + 5)
+        os._exit(1)
+
     threading.Thread(target=announce, name="qembed-front-ready", daemon=True).start()
+    threading.Thread(target=watch_supervisor, name="qembed-front-watch", daemon=True).start()
     signal.signal(signal.SIGTERM, lambda signum, frame: None)  # uvicorn installs its own while serving
     server.run(sockets=[sock])
 
@@ -316,6 +324,7 @@ class Supervisor:
         self._dead_engines: list[str] = []
         self._wake_r, self._wake_w = os.pipe()
         self._restarts: list[float] = []
+        self._previous: dict[int, Any] = {}
         self.metrics: Any = None
         self.served_name = ""
         self.port = int(settings.port)
@@ -398,6 +407,8 @@ class Supervisor:
     # ------------------------------------------------------------------ run
     def start(self) -> None:
         """Metrics directory, engines, the listening socket, the fronts (blocks until all are ready)."""
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a stop while starting ends the start-up
+            self._previous.setdefault(sig, signal.signal(sig, lambda signum, frame: self.request_stop()))
         if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:  # the fronts inherit it
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = os.path.join(self.dir, "metrics")
             os.makedirs(os.environ["PROMETHEUS_MULTIPROC_DIR"])
@@ -423,10 +434,10 @@ class Supervisor:
         for front in self.fronts:
             while not front.ready.wait(0.2):
                 if not front.process.is_alive():
-                    raise RuntimeError(f"front {front.index} exited while starting (exit code "
-                                       f"{front.process.exitcode})")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"front {front.index} did not start")
+                    raise QembedError(f"front {front.index} exited while starting (exit code "
+                                      f"{front.process.exitcode}); see its log lines above")
+                if time.monotonic() > deadline or self.stopping:
+                    raise QembedError(f"front {front.index} did not start")
 
     def request_stop(self) -> None:
         self.stopping = True
@@ -435,8 +446,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until a signal or a fatal error; then stop everything. The exit code."""
-        previous = {sig: signal.signal(sig, lambda signum, frame: self.request_stop())
-                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous.setdefault(sig, signal.signal(sig, lambda signum, frame: self.request_stop()))
         try:
             if self.on_ready is not None:
                 self.on_ready(self)
@@ -458,8 +469,6 @@ class Supervisor:
             if self.fatal:
                 logger.critical("exiting: %s", self.fatal)
             self.close()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
     def close(self) -> None:
         """Stop the fronts (each drains its requests), then the engines."""
@@ -479,6 +488,9 @@ class Supervisor:
         if self.sock is not None:
             self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
 
 
 __all__ = ["AttachedEngine", "FrontStats", "SharedAdmission", "Supervisor", "bind_socket",
