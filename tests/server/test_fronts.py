@@ -75,9 +75,13 @@ def fronts(tiny_model_path):
         assert info["api_workers"] == 2
         yield proc, info["url"], lines
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        if proc.poll() is None:  # a test failed before SIGTERM: stop fronts and engine the same way
+            proc.terminate()
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                proc.kill()  # the fronts notice the supervisor is gone and stop too
+                proc.wait(10)
 
 
 def _health(url: str) -> dict:
