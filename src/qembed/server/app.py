@@ -500,12 +500,12 @@ def create_app(
         if engine is not None:
             body["engine"] = {"kind": "process", "pid": engine.pid, "alive": engine.alive,
                               "restarts": state.restarts}
+        elif state.encoder is not None:
+            body["engine"] = {"kind": "thread" if state.encoder.batched else "proxy"}
         if state.front_stats is not None:  # several fronts: the supervisor's figures
             fronts = state.front_stats.as_dict()
             body.setdefault("engine", {"kind": "process"})["restarts"] = fronts.pop("engine_restarts")
             body["fronts"] = {**fronts, "this": {"index": state.front_index, "pid": os.getpid()}}
-        elif state.encoder is not None:
-            body["engine"] = {"kind": "thread" if state.encoder.batched else "proxy"}
         reranker = getattr(app.state, "reranker", None)
         if reranker is not None:  # qembed serve --reranker: its own engine, reported beside
             body["reranker"] = {"model": reranker.name, "status": reranker.status, "restarts": reranker.restarts}
