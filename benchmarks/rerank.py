@@ -17,10 +17,16 @@ sentences (about 15 to 250 tokens; the prompt adds about 70). Methods, interleav
 * ``model card`` (``--model-card``): the transformers recipe of the Qwen3-Reranker model card —
   left-padded batches in input order, full-vocabulary logits, softmax over yes/no.
 
+``--served``: the same pairs through ``qembed serve --reranker`` (the real CLI, its reranker in an
+engine process of its own), one ``POST /v1/rerank`` per query, all queries at once, timed in the
+same rounds as in process: served pairs/s beside in-process pairs/s (target: served >= 0.85x).
+
 Then a two-stage search: a knowledge base of the passages embedded with the random-weight
-Qwen3-Embedding-0.6B, ``search(query, top_k=10, rerank=reranker, candidates=100)`` per query.
+Qwen3-Embedding-0.6B, ``search(query, top_k=10, rerank=reranker, candidates=C)`` per query for each
+``C`` of ``--candidates`` (default 20, 50 and 100), median latency per query.
 
     .venv/bin/python benchmarks/rerank.py [--queries 8 --docs-per-query 32 --repeats 2]
+    .venv/bin/python benchmarks/rerank.py --served --candidates 20,50,100 --json
 """
 
 from __future__ import annotations
@@ -102,6 +108,59 @@ def model_card_scores(model, tokenizer, pairs, batch_size: int, yes: int, no: in
     return np.concatenate(out)
 
 
+class ServedReranker:
+    """``qembed serve --reranker`` as a subprocess (benchmarks/server_load.py's management); one
+    ``POST /v1/rerank`` per query, every query at once."""
+
+    def __init__(self, reranker: Path, embedding_dir: Path, queries: list[str], pairs: list[tuple[str, str]],
+                 per_query: int, compiled: bool = False) -> None:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import server_load
+
+        self.sl = server_load
+        embedding = build_random_qwen(embedding_dir, tiny=False, dtype="bfloat16", seed=0)
+        ns = argparse.Namespace(threads=None, device="cpu", backend="torch", backend_dtype="auto",
+                                serve_arg=["--reranker", str(reranker), "--compile" if compiled else "--no-compile"])
+        self.spec = server_load.server_spec("qembed", ns, embedding, embedding.name, "bfloat16")
+        self.server = server_load.ManagedServer(self.spec, Path(os.environ.get("TMPDIR", "/tmp")) / "rerank-serve.log", 900)
+        self.bodies = [json.dumps({"model": reranker.name, "query": q, "return_documents": False,
+                                   "documents": [d for _, d in pairs[i * per_query:(i + 1) * per_query]]})
+                       for i, q in enumerate(queries)]
+        self.n = len(pairs)
+
+    def start(self) -> None:
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    async def _all(self) -> list[dict]:
+        import asyncio
+
+        import httpx
+
+        async with httpx.AsyncClient(base_url=self.server.url, timeout=3600, trust_env=False) as client:
+            rs = await asyncio.gather(*(client.post("/v1/rerank", content=b, headers={"content-type": "application/json"})
+                                        for b in self.bodies))
+        for r in rs:
+            r.raise_for_status()
+        return [r.json() for r in rs]
+
+    def run(self) -> list[dict]:
+        import asyncio
+
+        return asyncio.run(self._all())
+
+    def scores(self) -> np.ndarray:
+        out = []
+        for body in self.run():
+            row = sorted(body["results"], key=lambda x: x["index"])
+            out.extend(x["relevance_score"] for x in row)
+        return np.asarray(out, dtype=np.float32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--queries", type=int, default=8)
@@ -111,7 +170,10 @@ def main() -> None:
     parser.add_argument("--model-card", action="store_true", help="also time the model card's transformers recipe")
     parser.add_argument("--card-batch-size", type=int, default=8)
     parser.add_argument("--search-queries", type=int, default=3, help="queries timed in the two-stage search")
-    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--candidates", default="20,50,100", help="comma-separated candidate counts (default 20,50,100)")
+    parser.add_argument("--skip-st", action="store_true", help="leave sentence-transformers' CrossEncoder out")
+    parser.add_argument("--served", action="store_true",
+                        help="also time the same pairs through qembed serve --reranker (POST /v1/rerank)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--model-dir", type=Path, default=CACHE / "random-qwen3-reranker-0.6b")
     parser.add_argument("--embedding-dir", type=Path, default=CACHE / "random-qwen3-embedding-0.6b")
@@ -123,19 +185,19 @@ def main() -> None:
     print(f"reranker: {path} (random weights, real architecture) ready in {time.perf_counter() - t0:.0f}s")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
-    from sentence_transformers import CrossEncoder
-
     rr = Reranker(str(path), device="cpu", dtype="bfloat16")
-    ce = CrossEncoder(str(path), device="cpu", local_files_only=True, model_kwargs={"dtype": torch.bfloat16},
-                      processor_kwargs={"chat_template": qwen3_chat_template()})
+    if not args.skip_st:
+        from sentence_transformers import CrossEncoder
+
+        ce = CrossEncoder(str(path), device="cpu", local_files_only=True, model_kwargs={"dtype": torch.bfloat16},
+                          processor_kwargs={"chat_template": qwen3_chat_template()})
     print(f"qembed: {rr!r}, packed={rr.packed}, compiled={rr.info()['compiled']}")
 
     queries, passages, pairs = make_pairs(args.queries, args.docs_per_query)
     n_tokens = sum(len(x) for x in rr.tokenize_pairs(pairs))
-    methods = {
-        "qembed": lambda: rr.score(pairs),
-        "sentence-transformers": lambda: ce.predict(pairs, batch_size=args.st_batch_size),
-    }
+    methods = {"qembed": lambda: rr.score(pairs)}
+    if not args.skip_st:
+        methods["sentence-transformers"] = lambda: ce.predict(pairs, batch_size=args.st_batch_size)
     if args.model_card:
         from transformers import AutoModelForCausalLM
 
@@ -143,25 +205,55 @@ def main() -> None:
         yes, no = rr.yes_no_ids
         methods["model card (transformers)"] = lambda: model_card_scores(card, rr.tokenizer, pairs,
                                                                          args.card_batch_size, yes, no)
+    served = None
+    if args.served:
+        served = ServedReranker(path, args.embedding_dir, queries, pairs, args.docs_per_query,
+                                compiled=bool(rr.info()["compiled"]))  # as in process: compare passes alike
+        methods["qembed serve /v1/rerank"] = served.run
     # warm-up and a correctness check on the same pairs
     ours = rr.score(pairs[:32])
-    theirs = np.asarray(ce.predict(pairs[:32], batch_size=args.st_batch_size))
-    diff = float(np.max(np.abs(ours - theirs)))
+    diff = None
+    if not args.skip_st:
+        theirs = np.asarray(ce.predict(pairs[:32], batch_size=args.st_batch_size))
+        diff = float(np.max(np.abs(ours - theirs)))
+    served_diff = None
+    if served is not None:
+        try:
+            served.start()
+            served_scores = served.scores()
+            served_diff = float(np.max(np.abs(served_scores - rr.score(pairs))))
+        except BaseException:
+            served.stop()
+            raise
     times: dict[str, list[float]] = {m: [] for m in methods}
-    for r in range(args.repeats):
-        for name, fn in methods.items():
-            times[name].append(timed(fn))
-            print(f"  round {r + 1}: {name:<28} {times[name][-1]:7.2f}s", flush=True)
+    try:
+        for r in range(args.repeats):
+            for name, fn in methods.items():
+                times[name].append(timed(fn))
+                print(f"  round {r + 1}: {name:<28} {times[name][-1]:7.2f}s", flush=True)
+    finally:
+        if served is not None:
+            served.stop()
     med = {m: statistics.median(v) for m, v in times.items()}
     print(f"\n{len(pairs)} pairs ({args.queries} queries x {args.docs_per_query} passages), {n_tokens} tokens "
-          f"with the prompt; max |qembed - sentence-transformers| score difference (bf16): {diff:.4f}")
+          f"with the prompt" + (f"; max |qembed - sentence-transformers| score difference (bf16): {diff:.4f}"
+                                 if diff is not None else ""))
     print(f"{'method':<30}{'seconds':>9}{'pairs/s':>9}{'tok/s':>9}")
     for m, t in med.items():
         print(f"{m:<30}{t:>9.2f}{len(pairs) / t:>9.1f}{n_tokens / t:>9.0f}")
-    ratio = med["sentence-transformers"] / med["qembed"]
-    print(f"qembed / sentence-transformers CrossEncoder throughput: {ratio:.2f}x   (target >= 1.0x)")
-    results: dict = {"pairs": len(pairs), "tokens": n_tokens, "seconds": med, "qembed_vs_st": ratio,
-                     "max_score_diff_vs_st": diff}
+    results: dict = {"pairs": len(pairs), "tokens": n_tokens, "seconds": med, "max_score_diff_vs_st": diff}
+    if not args.skip_st:
+        ratio = med["sentence-transformers"] / med["qembed"]
+        print(f"qembed / sentence-transformers CrossEncoder throughput: {ratio:.2f}x   (target >= 1.0x)")
+        results["qembed_vs_st"] = ratio
+    if served is not None:
+        served_ratio = med["qembed"] / med["qembed serve /v1/rerank"]
+        print(f"served /v1/rerank / in-process throughput: {served_ratio:.2f}x   (target >= 0.85x); "
+              f"max |served - in-process| score difference: {served_diff:.4f}")
+        results["served_vs_in_process"] = served_ratio
+        results["served_pairs_s"] = len(pairs) / med["qembed serve /v1/rerank"]
+        results["in_process_pairs_s"] = len(pairs) / med["qembed"]
+        results["max_score_diff_served"] = served_diff
     if args.model_card:
         card_ratio = med["model card (transformers)"] / med["qembed"]
         print(f"qembed / model-card transformers recipe throughput:    {card_ratio:.2f}x")
@@ -175,16 +267,23 @@ def main() -> None:
         enc = LocalEncoder(str(emb_path), device="cpu", dtype="bfloat16")
         kb = KnowledgeBase.open(None, enc, store_options={"index": "flat"}, chunk_tokens=None)
         kb.add(passages, save=False)
-        first, both = [], []
+        counts = [int(c) for c in str(args.candidates).split(",") if c.strip()]
+        first: list[float] = []
+        both: dict[int, list[float]] = {c: [] for c in counts}
         kb.search(queries[0], top_k=10)  # warm-up
         for q in queries[: args.search_queries]:
             first.append(timed(lambda q=q: kb.search(q, top_k=10)))
-            both.append(timed(lambda q=q: kb.search(q, top_k=10, rerank=rr, candidates=args.candidates)))
-        f_med, b_med = statistics.median(first), statistics.median(both)
-        print(f"\ntwo-stage search over {len(passages)} passages, {args.candidates} candidates, top 10: "
-              f"{b_med * 1000:.0f} ms per query (first stage alone {f_med * 1000:.0f} ms; "
-              f"median of {len(both)} queries)")
-        results["two_stage_ms"] = b_med * 1000
+            for c in counts:
+                both[c].append(timed(lambda q=q, c=c: kb.search(q, top_k=10, rerank=rr, candidates=c)))
+        f_med = statistics.median(first)
+        print(f"\ntwo-stage search over {len(passages)} passages, top 10, median of {len(first)} queries "
+              f"(first stage alone {f_med * 1000:.0f} ms):")
+        print(f"{'candidates':>10}{'ms per query':>14}")
+        results["two_stage_ms"] = {}
+        for c in counts:
+            b_med = statistics.median(both[c])
+            print(f"{c:>10}{b_med * 1000:>14.0f}")
+            results["two_stage_ms"][c] = b_med * 1000
         results["first_stage_ms"] = f_med * 1000
         kb.close()
     if args.json:

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     engine: Literal["process", "thread"] = Field(
         "process", description="where the model runs: an engine process of its own (default), or a "
                                "thread of the server process")
+    api_workers: int = Field(
+        1, ge=1, le=64, description="front processes (HTTP, JSON, tokenisation) sharing the port and one "
+                                    "engine per model, with one admission limit, one /metrics and one "
+                                    "/health across them (needs engine=process)")
     engine_threads: int | None = Field(
         None, ge=1, description="torch threads of the engine (default: torch's, one per core)")
     batch_linger_ms: float = Field(

@@ -78,6 +78,11 @@ def serve(
              "tokenisation never hold up a forward pass) or 'thread' (inside the server process)."),
     engine_threads: int | None = typer.Option(
         None, "--engine-threads", help="torch threads of the engine (default: one per core)."),
+    api_workers: int | None = typer.Option(
+        None, "--api-workers",
+        help="Front processes (HTTP, JSON, tokenisation) sharing the port and one engine per model, "
+             "with one admission limit (429), one /metrics and one /health across them (default 1; "
+             "needs --engine process). More fronts help small models on many cores."),
     compile_: bool | None = typer.Option(
         None, "--compile/--no-compile",
         help="Fuse the packed Qwen3 passes' element-wise ops with torch.compile (default: compile "
@@ -122,7 +127,7 @@ def serve(
         "max_request_bytes": max_request_bytes, "index": index, "topic_model": topic_model, "reranker": reranker, "device": device,
         "dtype": dtype, "backend": check_backend(backend),
         "access_log": access_log, "log_level": log_level, "engine": engine,
-        "engine_threads": engine_threads, "compile": compile_,
+        "engine_threads": engine_threads, "compile": compile_, "api_workers": api_workers,
     }
     try:
         settings = Settings(**{k: v for k, v in updates.items() if v is not None})
@@ -141,6 +146,15 @@ def serve(
         require_backend(settings.backend)
 
     in_process = not uses_engine_process(settings)
+    if settings.api_workers > 1 and in_process:
+        raise InputError("--api-workers needs the model in an engine process: drop --engine thread "
+                         "(an http(s):// upstream is proxied by one front)", param="api_workers")
+    if settings.api_workers > 1 and background_load:
+        raise InputError("--background-load works with one front only: drop --api-workers or "
+                         "--background-load", param="api_workers")
+    from qembed.server.fronts import raise_open_files_limit
+
+    raise_open_files_limit()  # a connection is a file descriptor: 1,024 clients need more than 1,024
     try:
         if settings.reranker and not is_http_url(settings.reranker):
             resolve_model_path(settings.reranker)  # a missing reranker folder fails before any loading
@@ -152,6 +166,9 @@ def serve(
             logger.info("model folder: %s", resolve_model_path(settings.model))  # a Hub id may download here
     except ModelNotFoundError as exc:
         raise with_option_hint(exc, "embedding model", "--model DIR or $QEMBED_MODEL") from None
+    if settings.api_workers > 1:
+        _serve_fronts(settings, as_json, started)
+        return
     if background_load:
         app = create_app(settings)
     elif in_process:
@@ -187,6 +204,34 @@ def serve(
     if fatal:
         logger.error("exiting: %s", fatal[0])
         raise typer.Exit(1)
+    logger.info("server stopped")
+
+
+def _serve_fronts(settings, as_json: bool, started: float) -> None:
+    """``--api-workers N``: this process supervises the engines and N front processes."""
+    from qembed.server.fronts import Supervisor
+
+    logger.info("starting the engine process for %s, then %d front processes", settings.model,
+                settings.api_workers)
+    supervisor = Supervisor(settings)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; the supervisor's handler stops the fronts
+    try:
+        supervisor.start()
+    except BaseException:
+        supervisor.close()
+        raise
+
+    def ready(sup: Supervisor) -> None:
+        if as_json:
+            emit_json({"url": f"http://{settings.host}:{sup.port}", "model": sup.served_name,
+                       "api_workers": settings.api_workers})
+        logger.info("ready after %.1fs; listening on http://%s:%d (%d front processes)",
+                    time.perf_counter() - started, settings.host, sup.port, settings.api_workers)
+
+    supervisor.on_ready = ready
+    code = supervisor.run()
+    if code:
+        raise typer.Exit(code)
     logger.info("server stopped")
 
 

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import importlib
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ from qembed.server.errors import (
     install_error_handlers,
 )
 from qembed.server.metrics import ServerMetrics
-from qembed.server.middleware import ServerMiddleware
+from qembed.server.middleware import ServerMiddleware, read_body
 from qembed.server.routes import check_model
 from qembed.server.schemas import (
     EmbeddingRequest,
@@ -86,6 +87,12 @@ class ServerState:
     #: called when the engine cannot be brought back (``qembed serve`` stops with exit code 1)
     on_fatal: Callable[[str], None] | None = None
     closing: bool = False
+    #: one of several fronts (qembed serve --api-workers, :mod:`qembed.server.fronts`): the
+    #: engines' sockets, the shared admission, the supervisor's figures and this front's index
+    attach: dict[str, tuple[str, bytes]] | None = None
+    admission: Any = None
+    front_stats: Any = None
+    front_index: int | None = None
 
 
 def default_served_name(settings: Settings, encoder: Encoder | None = None) -> str:
@@ -188,10 +195,16 @@ def start_engine(app: FastAPI) -> None:
     """
     state: ServerState = app.state.server
     settings = state.settings
-    engine = ProcessEngine(engine_spec(settings), max_batch_tokens=settings.max_batch_tokens,
-                           max_batch_size=settings.max_batch_size, metrics=state.metrics,
-                           on_exit=lambda code: _engine_exited(app, code), log_level=settings.log_level,
-                           linger=settings.batch_linger_ms / 1000)
+    if state.attach:  # one of several fronts: the supervisor runs the engine
+        from qembed.server.fronts import AttachedEngine
+
+        engine = AttachedEngine(*state.attach["embedding"], metrics=state.metrics,
+                                on_exit=lambda code: _engine_exited(app, code))
+    else:
+        engine = ProcessEngine(engine_spec(settings), max_batch_tokens=settings.max_batch_tokens,
+                               max_batch_size=settings.max_batch_size, metrics=state.metrics,
+                               on_exit=lambda code: _engine_exited(app, code), log_level=settings.log_level,
+                               linger=settings.batch_linger_ms / 1000)
     engine.launch()
     from transformers import AutoTokenizer  # seconds of imports, while the engine loads
 
@@ -208,7 +221,7 @@ def start_engine(app: FastAPI) -> None:
         return
     inputs = InputPreparer.from_spec(AutoTokenizer.from_pretrained(info["path"]), info["inputs"])
     batched = BatchedEncoder(engine, inputs, info, max_queued_requests=settings.max_queued_requests,
-                             metrics=state.metrics)
+                             metrics=state.metrics, admission=state.admission)
     state.served_name = settings.served_model_name or default_served_name(settings)
     _names(state, state.served_name, info["name"])
     _serve(app, batched, info["dim"], info["max_input_tokens"])
@@ -224,8 +237,10 @@ def _engine_exited(app: FastAPI, code: int | None) -> None:
     limit = state.settings.engine_restart_limit
     for attempt in range(1, limit + 1):
         state.restarts += 1
-        state.metrics.engine_restarts.inc()
-        logger.warning("restarting the engine (attempt %d of %d)", attempt, limit)
+        if not state.attach:  # several fronts: the supervisor restarts it and counts
+            state.metrics.engine_restarts.inc()
+        logger.warning("%s the engine (attempt %d of %d)",
+                       "reconnecting to" if state.attach else "restarting", attempt, limit)
         try:
             start_engine(app)
             return
@@ -269,7 +284,11 @@ async def require_auth(request: Request) -> None:
 
 async def require_ready(request: Request) -> BatchedEncoder:
     """The batched encoder, or 503 while the model loads, the engine restarts, or after a failure."""
-    state: ServerState = request.app.state.server
+    return require_ready_state(request.app.state.server)
+
+
+def require_ready_state(state: ServerState) -> BatchedEncoder:
+    """:func:`require_ready` for a server's state."""
     if state.status == "restarting":
         raise EngineUnavailableError(f"{state.error}; retry shortly", code="engine_unavailable")
     if state.encoder is None or state.status == "failed":
@@ -380,6 +399,10 @@ def create_app(
 
     async def create_embeddings(body: EmbeddingRequest, request: Request,
                                 enc: BatchedEncoder = Depends(require_ready)) -> Response:
+        return Response(await embeddings_body(body, enc), media_type="application/json")
+
+    async def embeddings_body(body: EmbeddingRequest, enc: BatchedEncoder) -> bytes:
+        """The response body of a validated embeddings request (the route's and the fast path's)."""
         check_model(state, body.model)
         types = check_embedding_types(body.embedding_types) if body.embedding_types is not None else None
         kind, items = parse_input(body.input, settings.max_client_batch_size)
@@ -400,12 +423,27 @@ def create_app(
             vectors, tokens = await enc.embed_async(kind, items, instruction)
         args = (vectors, dimensions, body.encoding_format, state.served_name, tokens)
         if types is not None and types != ["float"]:  # Cohere's embedding_types (store/quantize.py)
-            content = await run_in_threadpool(_typed_payload, *args, types)
-        elif vectors.size > _LARGE_RESPONSE:
-            content = await run_in_threadpool(_embedding_payload, *args)
-        else:
-            content = _embedding_payload(*args)
-        return Response(content, media_type="application/json")
+            return await run_in_threadpool(_typed_payload, *args, types)
+        if vectors.size > _LARGE_RESPONSE:
+            return await run_in_threadpool(_embedding_payload, *args)
+        return _embedding_payload(*args)
+
+    async def fast_embeddings(scope: Any, receive: Any, send: Any) -> bool:
+        """``POST /v1/embeddings`` without FastAPI's per-request machinery (see
+        :func:`qembed.server.middleware.fast_path`): a JSON body that validates is answered here;
+        anything else goes the regular way (False)."""
+        raw = await read_body(receive)
+        try:
+            body = EmbeddingRequest.model_validate_json(raw)
+        except ValueError:
+            return raw  # FastAPI answers it, with the error it always gave
+        enc = require_ready_state(state)
+        content = await embeddings_body(body, enc)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(content)).encode("ascii"))]})
+        await send({"type": "http.response.body", "body": content})
+        return True
 
     embeddings_doc = dict(
         response_model=EmbeddingResponse, responses=_ERRORS, dependencies=auth, tags=["OpenAI"],
@@ -417,6 +455,8 @@ def create_app(
     app.add_api_route("/v1/embeddings", create_embeddings, methods=["POST"], **embeddings_doc)
     app.add_api_route("/embeddings", create_embeddings, methods=["POST"], include_in_schema=False,
                       **{k: v for k, v in embeddings_doc.items() if k == "dependencies"})
+    app.state.fast_paths = {("POST", route.path): (fast_embeddings, route) for route in app.router.routes
+                            if getattr(route, "path", None) in ("/v1/embeddings", "/embeddings")}
 
     @app.get("/v1/models", response_model=ModelList, dependencies=auth, tags=["OpenAI"],
              responses=_ERRORS, summary="List the served models (the embedding model, then the reranker when one is served)")
@@ -462,6 +502,10 @@ def create_app(
                               "restarts": state.restarts}
         elif state.encoder is not None:
             body["engine"] = {"kind": "thread" if state.encoder.batched else "proxy"}
+        if state.front_stats is not None:  # several fronts: the supervisor's figures
+            fronts = state.front_stats.as_dict()
+            body.setdefault("engine", {"kind": "process"})["restarts"] = fronts.pop("engine_restarts")
+            body["fronts"] = {**fronts, "this": {"index": state.front_index, "pid": os.getpid()}}
         reranker = getattr(app.state, "reranker", None)
         if reranker is not None:  # qembed serve --reranker: its own engine, reported beside
             body["reranker"] = {"model": reranker.name, "status": reranker.status, "restarts": reranker.restarts}

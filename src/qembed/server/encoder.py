@@ -44,19 +44,22 @@ class BatchedEncoder:
         inner: an encoder called per request instead (proxy mode).
         max_queued_requests: requests in the server at once before 429s.
         metrics: optional :class:`~qembed.server.metrics.ServerMetrics`.
+        admission: a :class:`~qembed.server.fronts.SharedAdmission` that counts the requests of
+            every front process instead (``qembed serve --api-workers N``).
 
     Thread-safe. Never call the blocking methods from the event loop.
     """
 
     def __init__(self, engine: Any = None, inputs: InputPreparer | None = None,
                  info: dict[str, Any] | None = None, *, inner: Encoder | None = None,
-                 max_queued_requests: int = 512, metrics: Any = None) -> None:
+                 max_queued_requests: int = 512, metrics: Any = None, admission: Any = None) -> None:
         if engine is None and inner is None:
             raise ValueError("BatchedEncoder needs an engine or an inner encoder")
         self.engine = engine
         self.inner = inner
         self.metrics = metrics
         self.max_queued_requests = int(max_queued_requests)
+        self.admission = admission
         self.info_data = dict(info or {})
         self.batched = engine is not None
         self.tokenizer_worker = TokenizerWorker(inputs) if (self.batched and inputs is not None) else None
@@ -132,7 +135,14 @@ class BatchedEncoder:
     def admit(self) -> Iterator[None]:
         """Count a request in the server while inside; 429 at once when the server is full."""
         with self._lock:
-            if self._in_flight >= self.max_queued_requests:
+            if self.admission is not None:  # one limit across front processes
+                try:
+                    self.admission.enter()
+                except QueueFullError:
+                    if self.metrics is not None:
+                        self.metrics.rejected.inc()
+                    raise
+            elif self._in_flight >= self.max_queued_requests:
                 if self.metrics is not None:
                     self.metrics.rejected.inc()
                 raise QueueFullError(
@@ -146,6 +156,8 @@ class BatchedEncoder:
         finally:
             with self._lock:
                 self._in_flight -= 1
+                if self.admission is not None:
+                    self.admission.leave()
                 self._set_depth()
 
     def _set_depth(self) -> None:

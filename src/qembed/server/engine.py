@@ -158,6 +158,78 @@ def _rebuild_error(payload: dict[str, Any]) -> Exception:
 
 
 # ---------------------------------------------------------------------- engine process
+class _FrontConnections:
+    """The front processes connected to a shared engine (``qembed serve --api-workers N``).
+
+    Without ``listen`` the engine serves the one front at the other end of its pipe, as before.
+    With ``listen = (address, authkey)`` the pipe goes to the supervisor (load, stop, exit) and
+    each front connects to ``address`` (a Unix socket, :mod:`multiprocessing.connection`): one
+    receiver thread per front, replies on that front's connection, and each pass reported to
+    one front (the oldest connected), so ``/metrics`` counts it once.
+    """
+
+    def __init__(self, listen: Any, send: Callable[[bytes], None]) -> None:
+        self.listen = listen
+        self._send = send
+        self._senders: list[Callable[[bytes], None]] = []
+        self._lock = threading.Lock()
+        self._listener: Any = None
+
+    def report(self, message: bytes) -> None:
+        if not self.listen:
+            self._send(message)
+            return
+        with self._lock:
+            sender = self._senders[0] if self._senders else None
+        if sender is not None:
+            sender(message)
+
+    def drop(self, sender: Callable[[bytes], None]) -> None:
+        with self._lock:
+            if sender in self._senders:
+                self._senders.remove(sender)
+
+    def start(self, info: dict[str, Any], receive: Callable[..., None]) -> None:
+        if not self.listen:
+            return
+        from multiprocessing.connection import Listener
+
+        address, authkey = self.listen
+        self._listener = Listener(address, family="AF_UNIX", authkey=bytes(authkey), backlog=64)
+        hello = b"H" + json.dumps({**info, "pid": os.getpid()}).encode("utf-8")
+
+        def accept() -> None:
+            while True:
+                try:
+                    front = self._listener.accept()
+                except Exception as exc:  # noqa: BLE001 - closed, or a client without the key
+                    if self._listener is None:
+                        return
+                    logger.warning("a front could not connect: %s", exc)
+                    continue
+                lock = threading.Lock()
+
+                def send(message: bytes, front: Any = front, lock: threading.Lock = lock) -> None:
+                    with lock:
+                        try:
+                            front.send_bytes(message)
+                        except OSError:  # that front is gone; its receiver ends too
+                            pass
+
+                send(hello)
+                with self._lock:
+                    self._senders.append(send)
+                threading.Thread(target=receive, args=(front, send, True), name="qembed-engine-front",
+                                 daemon=True).start()
+
+        threading.Thread(target=accept, name="qembed-engine-listener", daemon=True).start()
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+
+
 def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> None:
     """Entry point of the engine process: load, announce, then serve requests until told to stop."""
     # Signals go to the front: it drains and then stops the engine with a message.
@@ -205,25 +277,29 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
             except OSError:  # the front is gone; the receive loop ends too
                 pass
 
+    fronts = _FrontConnections(batching.get("listen"), send)
     batcher = Batcher(encoder.forward_batch, encoder.dim,
                       max_batch_tokens=int(batching.get("max_batch_tokens") or encoder.max_batch_tokens),
                       max_batch_size=int(batching.get("max_batch_size") or encoder.max_batch_size),
                       max_queued_requests=1 << 30, packed=encoder.packed, max_wait=0.0,
-                      linger=float(batching.get("linger", 0.0)), metrics=_PassReporter(send),
+                      linger=float(batching.get("linger", 0.0)), metrics=_PassReporter(fronts.report),
                       start=False)
 
-    def reply(request_id: int, n: int, future: Future) -> None:
+    def reply(send: Callable[[bytes], None], request_id: int, n: int, future: Future) -> None:
         exc = future.exception()
         if exc is not None:
             send(_error_message(request_id, exc))
         else:
             send(_HEAD.pack(b"V", request_id, n) + np.ascontiguousarray(future.result(), dtype="<f4").tobytes())
 
-    def receive() -> None:
+    def receive(conn: Any = conn, send: Callable[[bytes], None] = send, front: bool = False) -> None:
         while True:
             try:
                 message = conn.recv_bytes()
             except (EOFError, OSError):  # the front died: nobody is waiting for the results
+                if front:  # one of several fronts (qembed serve --api-workers): the others go on
+                    fronts.drop(send)
+                    return
                 os._exit(0)
             kind = message[:1]
             if kind == b"R":
@@ -233,13 +309,15 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
                 except Exception as exc:  # noqa: BLE001 - handed back to the caller
                     send(_error_message(request_id, exc))
                     continue
-                future.add_done_callback(lambda f, r=request_id, n=len(ids): reply(r, n, f))
-            elif kind == b"S":
+                future.add_done_callback(lambda f, r=request_id, n=len(ids), s=send: reply(s, r, n, f))
+            elif kind == b"S" and not front:
+                fronts.close()
                 batcher.stop()  # refuse new work; the loop on the main thread drains the queue
                 return
 
     info = describe(encoder)
     logger.info("engine process %d: %s loaded in %.1fs", os.getpid(), encoder.name, time.perf_counter() - started)
+    fronts.start(info, receive)
     send(b"H" + json.dumps(info).encode("utf-8"))
     threading.Thread(target=receive, name="qembed-engine-receiver", daemon=True).start()
     batcher.run()  # the forward passes run on the main thread until the front says stop
@@ -258,15 +336,19 @@ class ProcessEngine:
         metrics: optional :class:`~qembed.server.metrics.ServerMetrics` for batch figures.
         log_level: the engine process's logging level.
         linger: see :class:`~qembed.server.batcher.Batcher`.
+        listen: ``(unix socket path, key)``: the engine also takes front processes there
+            (``qembed serve --api-workers N``, :mod:`qembed.server.fronts`); this pipe then only
+            loads, stops and watches it.
     """
 
     def __init__(self, spec: EngineSpec, *, max_batch_tokens: int | None = None,
                  max_batch_size: int | None = None, on_exit: Callable[[int | None], None] | None = None,
-                 metrics: Any = None, log_level: str = "WARNING", linger: float = 0.0) -> None:
+                 metrics: Any = None, log_level: str = "WARNING", linger: float = 0.0,
+                 listen: tuple[str, bytes] | None = None) -> None:
         self.spec = spec
         self.metrics = metrics
         self.batching = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
-                         "log_level": log_level.upper(), "linger": linger}
+                         "log_level": log_level.upper(), "linger": linger, "listen": listen}
         self.on_exit = on_exit
         self.info: dict[str, Any] = {}
         self.dim = 0

@@ -1,7 +1,10 @@
 """Prometheus metrics of one server instance (``GET /metrics``).
 
 Each app owns a :class:`prometheus_client.CollectorRegistry`, so several servers in one process
-(tests) keep separate counts. What is measured:
+(tests) keep separate counts. With several front processes (``qembed serve --api-workers N``,
+:mod:`qembed.server.fronts`) ``PROMETHEUS_MULTIPROC_DIR`` is set: every process writes its values
+there and :meth:`ServerMetrics.render` adds up all of them (counters and histograms summed, the
+gauges summed over the live processes; the ``process_*`` figures are left out). What is measured:
 
 - ``qembed_requests_total{endpoint,status}`` and ``qembed_request_duration_seconds{endpoint}``;
 - ``qembed_requests_in_progress``;
@@ -13,6 +16,8 @@ Each app owns a :class:`prometheus_client.CollectorRegistry`, so several servers
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -30,6 +35,11 @@ PASS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536)
 
 
+def multiprocess_metrics() -> bool:
+    """Whether metrics go to prometheus_client's multiprocess files (several fronts)."""
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
 class ServerMetrics:
     """The metric objects of one server, registered in their own registry."""
 
@@ -37,13 +47,17 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        ProcessCollector(registry=self.registry)
+        self.multiprocess = multiprocess_metrics()
+        live = {"multiprocess_mode": "livesum"} if self.multiprocess else {}
+        if not self.multiprocess:
+            ProcessCollector(registry=self.registry)
         r = self.registry
         self.requests = Counter("qembed_requests", "HTTP requests by endpoint and status",
                                 ["endpoint", "status"], registry=r)
         self.latency = Histogram("qembed_request_duration_seconds", "HTTP request latency",
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_progress = Gauge("qembed_requests_in_progress", "HTTP requests being served", registry=r)
+        self.in_progress = Gauge("qembed_requests_in_progress", "HTTP requests being served", registry=r,
+                                 **live)
         self.batch_size = Histogram("qembed_batch_size", "Inputs per forward pass",
                                     buckets=SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("qembed_batch_tokens", "Real (unpadded) tokens per forward pass",
@@ -52,7 +66,8 @@ class ServerMetrics:
                                         buckets=PASS_BUCKETS, registry=r)
         self.tokens = Counter("qembed_tokens_embedded", "Tokens embedded", registry=r)
         self.inputs = Counter("qembed_inputs_embedded", "Inputs embedded", registry=r)
-        self.queue_depth = Gauge("qembed_queue_depth", "Requests admitted and not yet answered", registry=r)
+        self.queue_depth = Gauge("qembed_queue_depth", "Requests admitted and not yet answered", registry=r,
+                                 **live)
         self.rejected = Counter("qembed_queue_rejected", "Requests refused with 429 (queue full)", registry=r)
         self.engine_restarts = Counter("qembed_engine_restarts",
                                        "Restarts of the engine process after it died", registry=r)
@@ -68,4 +83,10 @@ class ServerMetrics:
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -83,6 +83,16 @@ class RerankResponse(BaseModel):
     usage: RerankUsage | None = None
 
 
+def reranker_spec(settings: Settings) -> Any:
+    """What the reranker's engine process loads, from the settings."""
+    from qembed.server.engine import EngineSpec
+
+    s = settings
+    return EngineSpec(model=s.reranker, device=s.device, dtype=s.dtype, max_batch_tokens=s.max_batch_tokens,
+                      max_batch_size=s.max_batch_size, compile=server_compile(s.compile), threads=s.engine_threads,
+                      omp_wait_policy=s.omp_wait_policy, kind="reranker")
+
+
 class ServedReranker:
     """The server's reranker: admission, a front tokenizer thread, an engine (or a remote endpoint).
 
@@ -136,16 +146,18 @@ class ServedReranker:
         logger.info("serving reranker %s", self.name)
 
     def _start_process(self) -> None:
-        from qembed.server.engine import EngineSpec, ProcessEngine
+        from qembed.server.engine import ProcessEngine
 
         s = self.settings
-        spec = EngineSpec(model=s.reranker, device=s.device, dtype=s.dtype, max_batch_tokens=s.max_batch_tokens,
-                          max_batch_size=s.max_batch_size, compile=server_compile(s.compile),
-                          threads=s.engine_threads,
-                          omp_wait_policy=s.omp_wait_policy, kind="reranker")
-        engine = ProcessEngine(spec, max_batch_tokens=s.max_batch_tokens, max_batch_size=s.max_batch_size,
-                               metrics=self.app.state.metrics, on_exit=self._exited, log_level=s.log_level,
-                               linger=s.batch_linger_ms / 1000)
+        attach = getattr(getattr(self.app.state, "server", None), "attach", None)
+        if attach and "reranker" in attach:  # one of several fronts: the supervisor runs the engine
+            from qembed.server.fronts import AttachedEngine
+
+            engine: Any = AttachedEngine(*attach["reranker"], metrics=self.app.state.metrics, on_exit=self._exited)
+        else:
+            engine = ProcessEngine(reranker_spec(s), max_batch_tokens=s.max_batch_tokens,
+                                   max_batch_size=s.max_batch_size, metrics=self.app.state.metrics,
+                                   on_exit=self._exited, log_level=s.log_level, linger=s.batch_linger_ms / 1000)
         self.info_data = engine.start(timeout=s.engine_start_timeout)
         if self.closing:
             engine.close()
@@ -157,9 +169,11 @@ class ServedReranker:
         if self.closing:
             return
         self.status = "restarting"
+        attached = bool(getattr(getattr(self.app.state, "server", None), "attach", None))
         for attempt in range(1, self.settings.engine_restart_limit + 1):
             self.restarts += 1
-            self.app.state.metrics.engine_restarts.inc()
+            if not attached:  # several fronts: the supervisor restarts it and counts
+                self.app.state.metrics.engine_restarts.inc()
             logger.warning("restarting the reranker engine (exit code %s; attempt %d)", code, attempt)
             try:
                 self._start_process()
