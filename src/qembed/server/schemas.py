@@ -94,7 +94,7 @@ class EmbeddingRequest(BaseModel):
         None, description="qembed extension: `query` applies the default retrieval instruction, "
                           "`document` none. `instruction` takes precedence.")
     embedding_types: list[Literal["float", "int8", "uint8", "binary", "ubinary"]] | None = Field(
-        None, min_length=1, max_length=5,
+        None, min_length=1, max_length=5, json_schema_extra={"uniqueItems": True},
         description="Cohere's `embedding_types`: the vector types to return. One type: `embedding` is that "
                     "vector (int8 -127..127 scaled per vector, uint8 = int8 + 128, binary/ubinary = the signs "
                     "packed 8 per byte, signed/unsigned). Several: `embedding` is `{type: vector}`. "
