@@ -236,8 +236,14 @@ def test_bad_input_and_usage_exit_2_with_error_line(capsys, argv, fragment):
     assert "Traceback" not in captured.err and "╭" not in captured.err and "Usage:" not in captured.err
 
 
-def test_runtime_failure_exits_1(capsys, tmp_path: Path):
-    assert main(["embed", "--model", str(tmp_path / "no-such-model"), "hello"]) == 1  # a model that cannot load
+def test_runtime_failure_exits_1(capsys, tmp_path: Path, monkeypatch):
+    # a Hub id the machine cannot fetch is a runtime failure; a mistyped folder is bad input
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    assert main(["embed", "--model", "qembed-tests/no-such-model", "hello"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: ") and "not available" in err and "Traceback" not in err
+    assert main(["embed", "--model", str(tmp_path / "no-such-model"), "hello"]) == 2
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and "does not exist" in err and "Traceback" not in err
 

@@ -80,9 +80,10 @@ def test_bad_input_is_an_error_line_and_exit_2(reranker_path, args, message, cod
     assert "Traceback" not in err and out == ""
 
 
-def test_a_model_that_cannot_load_exits_1(tmp_path, capsys):
+def test_a_missing_model_folder_exits_2(tmp_path, capsys):
+    """A mistyped folder is bad input (exit 2); a Hub id that cannot be fetched exits 1 (below)."""
     rc, _, err = _run(capsys, QUERY, "a", "-m", str(tmp_path / "nowhere"))
-    assert rc == 1 and "error: " in err and "does not exist" in err
+    assert rc == 2 and "error: " in err and "does not exist" in err
 
 
 def test_remote_reranker_url(reranker_path, tiny_encoder, reranker, capsys):

@@ -74,6 +74,27 @@ def test_batch_of_queries_and_unique_documents(kb, reranker):
         assert [h.id for h in hits] == _expected(kb, reranker, q, 6, 3)[0]
 
 
+def test_default_candidates_follow_the_rerankers_device(kb, reranker):
+    """No candidates given: 10 for a reranker on a CPU (a query under 2 s on a 2-core machine), 100
+    on a GPU or behind a URL, never fewer than top_k."""
+    from types import SimpleNamespace
+
+    from qembed.search.knowledge_base import RERANK_CANDIDATES, RERANK_CANDIDATES_CPU, default_candidates
+
+    assert str(reranker.device) == "cpu"
+    assert default_candidates(reranker, 3) == RERANK_CANDIDATES_CPU == 10
+    assert default_candidates(reranker, 25) == 25
+    assert default_candidates(SimpleNamespace(device="cuda:0"), 3) == RERANK_CANDIDATES == 100
+    assert default_candidates(SimpleNamespace(info_data={"info": {"device": "cpu"}}), 3) == 10  # a served one
+    assert default_candidates(SimpleNamespace(), 3) == 100  # remote: the device is not ours to know
+    # the search itself: the first stage's top 10 reordered, as if candidates=10 had been given
+    assert [h.id for h in kb.search(QUERY, top_k=5, rerank=True)] == \
+        [h.id for h in kb.search(QUERY, top_k=5, rerank=True, candidates=10)]
+    assert [h.id for h in kb.search(QUERY, top_k=5, rerank=True)] != \
+        [h.id for h in kb.search(QUERY, top_k=5, rerank=True, candidates=len(CORPUS))]  # 10, not all 12
+    assert len(kb.search(QUERY, top_k=len(CORPUS), rerank=True)) == len(CORPUS)  # top_k 12 > 10: 12 reranked
+
+
 def test_bad_rerank_arguments(tiny_encoder, kb):
     from qembed.search.knowledge_base import KnowledgeBase
 

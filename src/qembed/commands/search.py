@@ -237,7 +237,10 @@ def search(
     reranker: str | None = typer.Option(
         None, "--reranker", help="Reranker for --rerank: folder, Hub id (default Qwen/Qwen3-Reranker-0.6B, or "
                                  "$QEMBED_RERANKER) or http(s):// URL of a /rerank endpoint."),
-    candidates: int = typer.Option(100, "--candidates", help="First-stage chunks reranked with --rerank."),
+    candidates: int | None = typer.Option(
+        None, "--candidates", help="First-stage chunks reranked with --rerank (default 10 with the reranker on a "
+                                   "CPU, 100 on a GPU or behind a URL; never fewer than --top-k); with --like "
+                                   "--diversity, the pool MMR draws from (default 100)."),
     like: list[str] | None = typer.Option(None, "--like", help="More like this: a stored document id (repeatable); "
                                           "the given documents never come back."),
     like_text: list[str] | None = typer.Option(None, "--like-text", help="More like this text (repeatable)."),
@@ -274,7 +277,7 @@ def search(
     flt = parse_filters(filters)
     if reranker is not None and not rerank:
         fail("--reranker names the model of --rerank; add --rerank")
-    if rerank and not 1 <= candidates <= 1000:
+    if candidates is not None and not 1 <= candidates <= 1000:
         fail(f"--candidates must be from 1 to 1000, got {candidates}")
     _check_quantize_options(None, rescore)
     store = open_store(index, create=False, **_store_opts(collection, rescore=rescore))
@@ -292,7 +295,8 @@ def search(
         kb = KnowledgeBase(encoder, store, query_instruction=instr)  # "" = none
         if liking:
             hits = kb.similar(like or None, texts=like_text or None, top_k=top_k, filter=flt,
-                              unique_documents=True, diversity=diversity, rerank=second, candidates=candidates)
+                              unique_documents=True, diversity=diversity, rerank=second,
+                              **({} if candidates is None else {"candidates": candidates}))
         else:
             hits = kb.search(query, top_k, mode=mode, filter=flt, unique_documents=unique_documents,
                              rerank=second, candidates=candidates)

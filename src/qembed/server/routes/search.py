@@ -60,7 +60,10 @@ class SearchRequest(BaseModel):
     rerank: StrictBool = Field(False, description="Two-stage search: the server's reranker (qembed serve "
                                                   "--reranker) reorders the first stage's top `candidates` "
                                                   "chunks; scores are then the reranker's.")
-    candidates: Integer = Field(100, description="First-stage chunks reranked when `rerank` is true (1..1000).")
+    candidates: Integer | None = Field(None, description="First-stage chunks reranked when `rerank` is true "
+                                       "(1..1000; default 10 with a reranker on a CPU, 100 on a GPU, never "
+                                       "fewer than `top_k`), or the pool `like` with `diversity` draws from "
+                                       "(default 100).")
 
 
 class DocumentIn(BaseModel):
@@ -103,7 +106,7 @@ def _kb(request: Request):
 @router.post("/v1/search", summary="Search the knowledge base")
 async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     kb = _kb(request)
-    if not 1 <= body.candidates <= 1000:  # checked with or without rerank: one rule for the field
+    if body.candidates is not None and not 1 <= body.candidates <= 1000:  # with or without rerank: one rule
         raise InputError(f"candidates must be an integer from 1 to 1000, got {body.candidates}",
                          param="candidates")
     reranker: Any = False
@@ -124,7 +127,8 @@ async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
         hits = await run_in_threadpool(kb.similar, ids or None, texts=texts or None, top_k=body.top_k,
                                        filter=body.filter, unique_documents=True,
                                        diversity=None if body.diversity is None else float(body.diversity),
-                                       rerank=reranker, candidates=body.candidates)
+                                       rerank=reranker, **({} if body.candidates is None
+                                                           else {"candidates": body.candidates}))
         return search_body(hits, model=request.app.state.server.served_name, mode=body.mode)
     if body.query is None:
         raise InputError("give query (or like)", param="query")
