@@ -138,7 +138,8 @@ def test_summarize_command(capsys, minilm_path, tmp_path):
     path.write_text(doc.replace(". ", ".\n"), encoding="utf-8")
     code, out, err = _run(capsys, "summarize", "-i", path, "-m", minilm_path, "--method", "mmr", "-n", "3")
     assert code == 0 and out.strip() == " ".join(TOPICAL[1])
-    for args, message in [((), "give the text to summarize"), (("  ",), "the text is empty"),
+    for args, message in [((), "error: give a text to summarize or --input FILE\n"),
+                          (("One.", "-i", path), "or --input FILE, not both"), (("  ",), "the text is empty"),
                           (("One. Two.", "-n", "0"), "sentences must be a positive integer"),
                           (("One. Two.", "--method", "lexrank"), "unknown summary method")]:
         code, _, err = _run(capsys, "summarize", *args, "-m", minilm_path)
