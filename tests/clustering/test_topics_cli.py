@@ -108,14 +108,15 @@ def test_topic_model_targets_are_checked_first(capsys, files, minilm_path, tmp_p
         (("cluster", "--save-model", model), f"--save-model {model} already holds a topic model; pass --replace"),
         (("cluster", "--save-model", "/proc/forbidden"), "--save-model /proc/forbidden cannot be written"),
         (("cluster", "--save-model", tmp_path / "notes", "--replace"), "holds other files and no topic model"),
-        (("topics", "update", "-m", model, "--output", model), "embedding model"),  # in place: allowed
+        (("topics", "update", "-m", model, "--output", model), "embedding model"),  # in place: no --replace
         (("topics", "update", "-m", model, "--output", "/proc/forbidden"), "--output /proc/forbidden cannot be"),
         (("topics", "update", "-m", model, "--output", model.parent / "m2", "--replace"), "embedding model"),
     ]:
         flag = "--embedding-model" if args[0] == "topics" else "-m"
         code, out, err = _run(capsys, *args, "-i", files / "day1.txt", flag, bad_model)
-        target_ok = message == "embedding model"  # the target passed: the command stops at the model
-        assert code == (1 if target_ok else 2) and message in err and "Traceback" not in err and not out, err
+        # "embedding model": the target passed and the command stops at the missing model
+        assert code != 0 and message in err and "Traceback" not in err and not out, err
+        assert (message == "embedding model") == ("does not exist" in err) and (code == 2 or "does not" in err), err
         assert len(err.strip().splitlines()) == 1, err
     other = tmp_path / "other"
     shutil.copytree(model, other)
