@@ -261,6 +261,8 @@ def write_records(path: str | Path, rows: Iterable[dict[str, Any]], *,
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, bool):  # as in JSON lines: true/false, not Python's True/False
+        return "true" if value else "false"
     if isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False)
     return value

@@ -44,6 +44,10 @@ def _document(topical: list[str], shift: int) -> str:
         "The U.S. economy grew.", "Visit www.example.com today.", "A heading", "- a list item"]),
     ("wait… what happened? 好的.下一句", ["wait… what happened?", "好的.", "下一句"]),
     ("...  !!! 。", []),
+    ("1. First point\n2. Second point", ["1. First point", "2. Second point"]),
+    ("1. 第一点\n2. 第二点", ["1. 第一点", "2. 第二点"]),
+    ("# 还款指南\n- 选择金额\n1. 打开花呗。\n2.\n2) 点击还款\na) one\n(3)\n* 12\n• 确认",
+     ["# 还款指南", "- 选择金额", "1. 打开花呗。", "2) 点击还款", "a) one", "• 确认"]),
 ])
 def test_sentence_splitter(text, expected):
     found = split_sentences(text)
@@ -83,6 +87,16 @@ def test_summary_of_a_set_of_texts_drops_repeats(minilm_encoder):
     assert [s.document for s in summary.sentences] == [0, 1, 4]
     assert summary.n_sentences == 6 and summary.to_dict()["summary"] == " ".join(TOPICAL[0])
     assert join_sentences(["花呗还款失败。", "怎么办？", "OK."]) == "花呗还款失败。怎么办？OK."
+
+
+def test_summary_keeps_sentences_without_an_end_mark_apart(tiny_encoder):
+    """Lines and texts without an end mark are not glued together; 。 needs no space after it."""
+    summary = summarize(tiny_encoder, ["花呗还款失败", "借呗分期", "今天天气很好"], 3)
+    assert summary.to_dict()["summary"] == "花呗还款失败 借呗分期 今天天气很好"
+    mixed = summarize(tiny_encoder, "# 还款指南\n花呗还款失败\nThe card was declined", 3)
+    assert mixed.text == "# 还款指南 花呗还款失败 The card was declined"
+    assert join_sentences(["好的。", "OK"], [0, 1]) == "好的。 OK"  # between texts: always apart
+    assert join_sentences(["好的。", "下一句"], [0, 0]) == "好的。下一句"
 
 
 @pytest.mark.parametrize("args, kwargs, match", [

@@ -4,6 +4,7 @@ through the real CLI entry point (all-MiniLM-L6-v2)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,8 +53,9 @@ def test_save_assign_update_diff_show(capsys, files, minilm_path, tmp_path):
     placed = json.loads(out)
     assert placed["object"] == "topics.assignment" and len(placed["data"]) == 24
     assert all(r["outlier"] and r["topic"] == -1 for r in placed["data"][16:])  # the garden texts
-    assert placed["n_outliers"] >= 8 and (tmp_path / "rows.csv").read_text(encoding="utf-8").startswith(
-        "index,text,topic,label,distance,nearest,outlier")
+    rows_csv = (tmp_path / "rows.csv").read_text(encoding="utf-8")
+    assert placed["n_outliers"] >= 8 and rows_csv.startswith("index,text,topic,label,distance,nearest,outlier")
+    assert rows_csv.rstrip().endswith(",true") and "True" not in rows_csv  # as in .jsonl
 
     code, out, err = _run(capsys, "topics", "update", "-m", model, "-i", files / "day2.jsonl", "--text-column",
                           "body", "--output", tmp_path / "day2")
@@ -85,9 +87,45 @@ def test_topics_errors(capsys, files, minilm_path, tiny_model_path, tmp_path):
     code, _, err = _run(capsys, "cluster", "-i", files / "day1.txt", "-m", minilm_path, "--save-model",
                         files / "day1.txt")
     assert code == 2 and "is a file" in err
-    code, _, err = _run(capsys, "cluster", "-i", files / "day1.txt", "-m", minilm_path, "--save-model", model,
-                        "--outlier-quantile", "2")
+    code, _, err = _run(capsys, "cluster", "-i", files / "day1.txt", "-m", minilm_path, "--save-model",
+                        tmp_path / "other", "--outlier-quantile", "2")
     assert code == 2 and "outlier_quantile" in err
+    code, _, err = _run(capsys, "topics", "update", "-m", model, "-i", files / "day1.txt",
+                        "--embedding-model", tmp_path / "no-such-model")
+    assert code != 0 and "comes from --embedding-model DIR" in err and "--model DIR" not in err, err
+
+
+def test_topic_model_targets_are_checked_first(capsys, files, minilm_path, tmp_path):
+    """An unwritable --save-model/--output fails before any work; a saved model needs --replace."""
+    model = tmp_path / "m"
+    assert _run(capsys, "cluster", "-i", files / "day1.txt", "-m", minilm_path, "--clusters", "4",
+                "--save-model", model)[0] == 0
+    saved = (model / "topic_model.json").read_text(encoding="utf-8")
+    bad_model = tmp_path / "no-such-model"  # loading it would fail: these must fail earlier
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "a.txt").write_text("mine", encoding="utf-8")
+    for args, message in [
+        (("cluster", "--save-model", model), f"--save-model {model} already holds a topic model; pass --replace"),
+        (("cluster", "--save-model", "/proc/forbidden"), "--save-model /proc/forbidden cannot be written"),
+        (("cluster", "--save-model", tmp_path / "notes", "--replace"), "holds other files and no topic model"),
+        (("topics", "update", "-m", model, "--output", model), "embedding model"),  # in place: no --replace
+        (("topics", "update", "-m", model, "--output", "/proc/forbidden"), "--output /proc/forbidden cannot be"),
+        (("topics", "update", "-m", model, "--output", model.parent / "m2", "--replace"), "embedding model"),
+    ]:
+        flag = "--embedding-model" if args[0] == "topics" else "-m"
+        code, out, err = _run(capsys, *args, "-i", files / "day1.txt", flag, bad_model)
+        # "embedding model": the target passed and the command stops at the missing model
+        assert code != 0 and message in err and "Traceback" not in err and not out, err
+        assert (message == "embedding model") == ("does not exist" in err) and (code == 2 or "does not" in err), err
+        assert len(err.strip().splitlines()) == 1, err
+    other = tmp_path / "other"
+    shutil.copytree(model, other)
+    code, _, err = _run(capsys, "topics", "update", "-m", model, "-i", files / "day1.txt", "--output", other)
+    assert code == 2 and f"--output {other} already holds a topic model; pass --replace" in err
+    assert (model / "topic_model.json").read_text(encoding="utf-8") == saved
+    assert _run(capsys, "cluster", "-i", files / "day1.txt", "-m", minilm_path, "--clusters", "3",
+                "--save-model", model, "--replace")[0] == 0
+    assert json.loads((model / "topic_model.json").read_text(encoding="utf-8"))["topics"].__len__() == 3
 
 
 def test_summarize_command(capsys, minilm_path, tmp_path):
@@ -101,7 +139,8 @@ def test_summarize_command(capsys, minilm_path, tmp_path):
     path.write_text(doc.replace(". ", ".\n"), encoding="utf-8")
     code, out, err = _run(capsys, "summarize", "-i", path, "-m", minilm_path, "--method", "mmr", "-n", "3")
     assert code == 0 and out.strip() == " ".join(TOPICAL[1])
-    for args, message in [((), "give the text to summarize"), (("  ",), "the text is empty"),
+    for args, message in [((), "error: give a text to summarize or --input FILE\n"),
+                          (("One.", "-i", path), "or --input FILE, not both"), (("  ",), "the text is empty"),
                           (("One. Two.", "-n", "0"), "sentences must be a positive integer"),
                           (("One. Two.", "--method", "lexrank"), "unknown summary method")]:
         code, _, err = _run(capsys, "summarize", *args, "-m", minilm_path)

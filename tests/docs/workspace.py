@@ -52,6 +52,12 @@ MESSAGES = [
     "订单超过48小时未发货怎么办", "快递一直没有更新物流信息", "买了东西两天了怎么还不发快递",
     "退款一直没到账", "申请退款后多久到账",
 ]
+#: A second day's messages (docs/clustering.md folds them into the topic model fitted on MESSAGES).
+MESSAGES_DAY2 = [
+    "花呗还款一直提示失败", "借呗可以分十二期吗", "My card payment was declined today", "My parcel is late again",
+    "I cannot log in since yesterday", "退款三天了还没到账", "How do I change my delivery address?",
+    "怎么修改收货地址", "Can I change the address on my order?",
+]
 MESSAGE_TOPICS = ["huabei"] * 5 + ["jiebei"] * 5 + ["payment"] * 3 + ["shipping"] * 3 + ["login"] * 3 + \
     ["payment", "shipping", "login"] + ["refund"] * 3 + ["shipping"] * 3 + ["refund"] * 2
 
@@ -122,6 +128,7 @@ def prepare(workdir: Path, shared: Path, tiny_model: Path) -> Path:
 
     _lines(workdir / "questions.txt", MESSAGES + ["花呗怎么还款"])  # one exact duplicate for dedup
     _lines(workdir / "messages.txt", MESSAGES)
+    _lines(workdir / "messages-day2.txt", MESSAGES_DAY2)
     _lines(workdir / "faq.txt", FAQ)
     _lines(workdir / "queues.txt", QUEUES)
     _lines(workdir / "new-tickets.txt", [t for t, _ in TICKETS[:4]])
@@ -164,6 +171,7 @@ def placeholders(dim: int = 1024, seed: int = 0) -> dict:
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     return {
         "texts": list(MESSAGES),
+        "new_texts": list(MESSAGES_DAY2),
         "gold_labels": list(MESSAGE_TOPICS),
         "predicted_labels": [hash(t) % 3 for t in MESSAGE_TOPICS],
         "documents": ["Click 'Forgot password' on the sign-in page.", "Our shop opens at 9.",

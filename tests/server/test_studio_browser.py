@@ -298,6 +298,19 @@ def test_explore_saved_topic_model_and_topic_summaries(studio, page, page_errors
     panel.get_by_role("button", name="Save these texts as the topic model").click()
     expect(page.locator("#saved-results")).to_contain_text("now has 5 topics")
     assert page.locator("#saved-results tbody tr").count() == 5
+    # saving again without the Replace box: the API's message and what to do on this page
+    panel.get_by_role("button", name="Save these texts as the topic model").click()
+    alert = page.locator("#saved-error")
+    alert.wait_for(state="visible")
+    assert "pass replace: true to replace it" in alert.text_content()
+    assert "tick “Replace the saved one”" in alert.text_content()
+    expect(page.locator("#saved-replace")).to_be_focused()
+    page.locator("#saved-replace").check()
+    save = panel.get_by_role("button", name="Save these texts as the topic model")
+    save.click()
+    expect(save).to_be_enabled()  # the replacing save has answered
+    expect(page.locator("#saved-results")).to_contain_text("now has 5 topics")
+    assert page.locator("#saved-error").is_hidden()
 
     new = ["Grill the steak and season it with pepper", "The striker missed a penalty", "Where is my package?"]
     panel.get_by_label("Texts, one a line").fill("\n".join(new))
@@ -318,7 +331,7 @@ def test_explore_saved_topic_model_and_topic_summaries(studio, page, page_errors
     summary = page.locator("#explore-summary li")
     expect(summary.first).to_be_visible()
     assert {li.text_content() for li in summary.all()} <= set(FIFTY)
-    assert not page_errors
+    assert not _expected_console(page_errors, "400 (Bad Request)")  # the refused save
 
 
 def test_explore_job_can_be_cancelled(studio, page, page_errors) -> None:
@@ -339,11 +352,17 @@ def test_explore_job_can_be_cancelled(studio, page, page_errors) -> None:
 # ------------------------------------------------------------------------------------ errors
 def test_api_errors_appear_as_the_apis_message_and_keep_the_input(studio, page, page_errors) -> None:
     _open(page, studio, "compare")
+    _panel(page).get_by_label("First text").fill("a first text")
+    _panel(page).get_by_label("Second text").fill("a second text")
+    _panel(page).get_by_role("button", name="Compare", exact=True).click()
+    expect(page.locator("#compare-score")).to_be_visible()
     _panel(page).get_by_label("First text").fill("only one side")
+    _panel(page).get_by_label("Second text").fill("")
     _panel(page).get_by_role("button", name="Compare", exact=True).click()
     alert = page.locator("#compare-error")
     alert.wait_for(state="visible")
     assert alert.text_content() == "Error 400: pairs[0][1] is empty"
+    assert page.locator("#compare-results").text_content() == ""  # the earlier score is gone
     assert _panel(page).get_by_label("First text").input_value() == "only one side"
 
     page.get_by_role("tab", name="Explore").click()

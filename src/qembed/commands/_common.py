@@ -315,9 +315,11 @@ def open_encoder(
     dtype: str | None = None,
     backend: str | None = None,
     api_key: str | None = None,
+    option: str = "--model DIR or $QEMBED_MODEL",
     **kwargs: Any,
 ):
-    """Load the encoder named on the command line (or by ``QEMBED_MODEL``)."""
+    """Load the encoder named on the command line (or by ``QEMBED_MODEL``); ``option`` names where
+    the model came from in the error when it is not found."""
     from qembed.config import Settings
     from qembed.errors import ModelNotFoundError
     from qembed.extras import require_backend
@@ -347,7 +349,7 @@ def open_encoder(
             **kwargs,
         )
     except ModelNotFoundError as exc:
-        raise with_option_hint(exc, "embedding model", "--model DIR or $QEMBED_MODEL") from None
+        raise with_option_hint(exc, "embedding model", option) from None
 
 
 # ----------------------------------------------------------------------------- output

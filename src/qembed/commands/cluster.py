@@ -100,6 +100,8 @@ def cluster_command(
                                           "one per line."),
     save_model: Path | None = typer.Option(None, "--save-model", help="Save a topic model to this folder, to "
                                            "place new texts later ('qembed topics assign|update')."),
+    replace: bool = typer.Option(False, "--replace", help="With --save-model: overwrite the topic model "
+                                 "already saved in that folder (refused without it)."),
     outlier_quantile: float = typer.Option(0.95, "--outlier-quantile", help="With --save-model: the share of "
                                            "a topic's held-out distances a new text may reach before it is an "
                                            "outlier (0.5..1)."),
@@ -133,9 +135,10 @@ def cluster_command(
     if save_model is not None:
         from qembed.clustering.topic_model import _check_quantile
 
+        from qembed.commands.topics import check_topic_model_target
+
         _check_quantile(outlier_quantile)
-        if save_model.exists() and not save_model.is_dir():
-            fail(f"--save-model {save_model} is a file; give a folder")
+        check_topic_model_target(save_model, "--save-model", replace)
     if report is not None and projection.strip().lower() == "umap":
         require("umap", "--map umap")  # before the model loads
     words: list[str] = []

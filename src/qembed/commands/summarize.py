@@ -59,8 +59,10 @@ def summarize_command(
     from qembed.io import TEXT_SUFFIXES, read_texts
     from qembed.summarize.extractive import _check_choice, summarize
 
-    if (text is None) == (input is None):
-        fail("give the text to summarize, or --input FILE (not both)")
+    if text is None and input is None:
+        fail("give a text to summarize or --input FILE")
+    if text is not None and input is not None:
+        fail("give a text to summarize or --input FILE, not both")
     _check_choice(sentences, method, diversity, max_similarity, name="sentences")  # before the model loads
     texts: str | list[str]
     if input is not None:

@@ -39,6 +39,41 @@ EmbeddingModelOpt = typer.Option(None, "--embedding-model", help="Embedding mode
 ROW_SUFFIXES = (".csv", ".tsv", ".jsonl")
 
 
+ReplaceOpt = typer.Option(False, "--replace", help="Overwrite the topic model already saved in the target "
+                          "folder (refused without it).")
+
+
+def check_topic_model_target(path: Path, option: str, replace: bool) -> None:
+    """Fail (exit 2) before any work unless a topic model can be saved to the folder ``path``: not a
+    file, not a folder of other files, no topic model already there unless ``replace``, and a place
+    where the folder can be written (its parent exists and is writable, or can be created)."""
+    import os
+    import shutil
+    import tempfile
+
+    from qembed.clustering.topic_model import MANIFEST
+
+    if path.exists() and not path.is_dir():
+        fail(f"{option} {path} is a file; give a folder")
+    if path.is_dir():
+        if (path / MANIFEST).is_file():
+            if not replace:
+                fail(f"{option} {path} already holds a topic model; pass --replace to replace it")
+        elif any(path.iterdir()):
+            fail(f"{option} {path} holds other files and no topic model; give a new or empty folder")
+    parent = path.absolute().parent  # the model is written beside it, then renamed into place
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is not a folder")
+        shutil.rmtree(tempfile.mkdtemp(prefix=".qembed-check-", dir=parent))
+        if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(f"{path} is not writable")
+    except OSError as exc:
+        fail(f"{option} {path} cannot be written: {exc.strerror or exc}")
+
+
 def _load(model: str):
     from qembed.clustering.topic_model import TopicModel
 
@@ -56,8 +91,9 @@ def _texts(input: Path, text_column: str | None) -> list[str]:
 
 def _encoder(tm: Any, embedding_model: str | None, device: str | None, dtype: str | None,
              backend: str | None, api_key: str | None):
+    option = "--embedding-model DIR" if embedding_model else "the topic model's record, or --embedding-model DIR"
     encoder = open_encoder(embedding_model or tm.model_source or tm.model, device=device, dtype=dtype,
-                           backend=backend, api_key=api_key)
+                           backend=backend, api_key=api_key, option=option)
     tm.check_encoder(encoder)  # another model or size: a clear error before any text is embedded
     return encoder
 
@@ -111,6 +147,7 @@ def update_command(
                                required=True),
     output: Path | None = output_option("Save the updated topic model to this folder (default: replace "
                                         "--model in place)."),
+    replace: bool = ReplaceOpt,
     new_topics: bool = typer.Option(True, "--new-topics/--no-new-topics",
                                     help="Propose new topics from groups of outliers (default on)."),
     text_column: str | None = text_column_option(),
@@ -123,6 +160,8 @@ def update_command(
     as_json: bool = JsonOpt,
 ) -> None:
     """Fold new texts into a saved topic model: topics keep their ids, groups of outliers become new topics."""
+    if output is not None and output.absolute() != Path(model).absolute():  # in place needs no --replace
+        check_topic_model_target(output, "--output", replace)
     tm = _load(model)
     texts = _texts(input, text_column)
     encoder = _encoder(tm, embedding_model, device, dtype, backend, api_key)

@@ -74,20 +74,29 @@ class Summary:
 
     @property
     def text(self) -> str:
-        """The summary as one string (sentences joined with a space, or without one for Chinese)."""
-        return join_sentences([s.text for s in self.sentences])
+        """The summary as one string (see :func:`join_sentences`)."""
+        return join_sentences([s.text for s in self.sentences], [s.document for s in self.sentences])
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "n_sentences": self.n_sentences, "params": self.params,
                 "summary": self.text, "sentences": [asdict(s) for s in self.sentences]}
 
 
-def join_sentences(sentences: Sequence[str]) -> str:
-    """Sentences as one string: no space after a sentence that ends in a full-width mark."""
+#: Full-width marks that end a sentence: nothing is put after them (inside one document).
+_FULL_WIDTH_ENDS = frozenset("。！？；…｡”’」』）》】〕〉")
+
+
+def join_sentences(sentences: Sequence[str], documents: Sequence[int] | None = None) -> str:
+    """Sentences as one string, a space between two of them, except after a sentence that ends in a
+    full-width mark (``。！？`` …) within one document. A sentence without an end mark (a heading, a
+    list item, a chat line) and the last sentence of one document (``documents``: the document of
+    each sentence) are always followed by a space, so they are never glued to the next."""
     out = ""
-    for s in sentences:
-        if out and not (out[-1] in "。！？；…”」』）" or ord(out[-1]) >= 0x3000):
-            out += " "
+    for i, s in enumerate(sentences):
+        if out:
+            same_document = documents is None or documents[i] == documents[i - 1]
+            if not (same_document and out[-1] in _FULL_WIDTH_ENDS):
+                out += " "
         out += s
     return out
 

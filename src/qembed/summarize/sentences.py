@@ -13,11 +13,16 @@ input). The rules:
   Han character follow (or the text ends) — so ``3.14``, ``e.g. this`` and ``www.example.com`` do
   not split — unless the word before it is a known abbreviation (``Mr.``, ``Dr.``, ``U.S.`` …) or a
   single capital letter (an initial, as in ``J. Smith``). ``...`` works the same way.
-* Pieces with no letter or digit (stray punctuation) are dropped; text is never changed, only cut.
+* A list number at the start of a line (``1.``, ``2.3.``, ``a.``, ``iv.``) does not end a sentence:
+  the marker stays with its item (``1. First point``), as ``2)``, ``a)``, ``-``, ``*``, ``•`` and
+  ``#`` headings do.
+* Pieces with no letter or digit (stray punctuation) and pieces that are only a list number or
+  marker (``2.``, ``a)``, ``(3)``) are dropped; text is never changed, only cut.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 #: Terminators that end a sentence wherever they stand (Chinese/Japanese full-width punctuation).
@@ -34,6 +39,12 @@ ABBREVIATIONS = frozenset({
     "fig", "al", "inc", "ltd", "co", "corp", "dept", "approx", "u.s", "u.k", "e.u", "a.m", "p.m",
     "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "mt", "ave",
 })
+
+#: A list number or letter (what may stand before the dot of ``1.``, ``2.3.``, ``a.``, ``iv.``).
+_LIST_NUMBER = re.compile(r"(?:\d{1,3}(?:\.\d{1,3})*|[A-Za-z]|[ivx]{1,4}|[IVX]{1,4})")
+#: A piece that is only a list number or marker: ``2.``, ``2)``, ``(3)``, ``a)``, ``- 1.``, ``12``.
+_MARKER_ONLY = re.compile(r"[-*•+#>\s]*[(（]?(?:\d{1,3}(?:\.\d{1,3})*|[A-Za-z]|[ivx]{1,4}|[IVX]{1,4})"
+                          r"(?:[.)）、:：]|(?<=\d))[.)）]?")
 
 
 @dataclass(frozen=True)
@@ -84,7 +95,14 @@ def _full_stop_ends(text: str, i: int, end: int) -> bool:
 
 
 def _has_content(piece: str) -> bool:
-    return any(ch.isalnum() for ch in piece)
+    return any(ch.isalnum() for ch in piece) and not _MARKER_ONLY.fullmatch(piece)
+
+
+def _is_list_number(text: str, i: int) -> bool:
+    """Whether the ``.`` at ``i`` closes a list number at the start of its line (``1.``, ``- a.``)."""
+    line_start = text.rfind("\n", 0, i) + 1
+    prefix = text[line_start:i].lstrip().lstrip("-*•+#> \t")
+    return bool(_LIST_NUMBER.fullmatch(prefix))
 
 
 def split_sentences(text: str) -> list[Sentence]:
@@ -125,6 +143,8 @@ def split_sentences(text: str) -> list[Sentence]:
                     while m < n and text[m] == " ":
                         m += 1
                     ends = not (m < n and text[m].isascii() and text[m].islower())
+            elif run == "." and _is_list_number(text, i):
+                ends = False  # "1. First point": the number stays with its item
             elif "." in run and not any(c in "!?" for c in run):
                 ends = _full_stop_ends(text, j - 1, j) if len(run) == 1 else _full_stop_ends(text, i, j)
             else:  # ! or ?

@@ -83,13 +83,16 @@
   }
 
   // Run `work` for a form: its submit button is busy meanwhile, errors land in `errorId`, and
-  // nothing the user typed is touched when the request fails.
-  async function run(form, errorId, work) {
+  // nothing the user typed is touched when the request fails; the result box `resultsId` (when
+  // given) is emptied then, so no earlier result stands under the error as if it were the answer.
+  async function run(form, errorId, work, resultsId) {
     const button = form.querySelector("button[type=submit]");
     showError(errorId, null);
     if (button) { button.disabled = true; button.setAttribute("aria-busy", "true"); }
     try { await work(); }
-    catch (e) { if (e.name !== "AbortError") showError(errorId, e); }
+    catch (e) {
+      if (e.name !== "AbortError") { showError(errorId, e); if (resultsId) $(resultsId).replaceChildren(); }
+    }
     finally { if (button) { button.disabled = false; button.removeAttribute("aria-busy"); } }
   }
 
@@ -306,7 +309,7 @@
 
   compareForm.addEventListener("submit", (e) => {
     e.preventDefault();
-    run(compareForm, "compare-error", async () => {
+    run(compareForm, "compare-error", async () => {  // the result box is emptied on an error
       const mode = compareMode();
       const out = $("compare-results");
       let pairs, texts;
@@ -367,7 +370,7 @@
             el("tbody", {}, texts.map((t, i) => el("tr", {}, el("th", { scope: "row", title: t, text: `${i + 1}. ${t.length > 40 ? t.slice(0, 40) + "…" : t}` }),
                                                        texts.map((_, j) => cell(i, j))))))));
       }
-    });
+    }, "compare-results");
   });
 
   // ================================================================== Search
@@ -686,7 +689,15 @@
     const minSize = $("explore-min-size").value.trim();
     if (body.method === "hdbscan" && minSize !== "") body.min_cluster_size = Number(minSize);
     if ($("saved-replace").checked) body.replace = true;
-    const res = await api("/v1/topics/fit", { body });
+    let res;
+    try { res = await api("/v1/topics/fit", { body }); }
+    catch (err) {
+      if (err.code === "topic_model_exists") {  // the API's message, then what to do on this page
+        err.message += " — tick “Replace the saved one” and save again to replace it.";
+        $("saved-replace").focus();
+      }
+      throw err;
+    }
     showSavedTopics(res, `Saved: the server's topic model now has ${plural(res.data.length, "topic")}.`);
   }));
 
