@@ -47,7 +47,7 @@ serve: install
 	$(BIN)/qembed serve --model-path "$(MODEL)" --host $(HOST) --port $(PORT)
 
 test: install-test chromium
-	QEMBED_TEST_TORCH="$(TORCH)" $(BIN)/python -m pytest
+	QEMBED_TEST_TORCH="$(TORCH)" $(BIN)/python -m pytest --durations=25
 	$(MAKE) docs
 
 # The documentation site (mkdocs.yml, docs/): built strictly, so a broken link or reference fails.

@@ -53,6 +53,12 @@ OTHER_VARIABLES = {
     "QEMBED_CACHE": "where qembed keeps what it builds, such as models exported for the OpenVINO and "
                     "ONNX Runtime backends (`exported/<model>-<backend>-<precision>`; default "
                     "`~/.cache/qembed`).",
+    "QEMBED_CPU_GEMM": "`auto` (default), `onednn` or `aten`: how the packed passes multiply by bf16 "
+                       "weights on a CPU — weights prepacked once into oneDNN's layout where the CPU "
+                       "has native bf16 (`auto`), always (`onednn`), or plain `torch.nn.functional."
+                       "linear` (`aten`); see [CPU backends](cpu-backends.md).",
+    "QEMBED_ALLOW_FP16": "`1` lets a Qwen3 model load in float16 (refused otherwise: NaNs are "
+                         "reported with it); the same as `allow_fp16=True` in Python.",
     "QEMBED_SHARED": "the folder holding `models/Qwen3-Embedding-0.6B` and `data/` that the test "
                      "fixtures and benchmarks use (default: `../shared` beside the repository).",
 }

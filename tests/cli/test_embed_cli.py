@@ -79,7 +79,7 @@ def test_info_json(tiny_model_path, capsys):
 ])
 def test_cli_errors_are_clean(args, message):
     result = run_cli(*args)
-    assert result.returncode == (1 if message == "does not exist" else 2)  # a missing model is a runtime failure
+    assert result.returncode == 2  # all bad input, a mistyped model folder included
     assert message in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 

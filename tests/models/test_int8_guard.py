@@ -95,9 +95,11 @@ def test_w8a8_export_records_quality_and_loads(tiny_model_path: Path, sts_file: 
 @pytest.mark.slow
 def test_w8a8_minilm_keeps_the_task_score(minilm_path: Path, shared: Path, tmp_path: Path):
     """all-MiniLM-L6-v2 with int8 activations: STS Spearman within 1% of torch fp32 (the default
-    guard passes) and worst cosine >= 0.99, over 200 pairs of STS-B (zh) validation."""
+    guard passes) and worst cosine >= 0.99, over the guard's default 400 pairs of STS-B (zh)
+    validation (200 pairs swung the drop by over 1% between runs: MiniLM, an English model, scores
+    only ~0.3 there)."""
     out = export_model(minilm_path, "openvino", "w8a8", tmp_path / "minilm-w8a8",
-                       guard=shared / "data" / "stsb_zh" / "STS-B.valid.data", guard_pairs=200)
+                       guard=shared / "data" / "stsb_zh" / "STS-B.valid.data")
     quality = read_manifest(out)["quality"]
     assert quality["score_drop"] <= 0.01
     assert quality["worst_cosine"] >= 0.99

@@ -90,7 +90,8 @@ def test_the_torch_loader_takes_the_same_dtype_names(tiny_model_path: Path):
             got = "accepted"
         except InputError as exc:
             got = "refused" if "unknown dtype" in exc.message else "not on torch"
-        assert got == ("refused" if expected == "refused" else "not on torch" if expected == "int8" else "accepted")
+        assert got == ("refused" if expected == "refused" else "not on torch" if expected in ("int8", "w8a8")
+                       else "accepted")
     with pytest.raises(InputError, match="unknown dtype 'fp8'"):
         load_encoder(str(tiny_model_path), dtype="fp8")
     encoder = load_encoder(str(tiny_model_path), backend="PyTorch", dtype="FP32", device="cpu")
@@ -106,4 +107,4 @@ def test_the_cli_accepts_the_short_names_and_refuses_the_same_bad_ones(tiny_mode
     assert main(["embed", "hi", "--model", str(tiny_model_path), "--backend", "jax"]) == 2
     assert "error: unknown backend 'jax'; use one of torch, openvino, onnx" in capsys.readouterr().err
     assert main(["embed", "hi", "--model", str(tiny_model_path), "--dtype", "fp8"]) == 2
-    assert "error: unknown dtype 'fp8'; use one of auto, bfloat16, float16, float32, int8" in capsys.readouterr().err
+    assert "error: unknown dtype 'fp8'; use one of auto, bfloat16, float16, float32, w8a8, int8" in capsys.readouterr().err
