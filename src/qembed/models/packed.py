@@ -96,6 +96,18 @@ def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def flash_varlen_kernel(device: torch.device, dtype: torch.dtype) -> Callable | None:
+    """flash-attention's ``flash_attn_varlen_func`` for half-precision passes on CUDA when the
+    ``flash_attn`` package is installed, else None (the passes use SDPA)."""
+    if device.type != "cuda" or dtype not in (torch.bfloat16, torch.float16):
+        return None
+    try:
+        from flash_attn import flash_attn_varlen_func  # type: ignore[import-not-found]
+    except Exception:  # noqa: BLE001 - optional
+        return None
+    return flash_attn_varlen_func
+
+
 class PackedQwen3:
     """Last-token hidden states of a Qwen3 decoder over packed sequences.
 
@@ -159,13 +171,7 @@ class PackedQwen3:
 
     # ------------------------------------------------------------------ setup
     def _find_flash_varlen(self) -> Callable | None:
-        if self.device.type != "cuda" or self.dtype not in (torch.bfloat16, torch.float16):
-            return None
-        try:
-            from flash_attn import flash_attn_varlen_func  # type: ignore[import-not-found]
-        except Exception:  # noqa: BLE001 - optional
-            return None
-        return flash_attn_varlen_func
+        return flash_varlen_kernel(self.device, self.dtype)
 
     def _compile(self) -> None:
         from qembed.models.compile import use_persistent_cache

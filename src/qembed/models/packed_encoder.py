@@ -215,14 +215,11 @@ class PackedEncoder:
                     down=mlp.down_proj.weight.detach(), down_bias=_bias(mlp.down_proj),
                     out_norm=(layer.post_mlp_layernorm.weight.detach(), layer.post_mlp_layernorm.bias.detach()),
                 ))
+
     def _find_flash_varlen(self) -> Callable | None:
-        if self.device.type != "cuda" or self.dtype not in (torch.bfloat16, torch.float16):
-            return None
-        try:
-            from flash_attn import flash_attn_varlen_func  # type: ignore[import-not-found]
-        except Exception:  # noqa: BLE001 - optional
-            return None
-        return flash_attn_varlen_func
+        from qembed.models.packed import flash_varlen_kernel
+
+        return flash_varlen_kernel(self.device, self.dtype)
 
     def _compile(self) -> None:
         from qembed.models.compile import use_persistent_cache
