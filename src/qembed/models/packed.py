@@ -108,6 +108,26 @@ def flash_varlen_kernel(device: torch.device, dtype: torch.dtype) -> Callable | 
     return flash_attn_varlen_func
 
 
+def chunk_layout(lengths: list[int], seq_of: torch.Tensor, positions: torch.Tensor,
+                 min_width: int) -> tuple[int, int, torch.Tensor, torch.Tensor]:
+    """Lay sequences of ``lengths`` back to back in chunks of ``max(min_width, longest)`` slots,
+    a sequence never split across chunks. Returns ``(width, chunks, slots, segment)``: each
+    packed token's slot, and each slot's sequence (-1 for padding slots)."""
+    width = max(min_width, max(lengths))
+    chunk_of, offset, c, used = [], [], 0, 0
+    for length in lengths:
+        if used and used + length > width:
+            c, used = c + 1, 0
+        chunk_of.append(c)
+        offset.append(used)
+        used += length
+    chunks = c + 1
+    slots = torch.tensor(chunk_of)[seq_of] * width + torch.tensor(offset)[seq_of] + positions
+    segment = torch.full((chunks * width,), -1, dtype=torch.long)
+    segment[slots] = seq_of
+    return width, chunks, slots, segment
+
+
 class PackedQwen3:
     """Last-token hidden states of a Qwen3 decoder over packed sequences.
 
@@ -298,18 +318,7 @@ class PackedQwen3:
         (a token sees the earlier tokens of its own sequence only). A pass of one-sentence
         requests then costs a few well-filled chunks instead of every sequence padded to the
         longest one."""
-        width = max(CHUNK_TOKENS, max(lengths))
-        chunk_of, offset, c, used = [], [], 0, 0
-        for length in lengths:
-            if used and used + length > width:
-                c, used = c + 1, 0
-            chunk_of.append(c)
-            offset.append(used)
-            used += length
-        chunks = c + 1
-        slots = torch.tensor(chunk_of)[seq_of] * width + torch.tensor(offset)[seq_of] + positions
-        segment = torch.full((chunks * width,), -1, dtype=torch.long)
-        segment[slots] = seq_of
+        width, chunks, slots, segment = chunk_layout(lengths, seq_of, positions, CHUNK_TOKENS)
         place = torch.zeros(chunks * width, dtype=torch.long)
         place[slots] = positions
         segment, place = segment.view(chunks, width), place.view(chunks, width)

@@ -405,18 +405,9 @@ class PackedEncoder:
     def _chunked_attention(self, lengths: list[int], seq_of: torch.Tensor, positions: torch.Tensor) -> Callable:
         """Many short sequences back to back in chunks of :data:`CHUNK_TOKENS` slots; each chunk
         attends under a block-diagonal mask (a token sees the tokens of its own sequence)."""
-        width = max(CHUNK_TOKENS, max(lengths))
-        chunk_of, offset, c, used = [], [], 0, 0
-        for length in lengths:
-            if used and used + length > width:
-                c, used = c + 1, 0
-            chunk_of.append(c)
-            offset.append(used)
-            used += length
-        chunks = c + 1
-        slots = torch.tensor(chunk_of)[seq_of] * width + torch.tensor(offset)[seq_of] + positions
-        segment = torch.full((chunks * width,), -1, dtype=torch.long)
-        segment[slots] = seq_of
+        from qembed.models.packed import chunk_layout
+
+        width, chunks, slots, segment = chunk_layout(lengths, seq_of, positions, CHUNK_TOKENS)
         segment = segment.view(chunks, width)
         # padding slots (segment -1) see each other only, so no row is fully masked
         mask = (segment.unsqueeze(2) == segment.unsqueeze(1)).unsqueeze(1)
