@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from qembed.deprecated import old_keywords
 from qembed.errors import InputError, QembedError
+from qembed.models.adapters import AdaptersMixin, per_text_adapters
 from qembed.models.compile import BREAK_EVEN_TOKENS, compile_setting, should_compile
 from qembed.models.encoder import (
     check_dimensions,
@@ -146,7 +147,7 @@ def model_source_of(model: str) -> str:
     return str(path.resolve()) if path.exists() else model.rstrip("/")
 
 
-class LocalEncoder:
+class LocalEncoder(AdaptersMixin):
     """Encode texts with a model loaded in this process.
 
     Args:
@@ -181,6 +182,10 @@ class LocalEncoder:
 
     On CUDA, unset batch limits are sized from the card's free memory once the weights are loaded
     (:func:`gpu_batch_limits`).
+
+    LoRA adapters over the loaded weights (packed passes): :meth:`load_adapter`,
+    :meth:`unload_adapter`, :meth:`adapters`, and ``adapter=`` in :meth:`encode` and
+    :meth:`embed_token_ids` (:mod:`qembed.models.adapters`).
     """
 
     def __init__(
@@ -440,12 +445,22 @@ class LocalEncoder:
         if self._packed.enable_compile():
             logger.info("compiled in %.1fs", time.perf_counter() - t0)
 
-    def forward_batch(self, batch: list[list[int]]) -> np.ndarray:
-        """One forward pass over token-id sequences; float32 unit vectors at full size."""
+    def _packed_pass(self, batch: list[list[int]], adapters: list[str | None] | None = None) -> torch.Tensor:
+        seqs = fill_to_bucket(batch, self._pad_id) if getattr(self, "_bucket", False) else batch
+        lora = self._adapter_set.plan(adapters, [len(s) for s in seqs]) if adapters and self._adapter_set else None
+        return self._packed(seqs, lora=lora)[: len(batch)]
+
+    def forward_batch(self, batch: list[list[int]], adapters: Sequence[str | None] | None = None) -> np.ndarray:
+        """One forward pass over token-id sequences; float32 unit vectors at full size.
+
+        ``adapters``: the LoRA adapter of each sequence (None: the base model)."""
+        names = self._check_adapters(list(adapters)) if adapters is not None else None
+        if names is not None and all(n is None for n in names):
+            names = None
         if self._packed is not None:
-            seqs = fill_to_bucket(batch, self._pad_id) if getattr(self, "_bucket", False) else batch
             with torch.inference_mode():
-                hidden = self._packed(seqs)[: len(batch)]
+                hidden = self._packed_pass(batch) if names is None else \
+                    self._adapter_forward(batch, names, self._packed_pass)
                 out = torch.nn.functional.normalize(hidden.float(), dim=-1)
         else:
             features = self._collate(batch)
@@ -462,21 +477,31 @@ class LocalEncoder:
         dimensions: int | None = None,
         *,
         progress: bool = False,
+        adapter: str | Sequence[str | None] | None = None,
     ) -> np.ndarray:
         """Embed prepared token ids (from :meth:`tokenize` or :meth:`prepare_token_ids`).
 
         Inputs are sorted by length and cut into batches under ``max_batch_tokens`` (real tokens
-        when packed, padded ones otherwise); the result is in input order.
+        when packed, padded ones otherwise); the result is in input order. ``adapter``: a LoRA
+        adapter's name (:meth:`load_adapter`) for every input, or one name (or None: the base
+        model) per input.
         """
         dimensions = check_dimensions(dimensions, self.dim)
         ids = list(ids)
+        names = self._check_adapters(per_text_adapters(adapter, len(ids)))
         self._maybe_compile(sum(len(x) for x in ids))
-        batches = plan_batches([len(x) for x in ids], self.max_batch_tokens, self.max_batch_size,
-                               packed=self.packed)
+
+        def plan(members: list[int]) -> list[list[int]]:
+            return plan_batches([len(ids[i]) for i in members], self.max_batch_tokens, self.max_batch_size,
+                                packed=self.packed)
+
+        batches = self._adapter_batches(names, plan(list(range(len(ids)))), plan)
+        use = any(n is not None for n in names)
         out = np.empty((len(ids), self.dim), dtype=np.float32)
         bar = tqdm(total=len(ids), desc="embedding", unit="text", disable=not progress)
         for batch in batches:
-            out[batch] = self.forward_batch([ids[i] for i in batch])
+            seqs = [ids[i] for i in batch]
+            out[batch] = self.forward_batch(seqs, [names[i] for i in batch]) if use else self.forward_batch(seqs)
             bar.update(len(batch))
         bar.close()
         return truncate_dimensions(out, dimensions)
@@ -489,15 +514,17 @@ class LocalEncoder:
         dimensions: int | None = None,
         *,
         progress: bool = False,
+        adapter: str | Sequence[str | None] | None = None,
     ) -> np.ndarray:
         """Texts to a float32 ``(n, dimensions or dim)`` array of L2-normalised rows.
 
         ``instruction`` turns the texts into queries for instruction models (documents get none);
-        ``dimensions`` keeps the first values of each vector and re-normalises (Matryoshka).
+        ``dimensions`` keeps the first values of each vector and re-normalises (Matryoshka);
+        ``adapter``: a loaded LoRA adapter for every text, or one name (None: the base) per text.
         """
         dimensions = check_dimensions(dimensions, self.dim)
         ids = self.tokenize(texts, instruction)
-        return self.embed_token_ids(ids, dimensions, progress=progress)
+        return self.embed_token_ids(ids, dimensions, progress=progress, adapter=adapter)
 
     def __repr__(self) -> str:
         return (f"LocalEncoder(name={self.name!r}, dim={self.dim}, device={self.device!r}, "

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from qembed.models.adapters import LoraPass, lora_hook
 from qembed.models.kernels import Linear, linear_kernel, make_linear
 
 logger = logging.getLogger(__name__)
@@ -242,8 +243,9 @@ class PackedQwen3:
 
     # ------------------------------------------------------------------ forward
     @torch.inference_mode()
-    def forward(self, seqs: Sequence[Sequence[int]]) -> torch.Tensor:
-        """``(len(seqs), hidden)`` final hidden states at each sequence's last token."""
+    def forward(self, seqs: Sequence[Sequence[int]], lora: LoraPass | None = None) -> torch.Tensor:
+        """``(len(seqs), hidden)`` final hidden states at each sequence's last token (``lora``: the
+        LoRA adapters of the sequences, :mod:`qembed.models.adapters`)."""
         lengths = [len(s) for s in seqs]
         n, longest, total = len(lengths), max(lengths), sum(lengths)
         dev = self.device
@@ -270,20 +272,23 @@ class PackedQwen3:
         x = F.embedding(flat, self.embed)
         residual = torch.zeros_like(x)
         heads, kv_heads, d = self.heads, self.kv_heads, self.head_dim
+        delta = lora_hook(lora)
         for i, layer in enumerate(self.layers):
             h, residual = self._add_norm(x, residual, layer.input_norm, self.eps)
-            qkv = self._qk(layer.qkv(h), layer.q_norm, layer.k_norm, cos, sin,
+            qkv = self._qk(delta(i, "qkv", h, layer.qkv(h)), layer.q_norm, layer.k_norm, cos, sin,
                            heads, kv_heads, d, self.eps)
             if i == len(self.layers) - 1:
                 # Only the last tokens are pooled: the rest of the model runs for them alone.
                 q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)
                 out = self._last_query_attention(q.index_select(0, last), k, v, n, longest, lens)
-                x = layer.o(out)
+                x = delta(i, "o", out, layer.o(out))
                 residual = residual.index_select(0, last)
             else:
-                x = layer.o(attend(qkv))
+                out = attend(qkv)
+                x = delta(i, "o", out, layer.o(out))
             h, residual = self._add_norm(x, residual, layer.post_norm, self.eps)
-            x = layer.down(self._silu(layer.gate_up(h)))
+            act = self._silu(delta(i, "gate_up", h, layer.gate_up(h)))
+            x = delta(i, "down", act, layer.down(act))
         hidden, _ = self._add_norm(x, residual, self.final_norm, self.eps)
         return hidden
 

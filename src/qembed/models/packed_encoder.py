@@ -36,6 +36,8 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from qembed.models.adapters import LoraPass, lora_hook
+
 logger = logging.getLogger(__name__)
 
 #: Slots per attention chunk for passes of short sequences, and the longest sequence laid out
@@ -258,10 +260,11 @@ class PackedEncoder:
     # ------------------------------------------------------------------ forward
     @torch.inference_mode()
     def forward(self, seqs: Sequence[Sequence[int]],
-                token_types: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+                token_types: Sequence[Sequence[int]] | None = None, lora: LoraPass | None = None) -> torch.Tensor:
         """``(len(seqs), hidden x modes)`` pooled vectors (before normalisation).
 
-        ``token_types``: per-token segment ids, like ``seqs`` (default: all 0)."""
+        ``token_types``: per-token segment ids, like ``seqs`` (default: all 0); ``lora``: the LoRA
+        adapters of the sequences (:mod:`qembed.models.adapters`)."""
         lengths = [len(s) for s in seqs]
         if not lengths or min(lengths) < 1:
             raise ValueError("every sequence needs at least one token")
@@ -313,8 +316,9 @@ class PackedEncoder:
         if self.pooled_tokens_only:
             pooled_rows = (starts if self.modes == ("cls",) else starts + lens - 1).to(dev)
         last = len(self.layers) - 1
+        delta = lora_hook(lora)
         for i, layer in enumerate(self.layers):
-            qkv = F.linear(x, layer.qkv, layer.qkv_bias)
+            qkv = delta(i, "qkv", x, F.linear(x, layer.qkv, layer.qkv_bias))
             if rope is not None:
                 q, k, v = qkv.view(-1, 3, self.heads, self.head_dim).unbind(1)
                 qkv = torch.stack((_rotate(q, *rope), _rotate(k, *rope), v), dim=1).view(-1, 3 * self.hidden)
@@ -326,14 +330,14 @@ class PackedEncoder:
                 out = attend(qkv)
             # the pooled-tokens-only layer has one row per sequence: no fixed shape to compile for
             add_norm = _add_layer_norm if self.static_shapes and x.shape[0] != total else self._add_norm
-            x = add_norm(F.linear(out, layer.o, layer.o_bias), x, *layer.attn_norm, self.eps)
-            h = F.linear(x, layer.up, layer.up_bias)
+            x = add_norm(delta(i, "o", out, F.linear(out, layer.o, layer.o_bias)), x, *layer.attn_norm, self.eps)
+            h = delta(i, "up", x, F.linear(x, layer.up, layer.up_bias))
             if self.gated:
                 gate, up = h.chunk(2, dim=-1)
                 h = self.act(gate) * up
             else:
                 h = self.act(h)
-            x = add_norm(F.linear(h, layer.down, layer.down_bias), x, *layer.out_norm, self.eps)
+            x = add_norm(delta(i, "down", h, F.linear(h, layer.down, layer.down_bias)), x, *layer.out_norm, self.eps)
         if pooled_rows is not None:
             return x
         return self._pool(x, seq_of.to(dev), positions.to(dev), starts.to(dev), lens.to(dev), n)
