@@ -76,6 +76,10 @@ class AdapterNotLoadedError(ModelNotServedError):
         super().__init__(f"adapter {name!r} is not loaded (loaded adapters: {have})", param="adapter",
                          code="model_not_found")
         self.name = name
+        self.loaded = tuple(loaded)
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.name, self.loaded)
 
 
 def _bad(path: Path | str, why: str) -> InputError:
