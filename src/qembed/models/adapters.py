@@ -112,6 +112,8 @@ class AdapterLayout:
         prefix, slots = LAYOUTS[kind]
         self.model_type = kind
         self.sites: dict[str, _Site] = {}
+        #: the output width of each fused matrix, by (layer, slot)
+        self.widths: dict[tuple[int, str], int] = {}
         modules = dict(model.named_modules())
         self.module_names = frozenset(modules)
         layer = 0
@@ -123,6 +125,7 @@ class AdapterLayout:
                     out, inp = (int(s) for s in module.weight.shape)
                     self.sites[prefix.format(layer) + part] = _Site(layer, slot, start, out, inp)
                     start += out
+                self.widths[(layer, slot)] = start
             layer += 1
         self.layers = layer
         self.supported = tuple(sorted({p.rsplit(".", 1)[-1] for parts in slots.values() for p in parts}))
@@ -130,19 +133,19 @@ class AdapterLayout:
 
 @dataclass
 class _Delta:
-    """One adapter's LoRA on one fused matrix: ``x @ a`` then, per module, ``[:, r0:r1] @ b`` added
-    to the output columns ``[c0:c1]`` (the scale is folded into ``b``)."""
+    """One adapter's LoRA on one fused matrix: ``y += (x @ a) @ b``.
+
+    ``a`` holds the A matrices of the fused modules side by side, ``b`` their scaled B matrices
+    block-diagonally (q/k/v: each module's rank block feeds its own output columns; a module the
+    adapter leaves alone has zero columns). Two products per adapter and matrix: at the few rows of
+    one adapter in a pass, the number of calls costs more than the zeros of the blocks.
+    """
 
     a: torch.Tensor  # (in, total rank)
-    parts: list[tuple[int, int, int, int, torch.Tensor]]  # (c0, c1, r0, r1, b: (r, c1 - c0))
+    b: torch.Tensor  # (total rank, out)
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        t = x @ self.a
-        if len(self.parts) == 1 and self.parts[0][0] == 0 and self.parts[0][1] == y.shape[-1]:
-            y.add_(t @ self.parts[0][4])
-            return
-        for c0, c1, r0, r1, b in self.parts:
-            y[:, c0:c1].add_(t[:, r0:r1] @ b)
+        y.add_((x @ self.a) @ self.b)
 
 
 @dataclass
@@ -160,8 +163,9 @@ class LoraAdapter:
     prompt: str | None = None
 
     def info(self) -> dict[str, Any]:
-        """``name``, ``path``, ``base_model``, ``rank``, ``alpha``, ``targets``, ``parameters``, ``bytes``, ``prompt``."""
-        size = sum(d.a.numel() * d.a.element_size() + sum(p[4].numel() * p[4].element_size() for p in d.parts)
+        """``name``, ``path``, ``base_model``, ``rank``, ``alpha``, ``targets``, ``parameters``, ``bytes``
+        (in memory) and ``prompt`` (the training prompt ``qembed finetune`` recorded)."""
+        size = sum(d.a.numel() * d.a.element_size() + d.b.numel() * d.b.element_size()
                    for d in self.deltas.values())
         return {"name": self.name, "path": str(self.path), "base_model": self.base_model, "rank": self.rank,
                 "alpha": self.alpha, "targets": list(self.targets), "parameters": self.parameters,
@@ -257,7 +261,8 @@ def read_lora_weights(path: Path) -> dict[str, dict[str, torch.Tensor]]:
     """``{module name: {"A": (r, in), "B": (out, r)}}`` from ``adapter_model.safetensors``."""
     file = path / ADAPTER_WEIGHTS
     if not file.is_file():
-        other = " (only adapter_model.bin: re-save it with safetensors)" if (path / "adapter_model.bin").exists() else ""
+        bin_only = (path / "adapter_model.bin").exists()
+        other = " (only adapter_model.bin: re-save it with safetensors)" if bin_only else ""
         raise _bad(path, f"no {ADAPTER_WEIGHTS}{other}")
     from safetensors import SafetensorError, safe_open
 
@@ -392,16 +397,17 @@ class AdapterSet:
         if not parts:
             raise _bad(path, "adapts no layer the embedding uses")
         deltas: dict[tuple[int, str], _Delta] = {}
-        for key, items in parts.items():
+        for (layer, slot), items in parts.items():
             items.sort(key=lambda item: item[0].start)
             a_cat = torch.cat([a for _, a, _ in items]).t().contiguous()
-            placed, r0 = [], 0
+            width = self.layout.widths[(layer, slot)]
+            b_blocks = torch.zeros(a_cat.shape[1], width, dtype=torch.float32)
+            r0 = 0
             for site, a, b in items:
                 r1 = r0 + int(a.shape[0])
-                placed.append((site.start, site.start + site.size, r0, r1,
-                               b.t().contiguous().to(self.device, self.dtype)))
+                b_blocks[r0:r1, site.start:site.start + site.size] = b.t()
                 r0 = r1
-            deltas[key] = _Delta(a_cat.to(self.device, self.dtype), placed)
+            deltas[(layer, slot)] = _Delta(a_cat.to(self.device, self.dtype), b_blocks.to(self.device, self.dtype))
         return LoraAdapter(name=name, path=path.resolve(), base_model=base, rank=max(ranks),
                            alpha=max(alphas), targets=tuple(sorted(targets)), parameters=parameters,
                            deltas=deltas, prompt=_recorded_prompt(path))
