@@ -28,6 +28,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from qembed.server.errors import QueueFullError, ServerClosingError
+from qembed.server.memory import MemoryTrimmer
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,7 @@ class Batcher:
         self.linger = float(linger)
         self._arrivals = 0  # requests submitted so far
         self._busy = False  # requests arrived while the last pass ran
+        self._trimmer = MemoryTrimmer()
         self.window_factor = 1 if self.packed else 4
         self._queued_inputs = 0
         self._queue: deque[_Job] = deque()
@@ -335,6 +337,7 @@ class Batcher:
                         job.future.set_result(job.out)
                     except InvalidStateError:  # cancelled by its caller meanwhile
                         pass
+            self._trimmer.maybe_trim()  # hand freed memory back, at most once a second (server/memory.py)
 
 
 def _fail(future: Future, exc: BaseException) -> None:
