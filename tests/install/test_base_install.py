@@ -195,7 +195,10 @@ def test_base_install_serves_embeddings(base_venv: Path, tiny_model_path: Path, 
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [str(base_venv / "bin" / "qembed"), "serve", "--model-path", str(tiny_model_path), "--host", "127.0.0.1",
-             "--port", str(port), "--dtype", "float32", "--device", "cpu"],
+             "--port", str(port), "--dtype", "float32", "--device", "cpu",
+             # compiling at start-up (~30 s) is the subject of tests/server/test_serve_cli.py; here
+             # the base install is (the import test above imports qembed.models.compile too)
+             "--no-compile"],
             cwd=tmp_path, env=user_env(), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     start = time.monotonic()
