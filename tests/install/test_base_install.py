@@ -77,9 +77,12 @@ def run(cmd: list[str], what: str, timeout: float = 900, **kwargs) -> subprocess
 
 
 def user_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: none of the test run's Python path or qembed settings."""
+    """The environment of a user's shell: none of the test run's Python path or qembed settings (nor
+    PYTHONDONTWRITEBYTECODE: the venv is installed without .pyc files, so its first import writes them
+    and the later processes, the server and its engine, reuse them as a user's would)."""
     env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"} and not k.startswith("QEMBED_")}
+           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}
+           and not k.startswith("QEMBED_")}
     return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
