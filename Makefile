@@ -24,10 +24,11 @@ $(VENV)/.installed: $(VENV)/.torch pyproject.toml
 
 # The test venv also gets the standalone Milvus server (PyPI `milvus`, no dependencies) for
 # tests/search/test_milvus_server.py: a test tool, never a qembed dependency; without it those tests skip.
+# The test extra holds the docs extra, so the site builds after the suite without a second install.
 $(VENV)/.installed-test: $(VENV)/.torch pyproject.toml
 	$(BIN)/python -m pip install -q -e ".[all,test]"
 	$(BIN)/python -m pip install -q --no-deps milvus || echo "milvus not installed: the Milvus server tests will skip"
-	touch $@
+	touch $@ $(VENV)/.installed-docs
 
 # The docs extra alone builds the site (no other extra is needed).
 $(VENV)/.installed-docs: $(VENV)/.torch pyproject.toml

@@ -84,10 +84,21 @@ def test_cli_errors_are_clean(args, message):
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
 
 
-def test_cli_bad_dimensions_clean(tiny_model_path):
-    result = run_cli("embed", "-m", str(tiny_model_path), "--dimensions", "8", "x")
-    assert result.returncode == 2 and "dimensions must be between 32 and 64" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_a_missing_model_folder_is_refused_before_torch_is_imported():
+    code = ("import sys; from qembed.cli import main; "
+            "rc = main(['embed', '--model', './missing-model', 'x']); print(rc, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_bad_dimensions_clean(tiny_model_path, capsys):
+    # in this process (the model loads before its size is known); the clean exit of a real process
+    # is test_cli_errors_are_clean's
+    assert main(["embed", "-m", str(tiny_model_path), "--dimensions", "8", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "dimensions must be between 32 and 64" in err and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: ")
 
 
 def test_no_instruction_and_progress(tiny_model_path, tiny_encoder, capsys):

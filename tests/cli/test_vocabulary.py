@@ -248,12 +248,19 @@ def test_runtime_failure_exits_1(capsys, tmp_path: Path, monkeypatch):
     assert err.strip().splitlines()[-1].startswith("error: ") and "does not exist" in err and "Traceback" not in err
 
 
-@pytest.mark.slow  # the client retries before it gives up
-def test_failing_endpoint_exits_1(capsys):
+def test_failing_endpoint_exits_1(capsys, monkeypatch):
+    # the client retries with backoff before it gives up; the waits (15 s in all) are recorded, not slept
+    from types import SimpleNamespace
+
+    import qembed.models.remote as remote
+
+    waits: list[float] = []
+    monkeypatch.setattr(remote, "time", SimpleNamespace(sleep=waits.append))  # this module's waits only
     url = f"http://127.0.0.1:{_closed_port()}/v1"
     assert main(["embed", "--model", url, "hello"]) == 1
     err = capsys.readouterr().err
     assert err.strip().splitlines()[-1].startswith("error: ") and "Traceback" not in err
+    assert len(waits) == 5 and waits == sorted(waits), waits  # it did retry, each wait longer
 
 
 def test_corrupt_index_is_a_runtime_failure(capsys, tmp_path: Path, tiny_model_path):

@@ -13,7 +13,8 @@
     loopback port (``--host``/``--port`` rewritten), waited on until ``/health`` answers; it serves
     the rest of the page (``localhost:30000``, ``http://host:30000`` in later lines and snippets
     point at it). A page whose examples call port 30000 without starting a server gets
-    ``qembed serve --model Qwen/Qwen3-Embedding-0.6B`` (the README's command), one for all such pages.
+    ``qembed serve --model Qwen/Qwen3-Embedding-0.6B`` (the README's command), one for all such pages;
+    a page that starts exactly that command (any ``--host``/``--port``) is served by it too.
   - ``curl …``: run against that server; must answer 2xx (and JSON when it answers a body).
   - ``make T …``: ``make -n T …`` (the target and its variables exist; nothing is built).
   - ``pip install …``: every extra it names exists in ``pyproject.toml``, a torch pin is the
@@ -169,6 +170,17 @@ def assert_json(text: str, what: str) -> Any:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     except ValueError:
         raise DocFailure(f"{what}: --json output is not JSON:\n{text[:2000]}") from None
+
+
+def _without_address(argv: list[str]) -> list[str]:
+    """``argv`` without its ``--host``/``--port`` options (the runner picks those)."""
+    out, rest = [], iter(argv)
+    for token in rest:
+        if token in ("--host", "--port"):
+            next(rest, None)
+        elif not token.startswith(("--host=", "--port=")):
+            out.append(token)
+    return out
 
 
 # ------------------------------------------------------------------------------------ a page
@@ -353,6 +365,12 @@ class PageRun:
     # -- the server
     def start_server(self, argv: list[str], env: dict[str, str] | None = None) -> None:
         self.stop_server()
+        if self.shared is not None and not env and _without_address(argv) == DEFAULT_SERVE:
+            # the README's own command: the one server of the pages that call port 30000 without
+            # starting one serves this page too (same model, same flags; a start-up saved)
+            if self.shared.server is None:
+                self.shared.start_server(list(DEFAULT_SERVE))
+            return
         args = list(argv[1:])
         for flag, value in (("--host", "127.0.0.1"), ("--port", str(self.port))):
             if flag in args:

@@ -100,7 +100,9 @@ def test_shell_lines_are_split_like_a_shell() -> None:
     assert cmds == [(["qembed", "search", "a b", "--index", "./kb"], {"QEMBED_BACKEND": "onnx"}, False),
                     (["qembed", "info"], {}, False)]
     assert PageRun.commands("qembed serve --port 1 &") == [(["qembed", "serve", "--port", "1"], {}, True)]
-    from .runner import logical_lines
+    from .runner import _without_address, logical_lines
 
     assert logical_lines("curl a \\\n  -d '{\"x\":\n 1}'\n# c\nqembed info\n") == [
         "curl a    -d '{\"x\":\n 1}'", "# c", "qembed info"]
+    assert _without_address(["qembed", "serve", "--model", "m", "--port", "30000", "--host=0.0.0.0"]) == [
+        "qembed", "serve", "--model", "m"]

@@ -77,9 +77,12 @@ def run(cmd: list[str], what: str, timeout: float = 900, **kwargs) -> subprocess
 
 
 def user_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: none of the test run's Python path or qembed settings."""
+    """The environment of a user's shell: none of the test run's Python path or qembed settings (nor
+    PYTHONDONTWRITEBYTECODE: the venv is installed without .pyc files, so its first import writes them
+    and the later processes, the server and its engine, reuse them as a user's would)."""
     env = {k: v for k, v in os.environ.items()
-           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"} and not k.startswith("QEMBED_")}
+           if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}
+           and not k.startswith("QEMBED_")}
     return {**env, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **extra}
 
 
@@ -195,7 +198,10 @@ def test_base_install_serves_embeddings(base_venv: Path, tiny_model_path: Path, 
     with log.open("w", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [str(base_venv / "bin" / "qembed"), "serve", "--model-path", str(tiny_model_path), "--host", "127.0.0.1",
-             "--port", str(port), "--dtype", "float32", "--device", "cpu"],
+             "--port", str(port), "--dtype", "float32", "--device", "cpu",
+             # compiling at start-up (~30 s) is the subject of tests/server/test_serve_cli.py; here
+             # the base install is (the import test above imports qembed.models.compile too)
+             "--no-compile"],
             cwd=tmp_path, env=user_env(), stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     start = time.monotonic()

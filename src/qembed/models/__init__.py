@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qembed.errors import InputError
+from qembed.errors import InputError, ModelPathError
 from qembed.io import is_http_url
 from qembed.models.encoder import Encoder
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION, SYMMETRIC_INSTRUCTION
-from qembed.models.resolve import DEFAULT_MODEL, default_model
+from qembed.models.resolve import DEFAULT_MODEL, _looks_like_path, default_model
 from qembed.models.runtimes import BACKENDS, auto_backend, check_backend
 
 
@@ -68,6 +68,8 @@ def load_encoder(
         raise InputError("dtype int8 runs on the openvino and onnx backends; pass backend='openvino' "
                          "or backend='onnx'", param="dtype")
     kwargs.pop("threads", None)
+    if not folder.exists() and _looks_like_path(str(target)):  # said before torch is imported
+        raise ModelPathError(f"model folder {target} does not exist")
     from qembed.models.local import LocalEncoder
 
     return LocalEncoder(target, device=device, dtype=dtype, max_input_tokens=max_input_tokens,
