@@ -151,6 +151,7 @@ def measure(args: argparse.Namespace) -> dict:
             before = after
         loads.append(os.getloadavg()[0])
     sent = len(texts)
+    profile = {m: profile_method(m, encoders[m], path, texts[:32]) for m in encoders} if args.profile else None
     return {
         "model": args.model, "sentences": sent, "base": base, "rounds": args.rounds,
         "isa": args.isa, "caps": {k: os.environ.get(k) for k in AVX2_CAPS if os.environ.get(k)},
@@ -160,7 +161,56 @@ def measure(args: argparse.Namespace) -> dict:
         f"vs_{base}": {m: statistics.median(v) for m, v in ratios.items()},
         f"vs_{base}_per_round": ratios,
         "worst_cosine_vs_torch_fp32": cosines, "failed": failed,
+        **({"profile_top_ops_ms": profile} if profile else {}),
     }
+
+
+def profile_method(method: str, enc, path: str, texts: list[str], top: int = 8) -> dict[str, float]:
+    """Where one pass over ``texts`` spends its time: milliseconds by op, the ``top`` largest.
+
+    torch: ``torch.profiler`` over an encode, by op name (self CPU time). OpenVINO: the cached
+    export compiled as qembed compiles it, plus ``PERF_COUNT``, one padded batch, by node type and
+    the kernel that ran it (e.g. ``FullyConnected/brgemm_avx512_amx``).
+    """
+    import numpy as np
+
+    backend, _, precision = method.partition("-")
+    if backend == "torch":
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            enc.encode(texts)
+        rows = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+        return {e.key: round(e.self_cpu_time_total / 1000, 1) for e in rows}
+    if backend != "openvino":
+        return {}
+    import openvino as ov
+
+    from qembed.models.export import cached_export_dir
+
+    precision = {"bf16": "bfloat16", "fp32": "float32"}.get(precision, precision)
+    graph = cached_export_dir(path, "openvino", precision) / "openvino_model.xml"
+    config = {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
+    if precision == "float32" or os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    request = ov.Core().compile_model(str(graph), "CPU", config).create_infer_request()
+    ids = enc.tokenize(texts)
+    width = max(map(len, ids))
+    arr = np.zeros((len(ids), width), dtype=np.int64)
+    mask = np.zeros_like(arr)
+    for r, row in enumerate(ids):
+        arr[r, :len(row)] = row
+        mask[r, :len(row)] = 1
+    feed = {"input_ids": arr, "attention_mask": mask}
+    request.infer(feed)  # warm-up
+    request.infer(feed)
+    totals: dict[str, float] = {}
+    for info in request.profiling_info:
+        key = f"{info.node_type}/{info.exec_type}"
+        totals[key] = totals.get(key, 0.0) + info.real_time.total_seconds() * 1000
+    return {k: round(v, 1) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])[:top]}
 
 
 def main() -> None:
@@ -172,6 +222,7 @@ def main() -> None:
     ap.add_argument("--isa", choices=["native", "avx2"], default="native",
                     help="avx2: cap every runtime's kernels to AVX2 (in a child process)")
     ap.add_argument("--sentences", type=int, default=200)
+    ap.add_argument("--profile", action="store_true", help="also report the ops that take the time")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calibration-sentences", type=int, default=64)
     ap.add_argument("--guard", default=None, help="graded pairs for w8a8 (default: Chinese STS-B valid)")
