@@ -3,8 +3,10 @@
 Each method encodes the same AFQMC dev sentences in one process; every round times the baseline
 (torch bf16 unless ``--base``) before and after each other method — (torch, int8, torch) — and
 a method's ratio is its throughput over the mean of the two baseline runs around it, so a change
-of the machine's load during a round moves both. The median ratio over ``--rounds`` is reported,
-with the worst cosine of each method's vectors to torch fp32 on the first 64 sentences.
+of the machine's load during a round moves both. A bracket whose two baseline runs differ by more
+than 25% saw the load change within it and is left out (unless every bracket of that method did).
+The median ratio over the remaining brackets is reported, with each method's best throughput and
+the worst cosine of its vectors to torch fp32 on the first 64 sentences.
 
 Methods: ``torch-bf16``, ``torch-fp32``, ``openvino-fp32``, ``openvino-int8`` (int8 weights),
 ``openvino-w8a8`` (int8 activations too: a guarded export, made first when absent, calibrated on
@@ -135,6 +137,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     others = [m for m in encoders if m != base]
     ratios: dict[str, list[float]] = {m: [] for m in others}
+    steady: dict[str, list[bool]] = {m: [] for m in others}
     seconds: dict[str, list[float]] = {m: [] for m in encoders}
     loads = []
     for r in range(args.rounds):
@@ -146,6 +149,7 @@ def measure(args: argparse.Namespace) -> dict:
             seconds[m].append(t)
             seconds[base].append(after)
             ratios[m].append((before + after) / 2 / t)
+            steady[m].append(max(before, after) <= 1.25 * min(before, after))
             print(f"round {r + 1}: {base} {before:.2f} s | {m} {t:.2f} s | {base} {after:.2f} s "
                   f"-> {ratios[m][-1]:.2f}x  (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
             before = after
@@ -157,8 +161,9 @@ def measure(args: argparse.Namespace) -> dict:
         "isa": args.isa, "caps": {k: os.environ.get(k) for k in AVX2_CAPS if os.environ.get(k)},
         "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "threads": torch.get_num_threads(), "load_avg_per_round": loads,
-        "sent_per_s": {m: sent / statistics.median(v) for m, v in seconds.items()},
-        f"vs_{base}": {m: statistics.median(v) for m, v in ratios.items()},
+        "best_sent_per_s": {m: sent / min(v) for m, v in seconds.items()},
+        f"vs_{base}": {m: statistics.median([r for r, ok in zip(v, steady[m]) if ok] or v) for m, v in ratios.items()},
+        "steady_brackets": {m: sum(v) for m, v in steady.items()},
         f"vs_{base}_per_round": ratios,
         "worst_cosine_vs_torch_fp32": cosines, "failed": failed,
         **({"profile_top_ops_ms": profile} if profile else {}),
