@@ -74,8 +74,8 @@ SETTINGS = {
     "float": [{}],
     "int8": [{"rescore": 1}, {"rescore": 4}],
     "binary": [{"rescore": 4}, {"rescore": 10}, {"rescore": 20}],
-    "binary-ivf": [{"nprobe": 8, "rescore": 10}, {"nprobe": 16, "rescore": 10}, {"nprobe": 32, "rescore": 10},
-                   {"nprobe": 64, "rescore": 10}, {"nprobe": 32, "rescore": 20}, {"nprobe": 64, "rescore": 20}],
+    "binary-ivf": [{"nprobe": 16, "rescore": 10}, {"nprobe": 32, "rescore": 10}, {"nprobe": 64, "rescore": 10},
+                   {"nprobe": 128, "rescore": 10}, {"nprobe": 256, "rescore": 10}, {"nprobe": 256, "rescore": 20}],
 }
 
 

@@ -131,3 +131,21 @@ def test_bad_ivf_options_are_refused(tmp_path: Path, rows: np.ndarray):
     plain.close()
     with pytest.raises(InputError, match="nprobe applies to a quantized index"):
         FaissStore.open(tmp_path / "float", nprobe=4)
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads Linux' /proc/self/smaps")
+def test_float_rows_are_mapped_for_random_reads(tmp_path: Path, rows: np.ndarray):
+    """The rescoring rows are read at random: the mapping carries MADV_RANDOM (``rr``), no read-ahead."""
+    store = open_store(tmp_path / "ix", dim=DIM, quantize="binary")
+    store.upsert(names(0, 200), rows[:200])
+    store.save()
+    store.close()
+    store = FaissStore.open(tmp_path / "ix")
+    try:
+        store.search(rows[:1], k=3)
+        smaps = Path("/proc/self/smaps").read_text().split("\n")
+        flags = [smaps[i + j] for i, line in enumerate(smaps) if line.endswith("/floats.npy")
+                 for j in range(1, 30) if i + j < len(smaps) and smaps[i + j].startswith("VmFlags")][:1]
+        assert flags and " rr" in flags[0], flags
+    finally:
+        store.close()
