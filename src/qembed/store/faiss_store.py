@@ -98,7 +98,7 @@ KINDS = ("auto", "flat", "hnsw")
 QUANTIZED_KINDS = ("auto", "flat", "ivf")
 #: A quantized ``auto`` store switches to an inverted file from this many vectors on
 #: (docs/benchmarks.md, "Quantized vectors": binary codes of 1 M synthetic 1,024-dim vectors
-#: searched through the inverted file ~6x faster than exhaustively, recall@10 0.85 against 0.91).
+#: searched through the inverted file about 4x faster than exhaustively, recall@10 0.85 against 0.91).
 DEFAULT_IVF_THRESHOLD = 1_000_000
 #: Share of the inverted lists searched per query unless ``nprobe`` is set: recall@10 at 1 M
 #: binary codes (894 lists, rescore 10) was 0.44 with 32 lists, 0.73 with 128, 0.85 with 256,
