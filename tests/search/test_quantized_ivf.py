@@ -54,7 +54,8 @@ def test_auto_switches_to_ivf_persists_and_deletes(tmp_path: Path, rows: np.ndar
     store.upsert(names(600, N - 600), rows[600:], metadata=groups[600:])
     assert store.kind == "ivf" and isinstance(store.faiss_index, IVF_TYPES[quantize])
     info = store.info()
-    assert info["kind"] == "ivf" and info["nprobe"] == 8 and info["nlist"] == N // 39  # √n lists, at least 39 training vectors each
+    # √n lists, at least 39 training vectors each
+    assert info["kind"] == "ivf" and info["nprobe"] == 8 and info["nlist"] == N // 39
     assert store.faiss_index.ntotal == N
     store.save()
     store.close()

@@ -390,7 +390,8 @@ class FaissStore:
             self._dirty = True
             if self.quantize and self._ivf_due():
                 self._requantize("ivf")
-            elif self.quantize == "int8" and self.kind == "flat" and self._index.ntotal >= 2 * int(self._meta["calibrated_on"]) \
+            elif self.quantize == "int8" and self.kind == "flat" \
+                    and self._index.ntotal >= 2 * int(self._meta["calibrated_on"]) \
                     and int(self._meta["calibrated_on"]) < CALIBRATION_ROWS:
                 self._requantize()
             if (self._meta["index"] == "auto" and self.kind == "flat"
