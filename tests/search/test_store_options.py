@@ -28,8 +28,8 @@ def test_faiss_options_are_refused_for_milvus(tmp_path):
 
 
 def test_unknown_options_are_refused_by_name(tmp_path):
-    with pytest.raises(InputError, match="nprobe do not apply .* it takes: ef_construction, ef_search"):
-        open_store(tmp_path / "index", dim=4, nprobe=8)
+    with pytest.raises(InputError, match="nlist do not apply .* it takes: ef_construction, ef_search"):
+        open_store(tmp_path / "index", dim=4, nlist=8)
 
 
 def test_creation_options_on_an_existing_folder_are_reported(tmp_path, caplog):

@@ -122,7 +122,7 @@ def index_add(
     title_column: str | None = typer.Option(None, "--title-column", help="Field/column holding the title (default 'title')."),
     chunk_tokens: int = typer.Option(512, "--chunk-tokens", help="Longest chunk in tokens; 0 = no chunking."),
     chunk_overlap: int = typer.Option(64, "--chunk-overlap", help="Tokens shared by consecutive chunks."),
-    kind: str | None = typer.Option(None, "--kind", help="FAISS index kind for a new index: auto, flat or hnsw."),
+    kind: str | None = typer.Option(None, "--kind", help="FAISS index kind for a new index: auto, flat or hnsw; with --quantize auto, flat or ivf."),
     quantize: str | None = QuantizeOpt,
     rescore: int | None = RescoreOpt,
     batch_size: int = typer.Option(256, "--batch-size", help="Chunks embedded and stored per step."),

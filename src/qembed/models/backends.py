@@ -217,6 +217,11 @@ class CompiledEncoder(LocalEncoder):
             # OpenVINO picks bf16 from the CPU's flags, but under ONEDNN_MAX_CPU_ISA=AVX2 (which its
             # oneDNN obeys) bf16 kernels are missing and compiling fails: keep f32 there
             config["INFERENCE_PRECISION_HINT"] = "f32"
+        if os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"):
+            # the plugin turns on dynamic int8 quantization of the activations of int8-weight
+            # products by the CPU's own flags (VNNI), which its capped oneDNN cannot run: compiling
+            # fails ("FullyConnectedCompressed ... could not create a primitive descriptor")
+            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         compiled = ov.Core().compile_model(str(graph), "CPU", config)

@@ -28,8 +28,8 @@ __all__ = ["Filter", "Hit", "Record", "VectorStore", "check_store_options", "ope
 
 #: Options a FAISS store takes when it is created, and those that also apply when it is opened.
 FAISS_CREATE_OPTIONS = frozenset({"index", "metric", "hnsw_m", "ef_construction", "ef_search", "hnsw_threshold",
-                                  "lock_timeout", "quantize", "rescore"})
-FAISS_OPEN_OPTIONS = frozenset({"ef_search", "lock_timeout", "rescore"})
+                                  "lock_timeout", "quantize", "rescore", "ivf_threshold", "nprobe"})
+FAISS_OPEN_OPTIONS = frozenset({"ef_search", "lock_timeout", "rescore", "nprobe"})
 #: Options a Milvus store takes.
 MILVUS_OPTIONS = frozenset({"collection", "token", "index_type", "quantize", "rescore"})
 
@@ -70,8 +70,9 @@ def open_store(
 
     ``dim`` is required to create a store and checked against an existing one. With
     ``create=False`` a missing store raises :class:`NotFoundError`. Other options go to the
-    backend: FAISS ``index`` (auto|flat|hnsw), ``metric``, ``hnsw_m``, ``ef_construction``,
-    ``hnsw_threshold`` (used when the folder is created), ``ef_search`` and ``lock_timeout``
+    backend: FAISS ``index`` (auto|flat|hnsw; quantized: auto|flat|ivf), ``metric``, ``hnsw_m``,
+    ``ef_construction``, ``hnsw_threshold``, ``ivf_threshold`` (used when the folder is created),
+    ``ef_search``, ``nprobe`` (inverted lists a quantized IVF store searches) and ``lock_timeout``
     (seconds a writer waits for another process' writer lock); Milvus ``collection`` (default
     ``qembed``), ``token``, ``index_type``. Both: ``quantize`` (``int8`` | ``binary``: codes in
     the index, float32 vectors on disk for rescoring; recorded when the store is created, and a

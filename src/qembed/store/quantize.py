@@ -21,6 +21,7 @@ Wire formats (``embedding_types`` of ``/v1/embeddings``, Cohere's names): :func:
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,6 +45,22 @@ EMBEDDING_TYPES = ("float", "int8", "uint8", "binary", "ubinary")
 FLOATS_FILE = "floats.npy"
 FLOAT_IDS_FILE = "floats.ids.npy"
 _CHUNK = 65536
+
+
+def _random_access(rows: np.ndarray) -> np.ndarray:
+    """Tell the kernel that a memory-mapped file is read at random (``MADV_RANDOM``).
+
+    A search reads a few scattered rows; with the default read-ahead every row read faults in the
+    pages around it too (measured at 1 M rows: 1.9 GB of file pages after 1,200 searches instead
+    of the ~0.1 GB of rows asked for), which costs I/O and evicts other pages.
+    """
+    handle = getattr(rows, "_mmap", None)
+    if handle is not None and hasattr(handle, "madvise") and hasattr(mmap, "MADV_RANDOM"):
+        try:
+            handle.madvise(mmap.MADV_RANDOM)
+        except (OSError, ValueError):  # pragma: no cover - advice only
+            pass
+    return rows
 
 
 def check_quantize(value: Any) -> str | None:
@@ -156,7 +173,7 @@ class FloatRows:
         self._base: np.ndarray = np.zeros((0, self.dim), dtype=np.float32)
         self._base_ids = np.zeros(0, dtype=np.int64)
         if folder is not None and (folder / FLOATS_FILE).is_file():
-            self._base = np.load(folder / FLOATS_FILE, mmap_mode="r")
+            self._base = _random_access(np.load(folder / FLOATS_FILE, mmap_mode="r"))
             self._base_ids = np.load(folder / FLOAT_IDS_FILE)
             if self._base.shape != (len(self._base_ids), self.dim) or self._base.dtype != np.float32:
                 raise ValueError(f"{FLOATS_FILE} holds {self._base.shape} {self._base.dtype} for "
@@ -267,8 +284,8 @@ class FloatRows:
                 self._new_parts = [np.concatenate(self._new_parts)]
             return self._new_parts[0] if self._new_parts else np.zeros((0, self.dim), dtype=np.float32)
         if self._scratch_map is None:
-            self._scratch_map = np.memmap(self._scratch, dtype=np.float32, mode="r",
-                                          shape=(len(self._new_ids), self.dim))
+            self._scratch_map = _random_access(np.memmap(self._scratch, dtype=np.float32, mode="r",
+                                                         shape=(len(self._new_ids), self.dim)))
         return self._scratch_map
 
     @staticmethod
