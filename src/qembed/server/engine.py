@@ -35,12 +35,12 @@ import struct
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from qembed.errors import EngineUnavailableError, QembedError
+from qembed.errors import EngineUnavailableError, InputError, QembedError
+from qembed.models.spec import ModelSpec
 from qembed.server.batcher import Batcher
 from qembed.server.errors import ServerClosingError
 
@@ -64,32 +64,6 @@ class _PassReporter:
 
     def observe_batch(self, size: int, tokens: int, seconds: float = 0.0) -> None:
         self._send(_PASS.pack(b"B", size, tokens, seconds))
-
-
-@dataclass
-class EngineSpec:
-    """How the engine process loads its encoder (the arguments of ``load_encoder``)."""
-
-    model: str
-    device: str | None = None
-    dtype: str | None = None
-    max_input_tokens: int | None = None
-    truncate: bool = True
-    max_batch_tokens: int | None = None
-    max_batch_size: int | None = None
-    name: str | None = None
-    compile: bool | None = None
-    #: torch threads in the engine process (None: torch's default, one per core).
-    threads: int | None = None
-    #: OpenMP's wait policy in the engine (``OMP_WAIT_POLICY``): ``PASSIVE`` threads sleep as soon
-    #: as a parallel region ends instead of spinning, leaving the cores to the front between ops.
-    omp_wait_policy: str | None = None
-    #: what the process loads: ``"encoder"`` (a LocalEncoder) or ``"reranker"`` (a
-    #: :class:`~qembed.rerank.local.Reranker`, whose passes return one score per input)
-    kind: str = "encoder"
-    #: the encoder's runtime: None/``"torch"``, ``"openvino"`` or ``"onnx"`` (see
-    #: :func:`qembed.models.load_encoder`); an exported folder brings its own
-    backend: str | None = None
 
 
 @contextlib.contextmanager
@@ -122,6 +96,12 @@ def describe(encoder: Any) -> dict[str, Any]:
         "inputs": inputs.spec() if inputs is not None else None,
         "info": encoder.info() if callable(getattr(encoder, "info", None)) else {},
     }
+
+
+def check_adapter(adapter: str | None) -> None:
+    """The engines run base models only until adapters are served (``ModelSpec.adapters``)."""
+    if adapter is not None:
+        raise InputError(f"adapter {adapter!r}: this engine serves no LoRA adapters", param="model")
 
 
 # ---------------------------------------------------------------------- wire format
@@ -230,39 +210,24 @@ class _FrontConnections:
             listener.close()
 
 
-def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> None:
-    """Entry point of the engine process: load, announce, then serve requests until told to stop."""
+def engine_main(conn: Any, spec: ModelSpec, batching: dict[str, Any]) -> None:
+    """Entry point of the engine process: load ``spec`` (:func:`~qembed.models.spec.load_model`),
+    announce it, then serve requests until told to stop."""
     # Signals go to the front: it drains and then stops the engine with a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=batching.get("log_level", "WARNING"), datefmt="%H:%M:%S",
                         format="%(asctime)s %(levelname)s qembed-engine: %(message)s")
     started = time.perf_counter()
-    logger.info("engine process %d: importing torch and loading %s", os.getpid(), spec["model"])
+    logger.info("engine process %d: importing torch and loading %s", os.getpid(), spec.path)
     try:
         import torch
 
-        if spec.get("threads"):
-            torch.set_num_threads(int(spec["threads"]))
-        if spec.get("kind") == "reranker":
-            from qembed.rerank.local import Reranker
+        from qembed.models.spec import load_model
 
-            encoder = Reranker(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
-                               max_input_tokens=spec.get("max_input_tokens"),
-                               max_batch_tokens=spec.get("max_batch_tokens"),
-                               max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
-                               compile=spec.get("compile"))
-        else:
-            from qembed.models import load_encoder
-
-            # the compiled backends size their own thread pools (torch's is set above)
-            extra = {"backend": spec["backend"], "threads": spec.get("threads")} if spec.get("backend") else {}
-            encoder = load_encoder(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
-                                   max_input_tokens=spec.get("max_input_tokens"),
-                                   truncate=spec.get("truncate", True),
-                                   max_batch_tokens=spec.get("max_batch_tokens"),
-                                   max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
-                                   compile=spec.get("compile"), **extra)
+        if spec.threads:
+            torch.set_num_threads(int(spec.threads))
+        encoder = load_model(spec)
     except BaseException as exc:  # noqa: BLE001 - reported to the front, which decides
         message = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
         conn.send_bytes(b"F" + json.dumps({"message": message}).encode("utf-8"))
@@ -329,7 +294,7 @@ class ProcessEngine:
     """The model in a process of its own, driven over a pipe (see the module docstring).
 
     Args:
-        spec: what the engine process loads.
+        spec: what the engine process loads (:class:`~qembed.models.spec.ModelSpec`, unchanged).
         max_batch_tokens, max_batch_size: the batch limits (None: the encoder's device defaults).
         on_exit: called (from a background thread) with the exit code when the process ends
             without being asked to.
@@ -341,7 +306,7 @@ class ProcessEngine:
             loads, stops and watches it.
     """
 
-    def __init__(self, spec: EngineSpec, *, max_batch_tokens: int | None = None,
+    def __init__(self, spec: ModelSpec, *, max_batch_tokens: int | None = None,
                  max_batch_size: int | None = None, on_exit: Callable[[int | None], None] | None = None,
                  metrics: Any = None, log_level: str = "WARNING", linger: float = 0.0,
                  listen: tuple[str, bytes] | None = None) -> None:
@@ -371,7 +336,7 @@ class ProcessEngine:
         its own start-up work; :meth:`start` then waits for it."""
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
-        self._process = ctx.Process(target=engine_main, args=(child, asdict(self.spec), self.batching),
+        self._process = ctx.Process(target=engine_main, args=(child, self.spec, self.batching),
                                     name="qembed-engine", daemon=True)
         self._launched = time.perf_counter()
         with _child_environment(self.spec.omp_wait_policy):
@@ -395,7 +360,7 @@ class ProcessEngine:
         left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
         if not parent.poll(left):
             self._kill()
-            raise QembedError(f"the engine did not load {self.spec.model} within {timeout:.0f}s")
+            raise QembedError(f"the engine did not load {self.spec.path} within {timeout:.0f}s")
         try:
             message = parent.recv_bytes()
         except (EOFError, OSError):
@@ -451,8 +416,12 @@ class ProcessEngine:
             self._process.join(10)
 
     # ------------------------------------------------------------------ requests
-    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
-        """Queue one request's token ids; the future gives its ``(n, dim)`` float32 unit rows."""
+    def submit(self, ids: Sequence[Sequence[int]], adapter: str | None = None) -> Future:
+        """Queue one request's token ids; the future gives its ``(n, dim)`` float32 unit rows.
+
+        ``adapter``: the LoRA adapter the request named (``model``), where the spec serves some.
+        """
+        check_adapter(adapter)
         future: Future = Future()
         if not ids:
             future.set_result(np.empty((0, self.dim), dtype=np.float32))
@@ -545,7 +514,8 @@ class ThreadEngine:
     def alive(self) -> bool:
         return True
 
-    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
+    def submit(self, ids: Sequence[Sequence[int]], adapter: str | None = None) -> Future:
+        check_adapter(adapter)
         return self.batcher.submit(ids)
 
     def close(self, timeout: float | None = 60.0) -> None:

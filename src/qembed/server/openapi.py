@@ -166,6 +166,10 @@ def _limits(c: dict[str, Any], app: Any) -> None:
     settings = app.state.settings
     encoder = getattr(state, "encoder", None)
     dim = getattr(encoder, "dim", None)
+    registry = getattr(app.state, "registry", None)
+    dims = sorted({m.dim for m in registry.of_kind("embedding") if m.dim}) if registry is not None else []
+    if len(dims) > 1:  # several embedding models: up to the largest (each request is checked against its own)
+        dim = dims[-1]
     batch = settings.max_client_batch_size
 
     def dimensions(model: str) -> None:

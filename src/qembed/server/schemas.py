@@ -140,6 +140,9 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "qembed"
+    kind: Literal["embedding", "reranker"] = Field(
+        "embedding", description="What the model does: `embedding` (POST /v1/embeddings and the task routes) "
+                                 "or `reranker` (POST /v1/rerank).")
     root: str | None = None
     max_model_len: int | None = None
     dim: int | None = None
