@@ -1,9 +1,9 @@
 """Several models in one server: throughput of one model with another loaded but idle, and memory per model.
 
-In one run, ``qembed serve`` (the real CLI, a subprocess on a free loopback port) is started three
-times: with the random-weight Qwen3-Embedding-0.6B alone, with all-MiniLM-L6-v2 alone, and with
-both plus the tiny Qwen3 (three engine processes). At ``--clients`` simultaneous clients sending
-one AFQMC sentence per request it measures req/s of
+In one run, three ``qembed serve`` (the real CLI, subprocesses on free loopback ports) run at
+once: the random-weight Qwen3-Embedding-0.6B alone, all-MiniLM-L6-v2 alone, and both plus the
+tiny Qwen3 (three engine processes). At ``--clients`` simultaneous clients sending one AFQMC
+sentence per request it measures req/s (the median of ``--rounds`` interleaved rounds) of
 
 - each model alone (the baseline: the bar's 8-serve-qwen-64 and 8-serve-minilm-64 shape),
 - each model while the other is loaded but idle (ratio to alone; 1.00 = unchanged),
@@ -56,14 +56,14 @@ def sentences(n: int) -> list[str]:
 
 
 class Server:
-    def __init__(self, models: list[str], args: argparse.Namespace) -> None:
+    def __init__(self, models: list[str], args: argparse.Namespace, extra_env: dict | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [str(QEMBED), "serve", "--port", str(self.port), "--dtype", args.dtype, "--device", "cpu",
                "--no-compile", "--max-queued-requests", "4096"]
         for m in models:
             cmd += ["--model", m]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(extra_env or {})}
         self.log = open(args.log_dir / f"serve-{self.port}.log", "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self.log, env=env)
         deadline = time.monotonic() + args.start_timeout
@@ -135,6 +135,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=64, help="simultaneous clients (default 64)")
     parser.add_argument("--requests", type=int, default=256, help="one-sentence requests per measurement (default 256)")
+    parser.add_argument("--alone-wait-policy", default="PASSIVE",
+                        help="OMP_WAIT_POLICY of the one-model servers (default PASSIVE, what a several-model "
+                             "server gives its engines, so only the second model differs; '' : OpenMP's default)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (default 3)")
     parser.add_argument("--dtype", default="bfloat16", help="dtype of every model (default bfloat16)")
     parser.add_argument("--start-timeout", type=float, default=900.0, help="seconds a server may take to start")
     parser.add_argument("--log-dir", type=Path, default=Path("/tmp"), help="where the server logs go")
@@ -156,23 +160,32 @@ def main() -> None:
     figures: dict = {"clients": args.clients, "requests": args.requests, "dtype": args.dtype,
                      "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
 
-    for model in (qwen, minilm):
-        server = Server([model], args)
-        try:
-            figures[f"{names[model]} alone"] = drive(server.url, names[model], texts[model], args.clients)
-        finally:
-            server.close()
-    server = Server([qwen, minilm, tiny], args)
+    # every server up at once, measurements interleaved round by round: a shared machine's load
+    # drifts, and alternating keeps "alone" and "beside an idle model" under the same drift
+    alone_env = {"OMP_WAIT_POLICY": args.alone_wait_policy} if args.alone_wait_policy else {}
+    servers = {"qwen alone": Server([qwen], args, alone_env), "minilm alone": Server([minilm], args, alone_env),
+               "three models": Server([qwen, minilm, tiny], args)}
+    samples: dict[str, list[float]] = {}
     try:
-        for model in (qwen, minilm):
-            figures[f"{names[model]} beside idle"] = drive(server.url, names[model], texts[model], args.clients)
-        rates = drive_both(server.url, [(names[m], both_texts[m]) for m in (qwen, minilm)], args.clients)
+        for _ in range(args.rounds):
+            for model, alone in ((qwen, "qwen alone"), (minilm, "minilm alone")):
+                for label, server in ((f"{names[model]} alone", servers[alone]),
+                                      (f"{names[model]} beside idle", servers["three models"])):
+                    samples.setdefault(label, []).append(drive(server.url, names[model], texts[model], args.clients))
+        for label, values in samples.items():
+            figures[label] = sorted(values)[len(values) // 2]
+        figures["samples"] = samples
+        rates = drive_both(servers["three models"].url, [(names[m], both_texts[m]) for m in (qwen, minilm)],
+                           args.clients)
         figures["both busy"] = dict(zip((names[qwen], names[minilm]), rates))
-        figures["rss_mib"] = {m["model"]: round(rss_mib(m["engine"]["pid"]), 1) for m in server.health()["models"]}
+        figures["rss_mib"] = {m["model"]: round(rss_mib(m["engine"]["pid"]), 1)
+                              for m in servers["three models"].health()["models"]}
     finally:
-        server.close()
+        for server in servers.values():
+            server.close()
 
-    print(f"\n{args.clients} clients, one sentence per request, {args.requests} requests, {args.dtype}, eager\n")
+    print(f"\n{args.clients} clients, one sentence per request, {args.requests} requests, {args.dtype}, eager, "
+          f"median of {args.rounds} interleaved rounds\n")
     print("| model | alone req/s | other loaded, idle | ratio | both busy |")
     print("|---|---|---|---|---|")
     for model in (qwen, minilm):

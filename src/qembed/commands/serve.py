@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import typer
 
@@ -31,7 +30,7 @@ def serve(
              "http(s)://…/v1 URL proxies another OpenAI-compatible endpoint. --model-path is "
              "SGLang's name for it. Repeat it to serve several embedding models, each in its own "
              "engine process; requests pick one with `model` (default: the first)."),
-    config: Path | None = typer.Option(
+    config: str | None = typer.Option(
         None, "--config",
         help="TOML file listing the served models with their own options: [[models]] tables with "
              "path, and optionally kind (embedding or reranker), name, dtype, device, backend, "
