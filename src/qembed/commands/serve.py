@@ -76,6 +76,14 @@ def serve(
         help="Reranker (folder, Hub id such as Qwen/Qwen3-Reranker-0.6B, or http(s):// URL of a /rerank "
              "endpoint): adds POST /v1/rerank and rerank=true on /v1/search; it runs in an engine of its "
              "own. Repeatable (`model` in /v1/rerank picks one; default: the first)."),
+    adapter: list[str] | None = typer.Option(
+        None, "--adapter",
+        help="LoRA adapter NAME=PATH (a folder made by 'qembed finetune embedding') served over the first "
+             "embedding model, loaded once; requests pick it with model=NAME (or BASE:NAME). Repeatable."),
+    admin_key: str | None = typer.Option(
+        None, "--admin-key", envvar="QEMBED_ADMIN_KEY",
+        help="Key of the admin routes (POST /v1/adapters, DELETE /v1/adapters/NAME: load and unload "
+             "adapters at run time), sent as 'Authorization: Bearer KEY'; without it they answer 403."),
     device: str | None = DeviceOpt,
     dtype: str | None = DtypeOpt,
     backend: str | None = BackendOpt,
@@ -127,7 +135,7 @@ def serve(
     if config is not None and (models or rerankers):
         raise InputError("give the models with --model/--reranker or in --config, not both", param="config")
     updates = {
-        "model": models[0] if models else None, "host": host, "port": port, "served_model_name": served_model_name,
+        "model": models[0] if models else None, "admin_key": admin_key, "host": host, "port": port, "served_model_name": served_model_name,
         "api_key": api_key, "api_docs": api_docs, "studio": studio, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
@@ -151,6 +159,9 @@ def serve(
         rerank = next((s for s in specs if s.kind == "reranker"), None)
         settings.model = first.path  # the studio, the OpenAPI page and the task routes read these
         settings.reranker = rerank.path if rerank is not None else None
+    from qembed.server.adapters import with_adapter_options
+
+    specs = with_adapter_options(specs, adapter)
     if settings.log_level.lower() == "debug":
         logging.getLogger("qembed").setLevel(logging.DEBUG)
     require_store(settings.index)  # optional features fail now, before any model loads

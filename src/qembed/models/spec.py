@@ -194,8 +194,8 @@ def load_model(spec: ModelSpec) -> Any:
     :class:`~qembed.models.local.LocalEncoder`, a compiled-backend encoder, or a
     :class:`~qembed.models.remote.RemoteEncoder` for a URL) or a reranker
     (:class:`~qembed.rerank.local.Reranker`, or :class:`~qembed.rerank.remote.RemoteReranker`)."""
-    if spec.adapters:
-        raise InputError(f"{spec.served_name}: LoRA adapters are not served by this version",
+    if spec.adapters and (spec.kind != "embedding" or spec.remote):
+        raise InputError(f"{spec.served_name}: LoRA adapters are served over local embedding models only",
                          param="adapters")
     if spec.kind == "reranker":
         if spec.remote:
@@ -213,9 +213,14 @@ def load_model(spec: ModelSpec) -> Any:
         return load_encoder(spec.path, api_key=spec.upstream_api_key, model=spec.upstream_model)
     # the compiled backends size their own thread pools (torch's is set by the engine)
     extra = {"backend": spec.backend, "threads": spec.threads} if spec.backend else {}
-    return load_encoder(spec.path, device=spec.device, dtype=spec.dtype, max_input_tokens=spec.max_input_tokens,
-                        truncate=spec.truncate, max_batch_tokens=spec.max_batch_tokens,
-                        max_batch_size=spec.max_batch_size, name=spec.name, compile=spec.compile, **extra)
+    encoder = load_encoder(spec.path, device=spec.device, dtype=spec.dtype, max_input_tokens=spec.max_input_tokens,
+                           truncate=spec.truncate, max_batch_tokens=spec.max_batch_tokens,
+                           max_batch_size=spec.max_batch_size, name=spec.name, compile=spec.compile, **extra)
+    for name, folder in spec.adapters.items():  # LoRA adapters over the base, loaded once
+        if not callable(getattr(encoder, "load_adapter", None)):
+            raise InputError(f"{spec.served_name}: LoRA adapters need the torch backend", param="adapters")
+        encoder.load_adapter(name, folder)
+    return encoder
 
 
 __all__ = ["CONFIG_FIELDS", "KINDS", "ModelSpec", "check_names", "load_model", "read_config",

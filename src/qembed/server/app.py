@@ -308,6 +308,9 @@ def create_app(
     openai_routes.mount(app, auth)  # flat in app.routes, where the middleware's fast path finds them
     openai_routes.setup_fast_paths(app)
     ops.mount(app)
+    from qembed.server.routes.adapters import router as adapters_router
+
+    app.include_router(adapters_router)  # its own keys: the API key to list, the admin key to change
     if settings.studio:  # the page at / (routes/studio.py): static files, nothing on /v1/*
         from qembed.server.routes.studio import router as studio_router
 

@@ -20,6 +20,10 @@ failure is ``b"E"``, the request id and a UTF-8 JSON ``{"type", "message"}``. Co
 are ``b"S"`` (finish queued work and stop), ``b"F"`` + JSON (the engine failed to load) and
 ``b"H"`` + JSON (loaded: the model's description, see :func:`describe`); after each forward
 pass the engine reports ``b"B"`` with the pass's inputs, tokens and seconds (for ``/metrics``).
+LoRA adapters (:mod:`qembed.server.adapters`): a request for one is ``b"Q"``: the header, a ``u16``
+name length and the UTF-8 name, then as ``b"R"``. ``b"A"``, a request id and JSON
+``{"op", "name", "path"}`` loads, unloads or lists adapters; the answer is ``b"J"`` + id + JSON (or
+``b"E"``), and every front then gets ``b"N"`` + the JSON list of adapter names.
 """
 
 from __future__ import annotations
@@ -39,8 +43,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from qembed.errors import EngineUnavailableError, InputError, QembedError
+from qembed.errors import EngineUnavailableError, QembedError
 from qembed.models.spec import ModelSpec
+from qembed.server.adapters import adapter_names, run_adapter_op
 from qembed.server.batcher import Batcher
 from qembed.server.errors import ServerClosingError
 
@@ -95,31 +100,35 @@ def describe(encoder: Any) -> dict[str, Any]:
         "max_batch_size": getattr(encoder, "max_batch_size", None),
         "inputs": inputs.spec() if inputs is not None else None,
         "info": encoder.info() if callable(getattr(encoder, "info", None)) else {},
+        "adapters": adapter_names(encoder),
     }
 
 
-def check_adapter(adapter: str | None) -> None:
-    """The engines run base models only until adapters are served (``ModelSpec.adapters``)."""
-    if adapter is not None:
-        raise InputError(f"adapter {adapter!r}: this engine serves no LoRA adapters", param="model")
-
-
 # ---------------------------------------------------------------------- wire format
-def encode_request(request_id: int, ids: Sequence[Sequence[int]]) -> bytes:
+def encode_request(request_id: int, ids: Sequence[Sequence[int]], adapter: str | None = None) -> bytes:
     lengths = np.fromiter((len(x) for x in ids), dtype="<u4", count=len(ids))
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype="<i4", count=int(lengths.sum()))
-    return _HEAD.pack(b"R", request_id, len(ids)) + lengths.tobytes() + flat.tobytes()
+    if adapter is None:
+        return _HEAD.pack(b"R", request_id, len(ids)) + lengths.tobytes() + flat.tobytes()
+    name = adapter.encode("utf-8")
+    return (_HEAD.pack(b"Q", request_id, len(ids)) + struct.pack("<H", len(name)) + name
+            + lengths.tobytes() + flat.tobytes())
 
 
-def decode_request(message: bytes) -> tuple[int, list[list[int]]]:
-    _, request_id, n = _HEAD.unpack_from(message)
-    lengths = np.frombuffer(message, dtype="<u4", count=n, offset=_HEAD.size)
-    flat = np.frombuffer(message, dtype="<i4", offset=_HEAD.size + 4 * n).tolist()
+def decode_request(message: bytes) -> tuple[int, list[list[int]], str | None]:
+    kind, request_id, n = _HEAD.unpack_from(message)
+    offset, adapter = _HEAD.size, None
+    if kind == b"Q":
+        (size,) = struct.unpack_from("<H", message, offset)
+        adapter = bytes(message[offset + 2:offset + 2 + size]).decode("utf-8")
+        offset += 2 + size
+    lengths = np.frombuffer(message, dtype="<u4", count=n, offset=offset)
+    flat = np.frombuffer(message, dtype="<i4", offset=offset + 4 * n).tolist()
     ids, start = [], 0
     for length in lengths.tolist():
         ids.append(flat[start:start + length])
         start += length
-    return request_id, ids
+    return request_id, ids, adapter
 
 
 def _error_message(request_id: int, exc: BaseException) -> bytes:
@@ -164,6 +173,16 @@ class _FrontConnections:
         if sender is not None:
             sender(message)
 
+    def broadcast(self, message: bytes) -> None:
+        """``message`` to every front (the one at the pipe without ``listen``)."""
+        if not self.listen:
+            self._send(message)
+            return
+        with self._lock:
+            senders = list(self._senders)
+        for sender in senders:
+            sender(message)
+
     def drop(self, sender: Callable[[bytes], None]) -> None:
         with self._lock:
             if sender in self._senders:
@@ -176,7 +195,6 @@ class _FrontConnections:
 
         address, authkey = self.listen
         self._listener = Listener(address, family="AF_UNIX", authkey=bytes(authkey), backlog=64)
-        hello = b"H" + json.dumps({**info, "pid": os.getpid()}).encode("utf-8")
 
         def accept() -> None:
             while True:
@@ -188,6 +206,7 @@ class _FrontConnections:
                     logger.warning("a front could not connect: %s", exc)
                     continue
                 lock = threading.Lock()
+                hello = b"H" + json.dumps({**info, "pid": os.getpid()}).encode("utf-8")  # adapters now
 
                 def send(message: bytes, front: Any = front, lock: threading.Lock = lock) -> None:
                     with lock:
@@ -267,10 +286,13 @@ def engine_main(conn: Any, spec: ModelSpec, batching: dict[str, Any]) -> None:
                     return
                 os._exit(0)
             kind = message[:1]
-            if kind == b"R":
-                request_id, ids = decode_request(message)
+            if kind == b"A":  # load, unload or list adapters, on a thread of its own (reads files)
+                threading.Thread(target=adapter_op, args=(message, send), name="qembed-engine-adapters",
+                                 daemon=True).start()
+            elif kind in (b"R", b"Q"):
+                request_id, ids, adapter = decode_request(message)
                 try:
-                    future = batcher.submit(ids)
+                    future = batcher.submit(ids, adapter)
                 except Exception as exc:  # noqa: BLE001 - handed back to the caller
                     send(_error_message(request_id, exc))
                     continue
@@ -279,6 +301,17 @@ def engine_main(conn: Any, spec: ModelSpec, batching: dict[str, Any]) -> None:
                 fronts.close()
                 batcher.stop()  # refuse new work; the loop on the main thread drains the queue
                 return
+
+    def adapter_op(message: bytes, send: Callable[[bytes], None]) -> None:
+        _, request_id, _ = _HEAD.unpack_from(message)
+        try:
+            result = run_adapter_op(encoder, json.loads(message[_HEAD.size:]))
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller
+            send(_error_message(request_id, exc))
+            return
+        send(_HEAD.pack(b"J", request_id, 0) + json.dumps(result).encode("utf-8"))
+        info["adapters"] = adapter_names(encoder)  # what a front connecting later is told
+        fronts.broadcast(b"N" + json.dumps(info["adapters"]).encode("utf-8"))
 
     info = describe(encoder)
     logger.info("engine process %d: %s loaded in %.1fs", os.getpid(), encoder.name, time.perf_counter() - started)
@@ -317,6 +350,7 @@ class ProcessEngine:
         self.on_exit = on_exit
         self.info: dict[str, Any] = {}
         self.dim = 0
+        self.adapter_names: list[str] = []  # the engine's adapters, as it last said
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[Future, int]] = {}
         self._lock = threading.Lock()
@@ -371,6 +405,7 @@ class ProcessEngine:
             raise QembedError(json.loads(message[1:])["message"])
         self.info = json.loads(message[1:])
         self.dim = int(self.info["dim"])
+        self.adapter_names = list(self.info.get("adapters") or [])
         facts = self.info.get("info") or {}
         logger.info("the engine is ready after %.1fs (%s, %s on %s%s)", time.perf_counter() - started,
                     self.info["name"], facts.get("dtype", "?"), facts.get("device", "?"),
@@ -421,7 +456,6 @@ class ProcessEngine:
 
         ``adapter``: the LoRA adapter the request named (``model``), where the spec serves some.
         """
-        check_adapter(adapter)
         future: Future = Future()
         if not ids:
             future.set_result(np.empty((0, self.dim), dtype=np.float32))
@@ -430,9 +464,27 @@ class ProcessEngine:
             raise EngineUnavailableError("the model engine is not running (restarting); retry shortly",
                                          code="engine_unavailable")
         request_id = next(self._ids)
-        message = encode_request(request_id, ids)
+        return self._send_pending(request_id, encode_request(request_id, ids, adapter), len(ids), future)
+
+    def adapter_op(self, op: dict[str, Any]) -> Future:
+        """Load, unload or list LoRA adapters in the engine (:func:`~qembed.server.adapters.run_adapter_op`);
+        the future gives the answer once the engine has done it."""
+        if not self._alive:
+            raise EngineUnavailableError("the model engine is not running (restarting); retry shortly",
+                                         code="engine_unavailable")
+        request_id = next(self._ids)
+        message = _HEAD.pack(b"A", request_id, 0) + json.dumps(op).encode("utf-8")
+        future: Future = Future()
+        # this front knows the new set before its caller does (the other fronts get b"N")
+        future.add_done_callback(lambda f: f.exception() is None and self._adapters_now(f.result()))
+        return self._send_pending(request_id, message, 0, future)
+
+    def _adapters_now(self, result: dict[str, Any]) -> None:
+        self.adapter_names = [a["name"] for a in result.get("adapters", ())]
+
+    def _send_pending(self, request_id: int, message: bytes, n: int, future: Future) -> Future:
         with self._lock:
-            self._pending[request_id] = (future, len(ids))
+            self._pending[request_id] = (future, n)
         try:
             with self._send_lock:
                 self._conn.send_bytes(message)
@@ -457,6 +509,9 @@ class ProcessEngine:
                 if self.metrics is not None:
                     self.metrics.observe_batch(*_PASS.unpack(message)[1:])
                 continue
+            if kind == b"N":
+                self.adapter_names = list(json.loads(message[1:]))
+                continue
             _, request_id, n = _HEAD.unpack_from(message)
             with self._lock:
                 entry = self._pending.pop(request_id, None)
@@ -467,6 +522,8 @@ class ProcessEngine:
                 if kind == b"V":
                     rows = np.frombuffer(message, dtype="<f4", offset=_HEAD.size).reshape(n, self.dim)
                     future.set_result(rows)
+                elif kind == b"J":
+                    future.set_result(json.loads(message[_HEAD.size:]))
                 else:
                     future.set_exception(_rebuild_error(json.loads(message[_HEAD.size:])))
             except InvalidStateError:  # cancelled by its caller
@@ -515,8 +572,19 @@ class ThreadEngine:
         return True
 
     def submit(self, ids: Sequence[Sequence[int]], adapter: str | None = None) -> Future:
-        check_adapter(adapter)
-        return self.batcher.submit(ids)
+        return self.batcher.submit(ids, adapter)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return adapter_names(self.encoder)
+
+    def adapter_op(self, op: dict[str, Any]) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(run_adapter_op(self.encoder, op))
+        except Exception as exc:  # noqa: BLE001 - the caller's
+            future.set_exception(exc)
+        return future
 
     def close(self, timeout: float | None = 60.0) -> None:
         self.batcher.close(timeout)

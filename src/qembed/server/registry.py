@@ -87,6 +87,12 @@ class ServedModel:
         return names | {n.rsplit("/", 1)[-1] for n in names}
 
     @property
+    def adapter_names(self) -> list[str]:
+        """The LoRA adapters served over this model now (the engine's, else the spec's)."""
+        names = getattr(self.engine, "adapter_names", None)
+        return list(names) if names is not None else list(self.spec.adapters)
+
+    @property
     def dim(self) -> int | None:
         if self.kind != "embedding":
             return None
@@ -183,8 +189,12 @@ class ModelRegistry:
             if name in served.names:
                 return served, None
         for served in self.models:
-            if name in served.spec.adapters:
+            if name in served.adapter_names:
                 return served, name
+        base, _, adapter = name.rpartition(":")  # BASE:ADAPTER
+        for served in self.models:
+            if base and base in served.names and adapter in served.adapter_names:
+                return served, adapter
         return None
 
     def resolve(self, name: str | None, kind: str = "embedding") -> tuple[ServedModel, str | None]:

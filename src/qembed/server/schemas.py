@@ -148,6 +148,7 @@ class ModelCard(BaseModel):
     dim: int | None = None
     device: str | None = Field(None, description="Where the model runs (cpu, cuda:0 …), when known.")
     dtype: str | None = Field(None, description="The weights' precision (bfloat16, float32 …), when known.")
+    parent: str | None = Field(None, description="For a LoRA adapter: the served model it runs over.")
 
 
 class ModelList(BaseModel):

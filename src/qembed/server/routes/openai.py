@@ -129,7 +129,10 @@ async def fast_embeddings(scope: Any, receive: Any, send: Any) -> bool | bytes:
 
 
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[ModelCard(**served.card()) for served in request.app.state.registry])
+    from qembed.server.adapters import adapter_cards
+
+    return ModelList(data=[ModelCard(**card) for served in request.app.state.registry
+                           for card in (served.card(), *adapter_cards(served))])
 
 
 async def tokenize(body: TokenizeRequest, request: Request) -> TokenizeResponse:
