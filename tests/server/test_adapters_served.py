@@ -14,6 +14,7 @@ import pytest
 
 from .helpers import assert_error
 
+pytestmark = pytest.mark.slow  # trains two adapters and starts an engine process (~45 s)
 pytest.importorskip("peft")
 openai = pytest.importorskip("openai")
 
