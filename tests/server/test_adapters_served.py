@@ -104,6 +104,7 @@ def test_hot_load_and_unload(served, tmp_path: Path) -> None:
     with pytest.raises(openai.NotFoundError):
         _embed(url, "a3")
     assert_error(httpx.delete(url + "/v1/adapters/a3", headers=ADMIN), 404, code="model_not_found")
+    assert_error(httpx.delete(url + "/v1/adapters/a%01", headers=ADMIN), 400, param="name")
     assert "a3" not in {m["id"] for m in httpx.get(url + "/v1/models").json()["data"]}
 
 

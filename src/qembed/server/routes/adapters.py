@@ -8,6 +8,8 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from pydantic import BaseModel, ConfigDict, Field
 
 from qembed.errors import InputError, ModelNotServedError
@@ -69,7 +71,18 @@ def _card(served: Any, info: dict[str, Any]) -> AdapterCard:
                        id=info["name"], parent=served.name)
 
 
-router = APIRouter(tags=["Adapters"])
+class _SharedPathRoute(APIRoute):
+    """A 405 whose ``Allow`` lists every method of the path (GET and POST are two routes here)."""
+
+    async def handle(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.methods and scope["method"] not in self.methods:
+            allowed = sorted({m for r in scope["app"].router.routes if getattr(r, "path", None) == self.path
+                              for m in (getattr(r, "methods", None) or ())})
+            raise HTTPException(status_code=405, headers={"Allow": ", ".join(allowed)})
+        await super().handle(scope, receive, send)
+
+
+router = APIRouter(tags=["Adapters"], route_class=_SharedPathRoute)
 
 
 @router.get(PREFIX, response_model=AdapterList, responses=_ERRORS, dependencies=[Depends(_require_api_key)],
@@ -106,6 +119,8 @@ async def load_adapter(body: AdapterRequest, request: Request) -> AdapterCard:
                summary="Unload a LoRA adapter (admin key)",
                description="Requests naming it then get 404 `model_not_found`.")
 async def unload_adapter(name: str, request: Request) -> dict[str, Any]:
+    if not name.strip() or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
+        raise InputError("the adapter name is blank or holds a control character", param="name")
     found = request.app.state.registry.find(name)
     if found is None or found[1] is None:
         raise ModelNotServedError(f"no adapter {name!r} is loaded (GET /v1/adapters)", param="name",
