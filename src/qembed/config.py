@@ -75,6 +75,8 @@ class Settings(BaseSettings):
     port: int = Field(30000, ge=0, le=65535, description="TCP port (0: any free port)")
     served_model_name: str | None = Field(None, description="model name the API reports and accepts")
     api_key: str | None = Field(None, description="require 'Authorization: Bearer <key>'")
+    admin_key: str | None = Field(None, description="key of the admin routes (POST/DELETE /v1/adapters), sent as "
+                                                    "'Authorization: Bearer <key>'; without one they are closed")
     api_docs: bool = Field(True, description="serve the API docs (/docs, /redoc, /openapi.json), open "
                                              "without the key; false closes them")
     studio: bool = Field(True, description="serve the studio, a web page for trying the server's tasks, at / "

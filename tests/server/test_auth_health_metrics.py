@@ -90,9 +90,10 @@ def test_metrics_count_requests_tokens_and_batches(tiny_encoder):
     assert m[("qembed_requests_total", (("endpoint", "unmatched"), ("status", "404")))] == 1
     assert m[("qembed_request_duration_seconds_count", (("endpoint", "/v1/embeddings"),))] == 4
     tokens = sum(tiny_encoder.count_tokens(["alpha", "beta gamma"])) * 3
-    assert m[("qembed_tokens_embedded_total", ())] == tokens
-    assert m[("qembed_inputs_embedded_total", ())] == 6
-    assert m[("qembed_batch_size_count", ())] == 3
-    assert m[("qembed_batch_size_sum", ())] == 6
+    model = (("model", "tiny-qwen3-embedding"),)  # per-model figures carry the served name
+    assert m[("qembed_tokens_embedded_total", model)] == tokens
+    assert m[("qembed_inputs_embedded_total", model)] == 6
+    assert m[("qembed_batch_size_count", model)] == 3
+    assert m[("qembed_batch_size_sum", model)] == 6
     assert m[("qembed_queue_depth", ())] == 0
     assert ("qembed_requests_in_progress", ()) in m

@@ -148,7 +148,7 @@ def test_engine_killed_mid_load_answers_503_then_recovers(tiny_model_path, tiny_
         assert 503 in statuses and set(statuses) <= {200, 503}, statuses
         health = httpx.get(f"{url}/health").json()
         assert health["engine"]["pid"] != pid and health["engine"]["restarts"] == 1
-        assert "qembed_engine_restarts_total 1.0" in httpx.get(f"{url}/metrics").text
+        assert 'qembed_engine_restarts_total{model="tiny-qwen3-embedding"} 1.0' in httpx.get(f"{url}/metrics").text
         r = httpx.post(f"{url}/v1/embeddings", json={"input": SENTENCES, "encoding_format": "float"})
         got = np.asarray([d["embedding"] for d in r.json()["data"]], dtype=np.float32)
         np.testing.assert_allclose(got, tiny_encoder.encode(SENTENCES), atol=1e-5)

@@ -66,7 +66,7 @@ ID_ROUTES = [("DELETE", "/v1/documents/{id}")]
 def test_the_id_routes_listed_here_are_all_the_app_has(kb_server):
     schema = httpx.get(kb_server + "/openapi.json").json()
     templated = sorted((m.upper(), p.replace("{doc_id}", "{id}")) for p, item in schema["paths"].items()
-                       for m in item if "{" in p)
+                       for m in item if "{" in p and not p.startswith("/v1/adapters/"))  # a name, not an id
     assert templated == sorted(ID_ROUTES)
 
 

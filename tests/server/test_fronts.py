@@ -180,7 +180,7 @@ def test_a_killed_engine_is_seen_by_every_front_and_restarted(fronts):
     # both fronts are back on the new engine: fresh connections all succeed
     for i in range(20):
         assert httpx.post(f"{url}/v1/embeddings", json={"input": f"again {i}"}, timeout=60).status_code == 200
-    assert re.search(r"^qembed_engine_restarts_total 1\.0$", httpx.get(f"{url}/metrics").text, re.M)
+    assert re.search(r"^qembed_engine_restarts_total\{model=\"tiny-qwen3-embedding\"\} 1\.0$", httpx.get(f"{url}/metrics").text, re.M)
 
 
 @pytest.mark.slow

@@ -7,7 +7,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import typer
 
@@ -25,11 +24,18 @@ logger = logging.getLogger("qembed.serve")
 
 
 def serve(
-    model: str | None = typer.Option(
+    model: list[str] | None = typer.Option(
         None, "--model", "-m", "--model-path",
         help="Model folder or Hub id (default $QEMBED_MODEL or Qwen/Qwen3-Embedding-0.6B); an "
              "http(s)://…/v1 URL proxies another OpenAI-compatible endpoint. --model-path is "
-             "SGLang's name for it."),
+             "SGLang's name for it. Repeat it to serve several embedding models, each in its own "
+             "engine process; requests pick one with `model` (default: the first)."),
+    config: str | None = typer.Option(
+        None, "--config",
+        help="TOML file listing the served models with their own options: [[models]] tables with "
+             "path, and optionally kind (embedding or reranker), name, dtype, device, backend, "
+             "max_input_tokens, truncate, max_batch_tokens, max_batch_size, threads. The other "
+             "flags are every model's defaults. Replaces --model and --reranker."),
     host: str | None = typer.Option(None, "--host", help="Interface to listen on (default 127.0.0.1)."),
     port: int | None = typer.Option(None, "--port", help="Port (default 30000)."),
     is_embedding: bool = typer.Option(False, "--is-embedding", help="Accepted for SGLang compatibility; ignored."),
@@ -65,10 +71,19 @@ def serve(
         None, "--index", help="Knowledge base (folder or Milvus URI) served by /v1/search."),
     topic_model: str | None = typer.Option(
         None, "--topic-model", help="Topic model folder served by /v1/topics (assign, update, fit)."),
-    reranker: str | None = typer.Option(
+    reranker: list[str] | None = typer.Option(
         None, "--reranker",
         help="Reranker (folder, Hub id such as Qwen/Qwen3-Reranker-0.6B, or http(s):// URL of a /rerank "
-             "endpoint): adds POST /v1/rerank and rerank=true on /v1/search; it runs in a second engine."),
+             "endpoint): adds POST /v1/rerank and rerank=true on /v1/search; it runs in an engine of its "
+             "own. Repeatable (`model` in /v1/rerank picks one; default: the first)."),
+    adapter: list[str] | None = typer.Option(
+        None, "--adapter",
+        help="LoRA adapter NAME=PATH (a folder made by 'qembed finetune embedding') served over the first "
+             "embedding model, loaded once; requests pick it with model=NAME (or BASE:NAME). Repeatable."),
+    admin_key: str | None = typer.Option(
+        None, "--admin-key", envvar="QEMBED_ADMIN_KEY",
+        help="Key of the admin routes (POST /v1/adapters, DELETE /v1/adapters/NAME: load and unload "
+             "adapters at run time), sent as 'Authorization: Bearer KEY'; without it they answer 403."),
     device: str | None = DeviceOpt,
     dtype: str | None = DtypeOpt,
     backend: str | None = BackendOpt,
@@ -100,6 +115,8 @@ def serve(
     """Serve embeddings over HTTP: OpenAI /v1/embeddings, /v1/models, /tokenize, /health, /metrics, /docs.
 
     qembed serve --model-path /models/Qwen3-Embedding-0.6B --host 0.0.0.0 --port 30000
+
+    qembed serve --model ./Qwen3-Embedding-0.6B --model ./all-MiniLM-L6-v2 --reranker ./Qwen3-Reranker-0.6B
     """
     started = time.perf_counter()
     logger.info("starting: loading the server code")
@@ -108,23 +125,21 @@ def serve(
 
     from qembed.config import Settings
     from qembed.extras import require_backend, require_store
-    from qembed.io import is_http_url
     from qembed.errors import ModelNotFoundError
     from qembed.models.resolve import resolve_model_path, with_option_hint
-    from qembed.server.app import (
-        create_app,
-        load_from_settings,
-        start_engine,
-        uses_engine_process,
-    )
+    from qembed.models.spec import read_config, specs_from_config, specs_from_settings
+    from qembed.server.app import create_app, start_engine, uses_engine_process
 
     del is_embedding  # SGLang flag: every qembed model is an embedding model
+    models, rerankers = list(model or []), list(reranker or [])
+    if config is not None and (models or rerankers):
+        raise InputError("give the models with --model/--reranker or in --config, not both", param="config")
     updates = {
-        "model": model, "host": host, "port": port, "served_model_name": served_model_name,
+        "model": models[0] if models else None, "admin_key": admin_key, "host": host, "port": port, "served_model_name": served_model_name,
         "api_key": api_key, "api_docs": api_docs, "studio": studio, "max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size,
         "max_client_batch_size": max_client_batch_size, "max_input_tokens": max_input_tokens,
         "truncate": truncate, "max_queued_requests": max_queued_requests,
-        "max_request_bytes": max_request_bytes, "index": index, "topic_model": topic_model, "reranker": reranker, "device": device,
+        "max_request_bytes": max_request_bytes, "index": index, "topic_model": topic_model, "reranker": rerankers[0] if rerankers else None, "device": device,
         "dtype": dtype, "backend": check_backend(backend),
         "access_log": access_log, "log_level": log_level, "engine": engine,
         "engine_threads": engine_threads, "compile": compile_, "api_workers": api_workers,
@@ -135,17 +150,26 @@ def serve(
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first.get("loc", ())) or "settings"
         raise InputError(f"{name}: {first['msg']}") from None
-    if settings.served_model_name is None and not is_http_url(settings.model):
-        path = Path(settings.model).expanduser()
-        if path.exists():
-            settings.served_model_name = path.name
+    specs = specs_from_settings(settings, models, rerankers)
+    if config is not None:
+        specs = specs_from_config(read_config(config), defaults=specs[0].replace(name=None))
+        if not any(s.kind == "embedding" for s in specs):
+            raise InputError("the config file lists no embedding model (kind = \"embedding\")", param="config")
+        first = next(s for s in specs if s.kind == "embedding")
+        rerank = next((s for s in specs if s.kind == "reranker"), None)
+        settings.model = first.path  # the studio, the OpenAPI page and the task routes read these
+        settings.reranker = rerank.path if rerank is not None else None
+    from qembed.server.adapters import with_adapter_options
+
+    specs = with_adapter_options(specs, adapter)
     if settings.log_level.lower() == "debug":
         logging.getLogger("qembed").setLevel(logging.DEBUG)
     require_store(settings.index)  # optional features fail now, before any model loads
-    if not is_http_url(settings.model):
-        require_backend(settings.backend)
+    for spec in specs:
+        if not spec.remote:
+            require_backend(spec.backend)
 
-    in_process = not uses_engine_process(settings)
+    in_process = not uses_engine_process(settings, specs)
     if settings.api_workers > 1 and in_process:
         raise InputError("--api-workers needs the model in an engine process: drop --engine thread "
                          "(an http(s):// upstream is proxied by one front)", param="api_workers")
@@ -155,32 +179,28 @@ def serve(
     from qembed.server.fronts import raise_open_files_limit
 
     raise_open_files_limit()  # a connection is a file descriptor: 1,024 clients need more than 1,024
-    try:
-        if settings.reranker and not is_http_url(settings.reranker):
-            resolve_model_path(settings.reranker)  # a missing reranker folder fails before any loading
-    except ModelNotFoundError as exc:
-        raise with_option_hint(exc, "reranker", "--reranker DIR or $QEMBED_RERANKER") from None
-    try:
-        if not is_http_url(settings.model):  # fail now on a missing folder, not in the engine
-            logger.info("resolving the model %s", settings.model)
-            logger.info("model folder: %s", resolve_model_path(settings.model))  # a Hub id may download here
-    except ModelNotFoundError as exc:
-        raise with_option_hint(exc, "embedding model", "--model DIR or $QEMBED_MODEL") from None
+    for spec in specs:  # fail now on a missing folder, not in the engine
+        if spec.remote:
+            continue
+        try:
+            logger.info("resolving the %s %s", "reranker" if spec.kind == "reranker" else "model", spec.path)
+            logger.info("model folder: %s", resolve_model_path(spec.path))  # a Hub id may download here
+        except ModelNotFoundError as exc:
+            if spec.kind == "reranker":
+                raise with_option_hint(exc, "reranker", "--reranker DIR or $QEMBED_RERANKER") from None
+            raise with_option_hint(exc, "embedding model", "--model DIR or $QEMBED_MODEL") from None
     if settings.api_workers > 1:
-        _serve_fronts(settings, as_json, started)
+        _serve_fronts(settings, specs, as_json, started)
         return
-    if background_load:
-        app = create_app(settings)
-    elif in_process:
-        logger.info("loading %s", settings.model)
-        app = create_app(settings, load_from_settings(settings))
-    else:
-        logger.info("starting the engine process for %s", settings.model)
-        app = create_app(settings)
+    app = create_app(settings, specs=specs)
+    if not background_load:
+        logger.info("%s for %s", "loading the model" if in_process else "starting the engine process",
+                    ", ".join(s.served_name for s in specs))
         start_engine(app)
 
     if as_json:
-        emit_json({"url": f"http://{settings.host}:{settings.port}", "model": app.state.server.served_name})
+        emit_json({"url": f"http://{settings.host}:{settings.port}", "model": app.state.server.served_name,
+                   **({"models": [s.served_name for s in specs]} if len(specs) > 1 else {})})
     # uvicorn re-raises SIGTERM after its graceful shutdown; a handler makes that a clean exit 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     if in_process:
@@ -207,13 +227,13 @@ def serve(
     logger.info("server stopped")
 
 
-def _serve_fronts(settings, as_json: bool, started: float) -> None:
+def _serve_fronts(settings, specs, as_json: bool, started: float) -> None:
     """``--api-workers N``: this process supervises the engines and N front processes."""
     from qembed.server.fronts import Supervisor
 
-    logger.info("starting the engine process for %s, then %d front processes", settings.model,
-                settings.api_workers)
-    supervisor = Supervisor(settings)
+    logger.info("starting the engine processes for %s, then %d front processes",
+                ", ".join(s.served_name for s in specs), settings.api_workers)
+    supervisor = Supervisor(settings, specs=specs)
     # uvicorn re-raises SIGTERM after its graceful shutdown; the supervisor's handler stops the fronts
     try:
         supervisor.start()
@@ -224,7 +244,8 @@ def _serve_fronts(settings, as_json: bool, started: float) -> None:
     def ready(sup: Supervisor) -> None:
         if as_json:
             emit_json({"url": f"http://{settings.host}:{sup.port}", "model": sup.served_name,
-                       "api_workers": settings.api_workers})
+                       "api_workers": settings.api_workers,
+                       **({"models": [s.served_name for s in specs]} if len(specs) > 1 else {})})
         logger.info("ready after %.1fs; listening on http://%s:%d (%d front processes)",
                     time.perf_counter() - started, settings.host, sup.port, settings.api_workers)
 

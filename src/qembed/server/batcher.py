@@ -47,6 +47,7 @@ class _Job:
     left: int = 0  # inputs not yet taken into a batch
     remaining: int = 0  # rows not yet computed
     failed: bool = False
+    adapter: str | None = None  # the LoRA adapter the request named (None: the base model)
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -126,8 +127,9 @@ class Batcher:
         """Requests waiting for (some of) their inputs to reach the model."""
         return len(self._queue)
 
-    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
+    def submit(self, ids: Sequence[Sequence[int]], adapter: str | None = None) -> Future:
         """Queue one request's token-id lists; the future gives its ``(n, dim)`` vectors in order.
+        ``adapter``: the LoRA adapter they run through (requests for different ones share passes).
 
         Raises :class:`QueueFullError` at once when the queue is full, and
         :class:`ServerClosingError` after :meth:`close`.
@@ -139,7 +141,8 @@ class Batcher:
             return future
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         job = _Job(ids=ids, future=future, order=order,
-                   out=np.empty((len(ids), self.dim), dtype=np.float32), remaining=len(ids), left=len(ids))
+                   out=np.empty((len(ids), self.dim), dtype=np.float32), remaining=len(ids), left=len(ids),
+                   adapter=adapter)
         with self._cond:
             if self._closing:
                 raise ServerClosingError("the server is shutting down", code="shutting_down")
@@ -314,7 +317,8 @@ class Batcher:
             arrivals = self._arrivals
             started = time.perf_counter()
             try:
-                vectors = self._forward(seqs)
+                names = [job.adapter for job, _ in batch]
+                vectors = self._forward(seqs, names) if any(names) else self._forward(seqs)
             except BaseException as exc:  # noqa: BLE001 - handed to every waiting caller
                 logger.exception("forward pass over %d inputs failed", len(seqs))
                 with self._cond:

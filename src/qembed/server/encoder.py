@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Iterator, Sequence
 
@@ -44,8 +43,10 @@ class BatchedEncoder:
         inner: an encoder called per request instead (proxy mode).
         max_queued_requests: requests in the server at once before 429s.
         metrics: optional :class:`~qembed.server.metrics.ServerMetrics`.
-        admission: a :class:`~qembed.server.fronts.SharedAdmission` that counts the requests of
-            every front process instead (``qembed serve --api-workers N``).
+        admission: the server's admission limit, shared by every served model
+            (:class:`~qembed.server.registry.Admission`, or a
+            :class:`~qembed.server.fronts.SharedAdmission` across the front processes of
+            ``qembed serve --api-workers N``); default: one of this encoder's own.
 
     Thread-safe. Never call the blocking methods from the event loop.
     """
@@ -59,6 +60,10 @@ class BatchedEncoder:
         self.inner = inner
         self.metrics = metrics
         self.max_queued_requests = int(max_queued_requests)
+        if admission is None:
+            from qembed.server.registry import Admission
+
+            admission = Admission(self.max_queued_requests)
         self.admission = admission
         self.info_data = dict(info or {})
         self.batched = engine is not None
@@ -67,8 +72,6 @@ class BatchedEncoder:
         if self.batched and inputs is None:
             raise ValueError("an engine needs an InputPreparer")
         self.name = str(self.info_data.get("name") or getattr(inner, "name", "model"))
-        self._in_flight = 0
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ Encoder protocol
     @property
@@ -133,42 +136,32 @@ class BatchedEncoder:
     # ------------------------------------------------------------------ admission
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
-        """Count a request in the server while inside; 429 at once when the server is full."""
-        with self._lock:
-            if self.admission is not None:  # one limit across front processes
-                try:
-                    self.admission.enter()
-                except QueueFullError:
-                    if self.metrics is not None:
-                        self.metrics.rejected.inc()
-                    raise
-            elif self._in_flight >= self.max_queued_requests:
-                if self.metrics is not None:
-                    self.metrics.rejected.inc()
-                raise QueueFullError(
-                    f"the server is busy: {self._in_flight} requests are already queued "
-                    f"(max_queued_requests={self.max_queued_requests}); retry shortly",
-                    code="queue_full")
-            self._in_flight += 1
-            self._set_depth()
+        """Count a request in the server while inside; 429 at once when the server is full (the
+        limit is the server's, shared with its other models' requests)."""
+        try:
+            self.admission.enter()
+        except QueueFullError:
+            if self.metrics is not None:
+                self.metrics.rejected.inc()
+            raise
+        self._set_depth()
         try:
             yield
         finally:
-            with self._lock:
-                self._in_flight -= 1
-                if self.admission is not None:
-                    self.admission.leave()
-                self._set_depth()
+            self.admission.leave()
+            self._set_depth()
 
     def _set_depth(self) -> None:
         if self.metrics is not None:
-            self.metrics.queue_depth.set(self._in_flight)
+            self.metrics.queue_depth.set(self.admission.mine())
 
     # ------------------------------------------------------------------ async path (routes)
-    async def embed_async(self, kind: str, items: list, instruction: str | None) -> tuple[np.ndarray, int]:
+    async def embed_async(self, kind: str, items: list, instruction: str | None,
+                          adapter: str | None = None) -> tuple[np.ndarray, int]:
         """Full-size unit vectors and the token count for a request's texts or token ids.
 
-        The caller holds :meth:`admit`. Awaits the tokenizer thread, then the engine.
+        The caller holds :meth:`admit`. Awaits the tokenizer thread, then the engine. ``adapter``:
+        the LoRA adapter the request's ``model`` named (it rides with the ids to the engine).
         """
         if not self.batched:
             vectors = await asyncio.to_thread(self.inner.encode, items, instruction)
@@ -177,9 +170,9 @@ class BatchedEncoder:
             tokenized = self.tokenizer_worker.tokenize(items, instruction)
         else:
             tokenized = self.tokenizer_worker.prepare_token_ids(items)
-        return await asyncio.wrap_future(self._then_embed(tokenized))
+        return await asyncio.wrap_future(self._then_embed(tokenized, adapter))
 
-    def _then_embed(self, tokenized: Future) -> Future:
+    def _then_embed(self, tokenized: Future, adapter: str | None = None) -> Future:
         """``(vectors, tokens)`` once the ids are ready: the tokenizer thread hands them to the
         engine itself, without a round trip through the event loop."""
         done: Future = Future()
@@ -193,7 +186,8 @@ class BatchedEncoder:
         def tokens_ready(future: Future) -> None:
             try:
                 ids = future.result()
-                self.engine.submit(ids).add_done_callback(lambda f: embedded(ids, f))
+                submitted = self.engine.submit(ids, adapter) if adapter is not None else self.engine.submit(ids)
+                submitted.add_done_callback(lambda f: embedded(ids, f))
             except BaseException as exc:  # noqa: BLE001 - the caller's error
                 _set_exception(done, exc)
 

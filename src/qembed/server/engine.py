@@ -20,6 +20,10 @@ failure is ``b"E"``, the request id and a UTF-8 JSON ``{"type", "message"}``. Co
 are ``b"S"`` (finish queued work and stop), ``b"F"`` + JSON (the engine failed to load) and
 ``b"H"`` + JSON (loaded: the model's description, see :func:`describe`); after each forward
 pass the engine reports ``b"B"`` with the pass's inputs, tokens and seconds (for ``/metrics``).
+LoRA adapters (:mod:`qembed.server.adapters`): a request for one is ``b"Q"``: the header, a ``u16``
+name length and the UTF-8 name, then as ``b"R"``. ``b"A"``, a request id and JSON
+``{"op", "name", "path"}`` loads, unloads or lists adapters; the answer is ``b"J"`` + id + JSON (or
+``b"E"``), and every front then gets ``b"N"`` + the JSON list of adapter names.
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ import struct
 import threading
 import time
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from qembed.errors import EngineUnavailableError, QembedError
+from qembed.models.spec import ModelSpec
+from qembed.server.adapters import adapter_names, run_adapter_op
 from qembed.server.batcher import Batcher
 from qembed.server.errors import ServerClosingError
 
@@ -64,32 +69,6 @@ class _PassReporter:
 
     def observe_batch(self, size: int, tokens: int, seconds: float = 0.0) -> None:
         self._send(_PASS.pack(b"B", size, tokens, seconds))
-
-
-@dataclass
-class EngineSpec:
-    """How the engine process loads its encoder (the arguments of ``load_encoder``)."""
-
-    model: str
-    device: str | None = None
-    dtype: str | None = None
-    max_input_tokens: int | None = None
-    truncate: bool = True
-    max_batch_tokens: int | None = None
-    max_batch_size: int | None = None
-    name: str | None = None
-    compile: bool | None = None
-    #: torch threads in the engine process (None: torch's default, one per core).
-    threads: int | None = None
-    #: OpenMP's wait policy in the engine (``OMP_WAIT_POLICY``): ``PASSIVE`` threads sleep as soon
-    #: as a parallel region ends instead of spinning, leaving the cores to the front between ops.
-    omp_wait_policy: str | None = None
-    #: what the process loads: ``"encoder"`` (a LocalEncoder) or ``"reranker"`` (a
-    #: :class:`~qembed.rerank.local.Reranker`, whose passes return one score per input)
-    kind: str = "encoder"
-    #: the encoder's runtime: None/``"torch"``, ``"openvino"`` or ``"onnx"`` (see
-    #: :func:`qembed.models.load_encoder`); an exported folder brings its own
-    backend: str | None = None
 
 
 @contextlib.contextmanager
@@ -121,25 +100,35 @@ def describe(encoder: Any) -> dict[str, Any]:
         "max_batch_size": getattr(encoder, "max_batch_size", None),
         "inputs": inputs.spec() if inputs is not None else None,
         "info": encoder.info() if callable(getattr(encoder, "info", None)) else {},
+        "adapters": adapter_names(encoder),
     }
 
 
 # ---------------------------------------------------------------------- wire format
-def encode_request(request_id: int, ids: Sequence[Sequence[int]]) -> bytes:
+def encode_request(request_id: int, ids: Sequence[Sequence[int]], adapter: str | None = None) -> bytes:
     lengths = np.fromiter((len(x) for x in ids), dtype="<u4", count=len(ids))
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype="<i4", count=int(lengths.sum()))
-    return _HEAD.pack(b"R", request_id, len(ids)) + lengths.tobytes() + flat.tobytes()
+    if adapter is None:
+        return _HEAD.pack(b"R", request_id, len(ids)) + lengths.tobytes() + flat.tobytes()
+    name = adapter.encode("utf-8")
+    return (_HEAD.pack(b"Q", request_id, len(ids)) + struct.pack("<H", len(name)) + name
+            + lengths.tobytes() + flat.tobytes())
 
 
-def decode_request(message: bytes) -> tuple[int, list[list[int]]]:
-    _, request_id, n = _HEAD.unpack_from(message)
-    lengths = np.frombuffer(message, dtype="<u4", count=n, offset=_HEAD.size)
-    flat = np.frombuffer(message, dtype="<i4", offset=_HEAD.size + 4 * n).tolist()
+def decode_request(message: bytes) -> tuple[int, list[list[int]], str | None]:
+    kind, request_id, n = _HEAD.unpack_from(message)
+    offset, adapter = _HEAD.size, None
+    if kind == b"Q":
+        (size,) = struct.unpack_from("<H", message, offset)
+        adapter = bytes(message[offset + 2:offset + 2 + size]).decode("utf-8")
+        offset += 2 + size
+    lengths = np.frombuffer(message, dtype="<u4", count=n, offset=offset)
+    flat = np.frombuffer(message, dtype="<i4", offset=offset + 4 * n).tolist()
     ids, start = [], 0
     for length in lengths.tolist():
         ids.append(flat[start:start + length])
         start += length
-    return request_id, ids
+    return request_id, ids, adapter
 
 
 def _error_message(request_id: int, exc: BaseException) -> bytes:
@@ -184,6 +173,16 @@ class _FrontConnections:
         if sender is not None:
             sender(message)
 
+    def broadcast(self, message: bytes) -> None:
+        """``message`` to every front (the one at the pipe without ``listen``)."""
+        if not self.listen:
+            self._send(message)
+            return
+        with self._lock:
+            senders = list(self._senders)
+        for sender in senders:
+            sender(message)
+
     def drop(self, sender: Callable[[bytes], None]) -> None:
         with self._lock:
             if sender in self._senders:
@@ -196,7 +195,6 @@ class _FrontConnections:
 
         address, authkey = self.listen
         self._listener = Listener(address, family="AF_UNIX", authkey=bytes(authkey), backlog=64)
-        hello = b"H" + json.dumps({**info, "pid": os.getpid()}).encode("utf-8")
 
         def accept() -> None:
             while True:
@@ -208,6 +206,7 @@ class _FrontConnections:
                     logger.warning("a front could not connect: %s", exc)
                     continue
                 lock = threading.Lock()
+                hello = b"H" + json.dumps({**info, "pid": os.getpid()}).encode("utf-8")  # adapters now
 
                 def send(message: bytes, front: Any = front, lock: threading.Lock = lock) -> None:
                     with lock:
@@ -230,39 +229,24 @@ class _FrontConnections:
             listener.close()
 
 
-def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> None:
-    """Entry point of the engine process: load, announce, then serve requests until told to stop."""
+def engine_main(conn: Any, spec: ModelSpec, batching: dict[str, Any]) -> None:
+    """Entry point of the engine process: load ``spec`` (:func:`~qembed.models.spec.load_model`),
+    announce it, then serve requests until told to stop."""
     # Signals go to the front: it drains and then stops the engine with a message.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=batching.get("log_level", "WARNING"), datefmt="%H:%M:%S",
                         format="%(asctime)s %(levelname)s qembed-engine: %(message)s")
     started = time.perf_counter()
-    logger.info("engine process %d: importing torch and loading %s", os.getpid(), spec["model"])
+    logger.info("engine process %d: importing torch and loading %s", os.getpid(), spec.path)
     try:
         import torch
 
-        if spec.get("threads"):
-            torch.set_num_threads(int(spec["threads"]))
-        if spec.get("kind") == "reranker":
-            from qembed.rerank.local import Reranker
+        from qembed.models.spec import load_model
 
-            encoder = Reranker(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
-                               max_input_tokens=spec.get("max_input_tokens"),
-                               max_batch_tokens=spec.get("max_batch_tokens"),
-                               max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
-                               compile=spec.get("compile"))
-        else:
-            from qembed.models import load_encoder
-
-            # the compiled backends size their own thread pools (torch's is set above)
-            extra = {"backend": spec["backend"], "threads": spec.get("threads")} if spec.get("backend") else {}
-            encoder = load_encoder(spec["model"], device=spec.get("device"), dtype=spec.get("dtype"),
-                                   max_input_tokens=spec.get("max_input_tokens"),
-                                   truncate=spec.get("truncate", True),
-                                   max_batch_tokens=spec.get("max_batch_tokens"),
-                                   max_batch_size=spec.get("max_batch_size"), name=spec.get("name"),
-                                   compile=spec.get("compile"), **extra)
+        if spec.threads:
+            torch.set_num_threads(int(spec.threads))
+        encoder = load_model(spec)
     except BaseException as exc:  # noqa: BLE001 - reported to the front, which decides
         message = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
         conn.send_bytes(b"F" + json.dumps({"message": message}).encode("utf-8"))
@@ -302,10 +286,13 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
                     return
                 os._exit(0)
             kind = message[:1]
-            if kind == b"R":
-                request_id, ids = decode_request(message)
+            if kind == b"A":  # load, unload or list adapters, on a thread of its own (reads files)
+                threading.Thread(target=adapter_op, args=(message, send), name="qembed-engine-adapters",
+                                 daemon=True).start()
+            elif kind in (b"R", b"Q"):
+                request_id, ids, adapter = decode_request(message)
                 try:
-                    future = batcher.submit(ids)
+                    future = batcher.submit(ids, adapter)
                 except Exception as exc:  # noqa: BLE001 - handed back to the caller
                     send(_error_message(request_id, exc))
                     continue
@@ -314,6 +301,17 @@ def engine_main(conn: Any, spec: dict[str, Any], batching: dict[str, Any]) -> No
                 fronts.close()
                 batcher.stop()  # refuse new work; the loop on the main thread drains the queue
                 return
+
+    def adapter_op(message: bytes, send: Callable[[bytes], None]) -> None:
+        _, request_id, _ = _HEAD.unpack_from(message)
+        try:
+            result = run_adapter_op(encoder, json.loads(message[_HEAD.size:]))
+        except Exception as exc:  # noqa: BLE001 - handed back to the caller
+            send(_error_message(request_id, exc))
+            return
+        send(_HEAD.pack(b"J", request_id, 0) + json.dumps(result).encode("utf-8"))
+        info["adapters"] = adapter_names(encoder)  # what a front connecting later is told
+        fronts.broadcast(b"N" + json.dumps(info["adapters"]).encode("utf-8"))
 
     info = describe(encoder)
     logger.info("engine process %d: %s loaded in %.1fs", os.getpid(), encoder.name, time.perf_counter() - started)
@@ -329,7 +327,7 @@ class ProcessEngine:
     """The model in a process of its own, driven over a pipe (see the module docstring).
 
     Args:
-        spec: what the engine process loads.
+        spec: what the engine process loads (:class:`~qembed.models.spec.ModelSpec`, unchanged).
         max_batch_tokens, max_batch_size: the batch limits (None: the encoder's device defaults).
         on_exit: called (from a background thread) with the exit code when the process ends
             without being asked to.
@@ -341,7 +339,7 @@ class ProcessEngine:
             loads, stops and watches it.
     """
 
-    def __init__(self, spec: EngineSpec, *, max_batch_tokens: int | None = None,
+    def __init__(self, spec: ModelSpec, *, max_batch_tokens: int | None = None,
                  max_batch_size: int | None = None, on_exit: Callable[[int | None], None] | None = None,
                  metrics: Any = None, log_level: str = "WARNING", linger: float = 0.0,
                  listen: tuple[str, bytes] | None = None) -> None:
@@ -352,6 +350,7 @@ class ProcessEngine:
         self.on_exit = on_exit
         self.info: dict[str, Any] = {}
         self.dim = 0
+        self.adapter_names: list[str] = []  # the engine's adapters, as it last said
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[Future, int]] = {}
         self._lock = threading.Lock()
@@ -371,7 +370,7 @@ class ProcessEngine:
         its own start-up work; :meth:`start` then waits for it."""
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
-        self._process = ctx.Process(target=engine_main, args=(child, asdict(self.spec), self.batching),
+        self._process = ctx.Process(target=engine_main, args=(child, self.spec, self.batching),
                                     name="qembed-engine", daemon=True)
         self._launched = time.perf_counter()
         with _child_environment(self.spec.omp_wait_policy):
@@ -395,7 +394,7 @@ class ProcessEngine:
         left = None if timeout is None else max(0.0, timeout - (time.perf_counter() - started))
         if not parent.poll(left):
             self._kill()
-            raise QembedError(f"the engine did not load {self.spec.model} within {timeout:.0f}s")
+            raise QembedError(f"the engine did not load {self.spec.path} within {timeout:.0f}s")
         try:
             message = parent.recv_bytes()
         except (EOFError, OSError):
@@ -406,6 +405,7 @@ class ProcessEngine:
             raise QembedError(json.loads(message[1:])["message"])
         self.info = json.loads(message[1:])
         self.dim = int(self.info["dim"])
+        self.adapter_names = list(self.info.get("adapters") or [])
         facts = self.info.get("info") or {}
         logger.info("the engine is ready after %.1fs (%s, %s on %s%s)", time.perf_counter() - started,
                     self.info["name"], facts.get("dtype", "?"), facts.get("device", "?"),
@@ -451,8 +451,11 @@ class ProcessEngine:
             self._process.join(10)
 
     # ------------------------------------------------------------------ requests
-    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
-        """Queue one request's token ids; the future gives its ``(n, dim)`` float32 unit rows."""
+    def submit(self, ids: Sequence[Sequence[int]], adapter: str | None = None) -> Future:
+        """Queue one request's token ids; the future gives its ``(n, dim)`` float32 unit rows.
+
+        ``adapter``: the LoRA adapter the request named (``model``), where the spec serves some.
+        """
         future: Future = Future()
         if not ids:
             future.set_result(np.empty((0, self.dim), dtype=np.float32))
@@ -461,9 +464,27 @@ class ProcessEngine:
             raise EngineUnavailableError("the model engine is not running (restarting); retry shortly",
                                          code="engine_unavailable")
         request_id = next(self._ids)
-        message = encode_request(request_id, ids)
+        return self._send_pending(request_id, encode_request(request_id, ids, adapter), len(ids), future)
+
+    def adapter_op(self, op: dict[str, Any]) -> Future:
+        """Load, unload or list LoRA adapters in the engine (:func:`~qembed.server.adapters.run_adapter_op`);
+        the future gives the answer once the engine has done it."""
+        if not self._alive:
+            raise EngineUnavailableError("the model engine is not running (restarting); retry shortly",
+                                         code="engine_unavailable")
+        request_id = next(self._ids)
+        message = _HEAD.pack(b"A", request_id, 0) + json.dumps(op).encode("utf-8")
+        future: Future = Future()
+        # this front knows the new set before its caller does (the other fronts get b"N")
+        future.add_done_callback(lambda f: f.exception() is None and self._adapters_now(f.result()))
+        return self._send_pending(request_id, message, 0, future)
+
+    def _adapters_now(self, result: dict[str, Any]) -> None:
+        self.adapter_names = [a["name"] for a in result.get("adapters", ())]
+
+    def _send_pending(self, request_id: int, message: bytes, n: int, future: Future) -> Future:
         with self._lock:
-            self._pending[request_id] = (future, len(ids))
+            self._pending[request_id] = (future, n)
         try:
             with self._send_lock:
                 self._conn.send_bytes(message)
@@ -488,6 +509,9 @@ class ProcessEngine:
                 if self.metrics is not None:
                     self.metrics.observe_batch(*_PASS.unpack(message)[1:])
                 continue
+            if kind == b"N":
+                self.adapter_names = list(json.loads(message[1:]))
+                continue
             _, request_id, n = _HEAD.unpack_from(message)
             with self._lock:
                 entry = self._pending.pop(request_id, None)
@@ -498,6 +522,8 @@ class ProcessEngine:
                 if kind == b"V":
                     rows = np.frombuffer(message, dtype="<f4", offset=_HEAD.size).reshape(n, self.dim)
                     future.set_result(rows)
+                elif kind == b"J":
+                    future.set_result(json.loads(message[_HEAD.size:]))
                 else:
                     future.set_exception(_rebuild_error(json.loads(message[_HEAD.size:])))
             except InvalidStateError:  # cancelled by its caller
@@ -545,8 +571,20 @@ class ThreadEngine:
     def alive(self) -> bool:
         return True
 
-    def submit(self, ids: Sequence[Sequence[int]]) -> Future:
-        return self.batcher.submit(ids)
+    def submit(self, ids: Sequence[Sequence[int]], adapter: str | None = None) -> Future:
+        return self.batcher.submit(ids, adapter)
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return adapter_names(self.encoder)
+
+    def adapter_op(self, op: dict[str, Any]) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(run_adapter_op(self.encoder, op))
+        except Exception as exc:  # noqa: BLE001 - the caller's
+            future.set_exception(exc)
+        return future
 
     def close(self, timeout: float | None = 60.0) -> None:
         self.batcher.close(timeout)

@@ -144,6 +144,10 @@ class SharedAdmission:
         with self.counts.get_lock():
             self.counts.get_obj()[self.index] -= 1
 
+    def mine(self) -> int:
+        """Requests in this front (its part of the queue-depth gauge)."""
+        return int(self.counts[self.index])
+
     def reset(self, index: int) -> None:
         with self.counts.get_lock():
             self.counts.get_obj()[index] = 0
@@ -178,9 +182,9 @@ class AttachedEngine(ProcessEngine):
     """
 
     def __init__(self, address: str, authkey: bytes, **kwargs: Any) -> None:
-        from qembed.server.engine import EngineSpec
+        from qembed.models.spec import ModelSpec
 
-        super().__init__(EngineSpec(model=address), **kwargs)
+        super().__init__(ModelSpec(path=address), **kwargs)
         self.address = address
         self.authkey = bytes(authkey)
 
@@ -206,7 +210,7 @@ class AttachedEngine(ProcessEngine):
                     raise QembedError(f"no engine answered at {self.address} within {timeout:.0f}s") from None
                 time.sleep(0.2)
         info = super().start(None if deadline is None else max(1.0, deadline - time.perf_counter()))
-        self.spec.model = str(info.get("path") or info.get("name"))
+        self.spec = self.spec.replace(path=str(info.get("path") or info.get("name")))
         return info
 
     @property
@@ -241,7 +245,7 @@ class AttachedEngine(ProcessEngine):
 
 # ---------------------------------------------------------------------- front process
 def front_main(settings_data: dict[str, Any], index: int, sock: socket.socket, links: dict[str, tuple[str, bytes]],
-               admission: SharedAdmission, stats: FrontStats, ready: Any) -> None:
+               admission: SharedAdmission, stats: FrontStats, ready: Any, specs: list[Any] | None = None) -> None:
     """Entry point of front ``index``: connect to the engines, then serve HTTP on the shared socket."""
     from qembed.config import Settings
 
@@ -255,7 +259,7 @@ def front_main(settings_data: dict[str, Any], index: int, sock: socket.socket, l
 
     settings = Settings(**settings_data)
     admission.bind(index)
-    app = create_app(settings)
+    app = create_app(settings, specs=specs)
     state = app.state.server
     state.attach = links
     state.admission = admission
@@ -264,7 +268,7 @@ def front_main(settings_data: dict[str, Any], index: int, sock: socket.socket, l
     try:
         start_engine(app)
     except Exception as exc:  # noqa: BLE001 - the supervisor sees the exit code and decides
-        logger.error("front %d could not reach the engine: %s", index, exc)
+        logger.error("front %d could not reach an engine: %s", index, exc)
         raise SystemExit(3) from None
     config = uvicorn.Config(app, log_level=settings.log_level.lower(), access_log=settings.access_log,
                             timeout_graceful_shutdown=settings.graceful_timeout, lifespan="on", backlog=BACKLOG)
@@ -302,18 +306,27 @@ class _Front:
 class Supervisor:
     """Start the engines and ``settings.api_workers`` fronts; restart what dies; stop on a signal.
 
-    :meth:`run` blocks and returns the exit code of ``qembed serve`` (0 after a signal, 1 when an
-    engine or the fronts cannot be kept running).
+    Every engine is kept by a :class:`~qembed.server.supervisor.ModelSupervisor` (the same one a
+    single-front server uses: start, restart up to the limit, ``on_fatal``), here without a front
+    and listening on a Unix socket for the front processes. :meth:`run` blocks and returns the
+    exit code of ``qembed serve`` (0 after a signal, 1 when an engine or the fronts cannot be kept
+    running).
     """
 
-    def __init__(self, settings: Any, *, on_ready: Any = None) -> None:
+    def __init__(self, settings: Any, *, on_ready: Any = None, specs: list[Any] | None = None) -> None:
+        from qembed.models.spec import specs_from_settings
+        from qembed.server.registry import ModelRegistry
+        from qembed.server.supervisor import engine_threads
+
         self.settings = settings
+        self.specs = engine_threads(list(specs) if specs is not None else specs_from_settings(settings))
+        self.registry = ModelRegistry(self.specs)
         self.workers = int(settings.api_workers)
         self.on_ready = on_ready
         self.ctx = multiprocessing.get_context("spawn")
         self.dir = tempfile.mkdtemp(prefix="qembed-fronts-")
         self.authkey = os.urandom(32)
-        self.engines: dict[str, ProcessEngine | None] = {}
+        self.supervisors: list[Any] = []
         self.links: dict[str, tuple[str, bytes]] = {}
         self.fronts = [_Front(i) for i in range(self.workers)]
         self.admission = SharedAdmission(self.ctx, self.workers, settings.max_queued_requests)
@@ -321,7 +334,6 @@ class Supervisor:
         self.sock: socket.socket | None = None
         self.stopping = False
         self.fatal: str | None = None
-        self._dead_engines: list[str] = []
         self._wake_r, self._wake_w = os.pipe()
         self._restarts: list[float] = []
         self._previous: dict[int, Any] = {}
@@ -329,49 +341,31 @@ class Supervisor:
         self.served_name = ""
         self.port = int(settings.port)
 
+    @property
+    def engines(self) -> dict[str, Any]:
+        """The engine process of each local model, by served name."""
+        return {sup.served.name: sup.served.engine for sup in self.supervisors}
+
     # ------------------------------------------------------------------ engines
-    def _engine_spec(self, kind: str) -> Any:
-        from qembed.server.app import engine_spec
-        from qembed.server.routes.rerank import reranker_spec
+    def _start_engines(self) -> None:
+        from qembed.server.supervisor import ModelSupervisor, start_models
 
-        return engine_spec(self.settings) if kind == "embedding" else reranker_spec(self.settings)
+        for i, served in enumerate(self.registry):
+            if served.spec.remote:  # an upstream endpoint: each front calls it
+                continue
+            link = (os.path.join(self.dir, f"engine-{i}.sock"), self.authkey)
+            self.links[served.name] = link
+            self.supervisors.append(ModelSupervisor(
+                served, self.settings, metrics=self.metrics, listen=link, build_front=False,
+                on_fatal=self._engine_failed, on_restart=lambda served: self.stats.add("engine_restarts")))
+        start_models(self.supervisors)
 
-    def _start_engine(self, kind: str) -> dict[str, Any]:
-        address = os.path.join(self.dir, f"{kind}.sock")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(address)  # left by an engine that died
-        s = self.settings
-        engine = ProcessEngine(self._engine_spec(kind), max_batch_tokens=s.max_batch_tokens,
-                               max_batch_size=s.max_batch_size, log_level=s.log_level,
-                               linger=s.batch_linger_ms / 1000, listen=(address, self.authkey),
-                               on_exit=lambda code, kind=kind: self._engine_exited(kind, code))
-        info = engine.start(timeout=s.engine_start_timeout)
-        self.engines[kind] = engine
-        self.links[kind] = (address, self.authkey)
-        return info
-
-    def _engine_exited(self, kind: str, code: int | None) -> None:
+    def _engine_failed(self, reason: str) -> None:
         if self.stopping:
             return
-        logger.error("the %s engine exited (exit code %s); every front answers 503 until it is back", kind, code)
-        self._dead_engines.append(kind)
-        os.write(self._wake_w, b"e")
-
-    def _restart_engine(self, kind: str) -> bool:
-        for attempt in range(1, self.settings.engine_restart_limit + 1):
-            self.stats.add("engine_restarts")
-            if self.metrics is not None:
-                self.metrics.engine_restarts.inc()
-            logger.warning("restarting the %s engine (attempt %d of %d)", kind, attempt,
-                           self.settings.engine_restart_limit)
-            try:
-                self._start_engine(kind)
-                logger.info("the %s engine is back; the fronts reconnect", kind)
-                return True
-            except Exception as exc:  # noqa: BLE001 - retried, then fatal
-                logger.error("the %s engine did not restart: %s", kind, getattr(exc, "message", exc))
-                time.sleep(min(2.0 ** attempt, 30.0))
-        return False
+        self.fatal = reason
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"e")
 
     # ------------------------------------------------------------------ fronts
     def _start_front(self, front: _Front) -> None:
@@ -379,7 +373,7 @@ class Supervisor:
         data = self.settings.model_dump()
         front.process = self.ctx.Process(
             target=front_main, name=f"qembed-front-{front.index}",
-            args=(data, front.index, self.sock, self.links, self.admission, self.stats, front.ready))
+            args=(data, front.index, self.sock, self.links, self.admission, self.stats, front.ready, self.specs))
         front.process.start()
 
     def _front_died(self, front: _Front) -> None:
@@ -420,12 +414,9 @@ class Supervisor:
         from qembed.server.metrics import ServerMetrics
 
         self.metrics = ServerMetrics()  # the supervisor's own counts: engine restarts
-        from qembed.io import is_http_url
-
-        info = self._start_engine("embedding")
-        self.served_name = self.settings.served_model_name or str(info.get("name"))
-        if self.settings.reranker and not is_http_url(self.settings.reranker):
-            self._start_engine("reranker")
+        self._start_engines()
+        default = self.registry.default("embedding")
+        self.served_name = default.name if default is not None else ""
         self.sock = bind_socket(self.settings.host, self.settings.port, BACKLOG)
         self.port = self.sock.getsockname()[1]
         for front in self.fronts:
@@ -460,10 +451,6 @@ class Supervisor:
                     front = sentinels[ready]
                     front.process.join(1)
                     self._front_died(front)
-                while self._dead_engines and not self.stopping:
-                    kind = self._dead_engines.pop(0)
-                    if not self._restart_engine(kind):
-                        self.fatal = f"the {kind} engine exited and could not be restarted"
             return 1 if self.fatal else 0
         finally:
             if self.fatal:
@@ -482,9 +469,8 @@ class Supervisor:
             if process.is_alive():
                 process.kill()
                 process.join(5)
-        for engine in self.engines.values():
-            if engine is not None:
-                engine.close()
+        for sup in self.supervisors:
+            sup.close()
         if self.sock is not None:
             self.sock.close()
         shutil.rmtree(self.dir, ignore_errors=True)

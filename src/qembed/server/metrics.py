@@ -8,11 +8,13 @@ gauges summed over the live processes; the ``process_*`` figures are left out). 
 
 - ``qembed_requests_total{endpoint,status}`` and ``qembed_request_duration_seconds{endpoint}``;
 - ``qembed_requests_in_progress``;
-- ``qembed_batch_size`` (inputs per forward pass), ``qembed_batch_tokens`` (real tokens per pass) and
-  ``qembed_batch_duration_seconds`` (wall time per pass);
-- ``qembed_tokens_embedded_total`` and ``qembed_inputs_embedded_total``;
-- ``qembed_queue_depth`` (requests admitted and not yet answered) and ``qembed_queue_rejected_total``;
-- ``qembed_engine_restarts_total`` (the engine process died and was started again).
+- per served model (label ``model``, its served name): ``qembed_batch_size`` (inputs per forward
+  pass), ``qembed_batch_tokens`` (real tokens per pass) and ``qembed_batch_duration_seconds``
+  (wall time per pass); ``qembed_tokens_embedded_total`` and ``qembed_inputs_embedded_total``
+  (a reranker's pairs count as inputs); ``qembed_engine_restarts_total`` (its engine process died
+  and was started again);
+- ``qembed_queue_depth`` (requests admitted and not yet answered, every model together) and
+  ``qembed_queue_rejected_total``.
 """
 
 from __future__ import annotations
@@ -58,28 +60,32 @@ class ServerMetrics:
                                  ["endpoint"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_progress = Gauge("qembed_requests_in_progress", "HTTP requests being served", registry=r,
                                  **live)
-        self.batch_size = Histogram("qembed_batch_size", "Inputs per forward pass",
+        self.batch_size = Histogram("qembed_batch_size", "Inputs per forward pass", ["model"],
                                     buckets=SIZE_BUCKETS, registry=r)
-        self.batch_tokens = Histogram("qembed_batch_tokens", "Real (unpadded) tokens per forward pass",
+        self.batch_tokens = Histogram("qembed_batch_tokens", "Real (unpadded) tokens per forward pass", ["model"],
                                       buckets=TOKEN_BUCKETS, registry=r)
-        self.batch_duration = Histogram("qembed_batch_duration_seconds", "Wall time of each forward pass",
+        self.batch_duration = Histogram("qembed_batch_duration_seconds", "Wall time of each forward pass", ["model"],
                                         buckets=PASS_BUCKETS, registry=r)
-        self.tokens = Counter("qembed_tokens_embedded", "Tokens embedded", registry=r)
-        self.inputs = Counter("qembed_inputs_embedded", "Inputs embedded", registry=r)
+        self.tokens = Counter("qembed_tokens_embedded", "Tokens embedded", ["model"], registry=r)
+        self.inputs = Counter("qembed_inputs_embedded", "Inputs embedded", ["model"], registry=r)
         self.queue_depth = Gauge("qembed_queue_depth", "Requests admitted and not yet answered", registry=r,
                                  **live)
         self.rejected = Counter("qembed_queue_rejected", "Requests refused with 429 (queue full)", registry=r)
         self.engine_restarts = Counter("qembed_engine_restarts",
-                                       "Restarts of the engine process after it died", registry=r)
+                                       "Restarts of the engine process after it died", ["model"], registry=r)
 
-    def observe_batch(self, size: int, tokens: int, seconds: float | None = None) -> None:
-        """Record one forward pass of ``size`` inputs holding ``tokens`` real tokens."""
+    def model(self, name: str) -> "ModelMetrics":
+        """The per-model figures of served model ``name`` (what its engine reports to)."""
+        return ModelMetrics(self, name)
+
+    def observe_batch(self, size: int, tokens: int, seconds: float | None = None, *, model: str = "") -> None:
+        """Record one forward pass of model ``model``: ``size`` inputs holding ``tokens`` real tokens."""
         if seconds is not None:
-            self.batch_duration.observe(seconds)
-        self.batch_size.observe(size)
-        self.batch_tokens.observe(tokens)
-        self.tokens.inc(tokens)
-        self.inputs.inc(size)
+            self.batch_duration.labels(model=model).observe(seconds)
+        self.batch_size.labels(model=model).observe(size)
+        self.batch_tokens.labels(model=model).observe(tokens)
+        self.tokens.labels(model=model).inc(tokens)
+        self.inputs.labels(model=model).inc(size)
 
     def render(self) -> bytes:
         """The text exposition format of every metric."""
@@ -90,3 +96,24 @@ class ServerMetrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+class ModelMetrics:
+    """One served model's view of :class:`ServerMetrics`: what a batcher or engine reports to.
+
+    Its passes are labelled with the model's name; queue depth and rejections belong to the
+    server's admission (every model together), so its ``queue_depth`` gauge is left alone.
+    """
+
+    class _Unused:
+        def set(self, value: float) -> None:
+            pass
+
+    def __init__(self, metrics: ServerMetrics, name: str) -> None:
+        self.server = metrics
+        self.name = name
+        self.queue_depth = self._Unused()
+        self.rejected = metrics.rejected
+
+    def observe_batch(self, size: int, tokens: int, seconds: float | None = None) -> None:
+        self.server.observe_batch(size, tokens, seconds, model=self.name)

@@ -41,6 +41,7 @@ _ERROR_BODY = {"application/json": {"schema": {"$ref": "#/components/schemas/Err
 _STATUS_TEXT = {
     400: "Bad request: the body, a parameter or the Authorization header is invalid (sent twice)",
     401: "Missing or wrong API key (when the server runs with one)",
+    403: "Wrong admin key, or the server runs without one (admin routes)",
     404: "Not found: an unknown model, document, or no knowledge base / reranker / topic model on this server",
     405: "Method not allowed on this path",
     408: "The request body stopped arriving",
@@ -56,7 +57,7 @@ _OPEN = {"/health": (405, 408, 413, 503), "/metrics": (405, 408, 413)}
 #: Extra statuses of some operations.
 _EXTRA = {"/v1/search": (404, 409), "/v1/documents": (404, 409), "/v1/documents/{doc_id}": (404, 409),
           "/v1/rerank": (404,), "/v1/topics": (404,), "/v1/topics/assign": (404,), "/v1/topics/update": (404,),
-          "/v1/topics/fit": (404,)}
+          "/v1/topics/fit": (404,), "/v1/adapters": (403, 404, 409), "/v1/adapters/{name}": (403, 404)}
 #: Operations that name a served model answer 404 for another.
 _NAMES_MODEL = ("/v1/embeddings", "/tokenize", "/v1/similarity", "/v1/classify", "/v1/dedup", "/v1/cluster",
                 "/v1/summarize")
@@ -166,6 +167,10 @@ def _limits(c: dict[str, Any], app: Any) -> None:
     settings = app.state.settings
     encoder = getattr(state, "encoder", None)
     dim = getattr(encoder, "dim", None)
+    registry = getattr(app.state, "registry", None)
+    dims = sorted({m.dim for m in registry.of_kind("embedding") if m.dim}) if registry is not None else []
+    if len(dims) > 1:  # several embedding models: up to the largest (each request is checked against its own)
+        dim = dims[-1]
     batch = settings.max_client_batch_size
 
     def dimensions(model: str) -> None:

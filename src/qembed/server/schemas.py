@@ -140,11 +140,15 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int
     owned_by: str = "qembed"
+    kind: Literal["embedding", "reranker"] = Field(
+        "embedding", description="What the model does: `embedding` (POST /v1/embeddings and the task routes) "
+                                 "or `reranker` (POST /v1/rerank).")
     root: str | None = None
     max_model_len: int | None = None
     dim: int | None = None
     device: str | None = Field(None, description="Where the model runs (cpu, cuda:0 …), when known.")
     dtype: str | None = Field(None, description="The weights' precision (bfloat16, float32 …), when known.")
+    parent: str | None = Field(None, description="For a LoRA adapter: the served model it runs over.")
 
 
 class ModelList(BaseModel):

@@ -37,6 +37,7 @@ def running_server(
     wait_ready: bool = True,
     timeout: float = 120.0,
     loader: Callable[[], Encoder] | None = None,
+    specs: list[Any] | None = None,
     **overrides: Any,
 ) -> Iterator[ServerURL]:
     """Serve :func:`~qembed.server.app.create_app` on ``127.0.0.1:<free port>``; yield its URL.
@@ -48,6 +49,7 @@ def running_server(
             ``loader()``) loads in the background.
         wait_ready: wait until ``GET /health`` answers 200 before yielding (raise if loading fails).
         timeout: seconds to wait for startup and readiness.
+        specs: the served models (:class:`~qembed.models.spec.ModelSpec`; default: the settings').
 
     On exit the server shuts down gracefully (in-flight requests finish) and the thread is joined.
     """
@@ -61,7 +63,7 @@ def running_server(
         if unknown:
             raise TypeError(f"unknown settings: {', '.join(sorted(unknown))}")
         settings = settings.model_copy(update=overrides)
-    app = create_app(settings, encoder, loader=loader)
+    app = create_app(settings, encoder, loader=loader, specs=specs)
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

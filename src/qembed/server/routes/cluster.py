@@ -22,7 +22,7 @@ from qembed import deprecated
 from qembed.envelope import cluster_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-from qembed.server.routes import task_encoder
+from qembed.server.routes import served_name, task_encoder
 from qembed.server.schemas import Integer, Text
 
 router = APIRouter(tags=["Tasks"])
@@ -94,7 +94,7 @@ async def cluster_texts(body: ClusterRequest, request: Request) -> dict[str, Any
             exc.param = "input"
             exc.message = exc.message.replace("texts[", "input[").replace("texts is", "input is")
         raise
-    body_out = cluster_body(result, model=request.app.state.server.served_name)
+    body_out = cluster_body(result, model=served_name(request))
     if body.projection is not None:
         used = await run_in_threadpool(_add_coordinates, body_out["data"], result, body.projection, body.seed)
         body_out["projection"] = used

@@ -21,7 +21,7 @@ from qembed import deprecated
 from qembed.envelope import classify_body, dedup_body, similarity_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-from qembed.server.routes import task_encoder
+from qembed.server.routes import served_name, task_encoder
 from qembed.server.schemas import Integer, Text
 
 router = APIRouter(tags=["Tasks"])
@@ -127,7 +127,7 @@ async def similarity(body: SimilarityRequest, request: Request) -> dict[str, Any
     scores = await run_in_threadpool(
         score_pairs, encoder, [p[0] for p in body.pairs], [p[1] for p in body.pairs],
         instruction=_instruction(body.instruction), dimensions=dimensions)
-    return similarity_body(scores.tolist(), model=request.app.state.server.served_name,
+    return similarity_body(scores.tolist(), model=served_name(request),
                            min_similarity=min_similarity)
 
 
@@ -171,7 +171,7 @@ async def classify(body: ClassifyRequest, request: Request) -> dict[str, Any]:
             raise InputError(f"input[{i}] is empty", param="input")
     clf = await run_in_threadpool(_zero_shot, request.app, encoder, body, dimensions)
     preds = await run_in_threadpool(clf.predict, texts, top_k=body.top_k, temperature=float(body.temperature))
-    return classify_body(preds, model=request.app.state.server.served_name, labels=clf.names)
+    return classify_body(preds, model=served_name(request), labels=clf.names)
 
 
 @router.post("/v1/dedup", summary="Groups of near-duplicate texts")
@@ -189,5 +189,5 @@ async def dedup(body: DedupRequest, request: Request) -> dict[str, Any]:
             raise InputError(f"input[{i}] is empty", param="input")
     result = await run_in_threadpool(find_duplicates, encoder, body.input, min_similarity=min_similarity,
                                      instruction=_instruction(body.instruction), dimensions=dimensions)
-    return dedup_body(result, model=request.app.state.server.served_name,
+    return dedup_body(result, model=served_name(request),
                       texts=body.input if body.return_texts else None)

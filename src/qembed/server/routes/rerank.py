@@ -1,35 +1,32 @@
-"""``POST /v1/rerank`` (and ``/rerank``): the Cohere/Jina rerank API over the server's reranker.
+"""``POST /v1/rerank`` (and ``/rerank``): the Cohere/Jina rerank API over the server's rerankers.
 
-Mounted always; it answers when the server runs with a reranker (``qembed serve --reranker M``).
-:func:`setup` starts the reranker beside the embedding model: with ``engine=process`` in an
-engine process of its own (the same :class:`~qembed.server.engine.ProcessEngine` the embedding
-model runs in; its passes return one score per input), with ``engine=thread`` on a thread of this
+Mounted always; it answers when the server runs with a reranker (``qembed serve --reranker M``,
+repeatable; ``model`` picks one, default the first). Each reranker is a served model like the
+embedding models (:mod:`qembed.server.registry`), started and restarted by its
+:class:`~qembed.server.supervisor.ModelSupervisor`: with ``engine=process`` in an engine process of
+its own (its passes return one score per input), with ``engine=thread`` on a thread of this
 process, and for an ``http(s)://`` URL by calling that endpoint per request. Pairs are tokenised on
-a front tokenizer thread and batched across requests by the engine. Requests share the server's
-admission limit (429), auth, metrics and OpenAI-shaped errors with ``/v1/embeddings``.
+the :class:`RerankerFront`'s tokenizer thread and batched across requests by the engine. Requests
+share the server's admission limit (429), auth, metrics and OpenAI-shaped errors with
+``/v1/embeddings``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
+import contextlib
 import logging
-import time
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
-from qembed.config import Settings
-from qembed.errors import InputError, NotFoundError, QembedError
-from qembed.io import is_http_url
-from qembed.models.compile import server_compile
+from qembed.errors import EngineUnavailableError, InputError, NotFoundError, QembedError
 from qembed.rerank.base import RerankResult, check_top_n, rank, rerank_body
 from qembed.rerank.inputs import RerankInputs, validate_documents, validate_query
-from qembed.server.errors import ModelNotServedError
 from qembed.server.schemas import Integer, Text
 
 logger = logging.getLogger(__name__)
@@ -53,7 +50,8 @@ class RerankRequest(BaseModel):
     query: Text = Field(..., description="The query the documents are ranked against.")
     documents: list[Text | RerankDocument] = Field(
         ..., description="Documents: strings or objects with a `text` field.")
-    model: Text | None = Field(None, description="The served reranker's name (optional).")
+    model: Text | None = Field(None, description="The served reranker's name (optional; default: the first "
+                                                 "reranker, see GET /v1/models).")
     top_n: Integer | None = Field(None, description="Results to return (default: all), best first.")
     return_documents: StrictBool = Field(True, description="Include each document's text in its result.")
     instruction: Text | None = Field(
@@ -83,127 +81,44 @@ class RerankResponse(BaseModel):
     usage: RerankUsage | None = None
 
 
-def reranker_spec(settings: Settings) -> Any:
-    """What the reranker's engine process loads, from the settings."""
-    from qembed.server.engine import EngineSpec
+class RerankerFront:
+    """The routes' side of a served reranker: admission, a tokenizer thread, and its engine (or,
+    for an ``http(s)://`` reranker, that endpoint called per request).
 
-    s = settings
-    return EngineSpec(model=s.reranker, device=s.device, dtype=s.dtype, max_batch_tokens=s.max_batch_tokens,
-                      max_batch_size=s.max_batch_size, compile=server_compile(s.compile), threads=s.engine_threads,
-                      omp_wait_policy=s.omp_wait_policy, kind="reranker")
-
-
-class ServedReranker:
-    """The server's reranker: admission, a front tokenizer thread, an engine (or a remote endpoint).
-
-    ``rerank`` (blocking) makes it usable wherever a reranker is (two-stage search on the server);
-    routes await :meth:`score_async`.
+    Its :class:`~qembed.server.supervisor.ModelSupervisor` builds it once and swaps ``engine``
+    when the engine is restarted. ``rerank`` and ``score`` (blocking) make it usable wherever a
+    reranker is (two-stage search on the server); routes await :meth:`score_async`.
     """
 
-    def __init__(self, app: FastAPI, settings: Settings) -> None:
-        self.app = app
-        self.settings = settings
-        self.engine: Any = None
-        self.inner: Any = None
-        self.worker: Any = None
-        self.info_data: dict[str, Any] = {}
-        self.closing = False
-        self.restarts = 0
-        self.status = "loading"
-        self.error: str | None = None
-
-    # ------------------------------------------------------------------ starting
-    def start(self) -> None:
+    def __init__(self, name: str, *, engine: Any = None, inputs: RerankInputs | None = None, inner: Any = None,
+                 admission: Any = None, metrics: Any = None) -> None:
+        from qembed.server.registry import Admission
         from qembed.server.tokenizer import TokenizerWorker
 
-        target = self.settings.reranker
-        assert target
-        if is_http_url(target):
-            from qembed.rerank.remote import RemoteReranker
-
-            self.inner = RemoteReranker(target, api_key=self.settings.upstream_api_key)
-            self.info_data = {"name": self.inner.name, "remote": True}
-        elif self.settings.engine == "process":
-            from transformers import AutoTokenizer
-
-            self._start_process()
-            inputs = RerankInputs.from_spec(AutoTokenizer.from_pretrained(self.info_data["path"]),
-                                            self.info_data["inputs"])
-            self.worker = TokenizerWorker(inputs, name="qembed-rerank-tokenizer")
-        else:
-            from qembed.rerank.local import Reranker
-            from qembed.server.engine import ThreadEngine
-
-            s = self.settings
-            reranker = Reranker(target, device=s.device, dtype=s.dtype, max_batch_tokens=s.max_batch_tokens,
-                                max_batch_size=s.max_batch_size, compile=server_compile(s.compile))
-            self.engine = ThreadEngine(reranker, max_batch_tokens=reranker.max_batch_tokens,
-                                       max_batch_size=reranker.max_batch_size, metrics=self.app.state.metrics)
-            self.info_data = self.engine.info
-            inputs = RerankInputs.from_spec(copy.deepcopy(reranker.tokenizer), reranker.inputs.spec())
-            self.worker = TokenizerWorker(inputs, name="qembed-rerank-tokenizer")
-        self.status = "ready"
-        logger.info("serving reranker %s", self.name)
-
-    def _start_process(self) -> None:
-        from qembed.server.engine import ProcessEngine
-
-        s = self.settings
-        attach = getattr(getattr(self.app.state, "server", None), "attach", None)
-        if attach and "reranker" in attach:  # one of several fronts: the supervisor runs the engine
-            from qembed.server.fronts import AttachedEngine
-
-            engine: Any = AttachedEngine(*attach["reranker"], metrics=self.app.state.metrics, on_exit=self._exited)
-        else:
-            engine = ProcessEngine(reranker_spec(s), max_batch_tokens=s.max_batch_tokens,
-                                   max_batch_size=s.max_batch_size, metrics=self.app.state.metrics,
-                                   on_exit=self._exited, log_level=s.log_level, linger=s.batch_linger_ms / 1000)
-        self.info_data = engine.start(timeout=s.engine_start_timeout)
-        if self.closing:
-            engine.close()
-            return
+        self.name = name
         self.engine = engine
+        self.inner = inner
+        self.metrics = metrics
+        self.admission = admission if admission is not None else Admission(1 << 30)
+        self.worker = TokenizerWorker(inputs, name="qembed-rerank-tokenizer") if inputs is not None else None
+        self.max_input_tokens = getattr(inputs, "max_input_tokens", None)
 
-    def _exited(self, code: int | None) -> None:
-        """The reranker's engine process died: 503 meanwhile, restart it up to the limit."""
-        if self.closing:
-            return
-        self.status = "restarting"
-        attached = bool(getattr(getattr(self.app.state, "server", None), "attach", None))
-        for attempt in range(1, self.settings.engine_restart_limit + 1):
-            self.restarts += 1
-            if not attached:  # several fronts: the supervisor restarts it and counts
-                self.app.state.metrics.engine_restarts.inc()
-            logger.warning("restarting the reranker engine (exit code %s; attempt %d)", code, attempt)
-            try:
-                self._start_process()
-                self.status = "ready"
-                return
-            except Exception as exc:  # noqa: BLE001 - retried, then given up
-                self.error = exc.message if isinstance(exc, QembedError) else f"{type(exc).__name__}: {exc}"
-                time.sleep(min(2.0 ** attempt, 30.0))
-        self.status = "failed"
-        logger.error("the reranker engine could not be restarted: %s", self.error)
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """The server's admission limit (shared with every model): 429 when full."""
+        try:
+            self.admission.enter()
+        except QembedError:
+            if self.metrics is not None:
+                self.metrics.rejected.inc()
+            raise
+        try:
+            yield
+        finally:
+            self.admission.leave()
 
-    # ------------------------------------------------------------------ properties
-    @property
-    def name(self) -> str:
-        return str(self.info_data.get("name") or self.settings.reranker)
-
-    @property
-    def names(self) -> set[str]:
-        return {self.name, self.name.rsplit("/", 1)[-1], str(self.settings.reranker).rstrip("/")}
-
-    def check_model(self, model: str | None) -> None:
-        if model is not None and model not in self.names:
-            raise ModelNotServedError(f"model {model!r} is not served here; this server's reranker is "
-                                      f"{self.name!r}", param="model", code="model_not_found")
-
-    # ------------------------------------------------------------------ scoring
     def _submit(self, ids: list[list[int]]) -> Any:
-        from qembed.server.engine import EngineUnavailableError
-
-        if self.status != "ready" or self.engine is None:
+        if self.engine is None or not self.engine.alive:
             raise EngineUnavailableError("the reranker engine is not running (restarting); retry shortly",
                                          code="engine_unavailable")
         return self.engine.submit(ids)
@@ -222,7 +137,7 @@ class ServedReranker:
 
     def score_documents(self, query: str, documents: list[str], instruction: str | None = None) -> np.ndarray:
         """Blocking :meth:`score_async` (not on the event loop)."""
-        with self.app.state.encoder.admit():
+        with self.admit():
             if self.inner is not None:
                 return self.inner.score([(query, d) for d in documents], instruction)
             ids = self.worker.call(lambda inputs: inputs.tokenize(query, documents, instruction)).result()
@@ -248,8 +163,10 @@ class ServedReranker:
             out[rows] = self.score_documents(q, [pairs[i][1] for i in rows], instruction)
         return out
 
+    def info(self) -> dict[str, Any]:
+        return dict((getattr(self.engine, "info", None) or {}).get("info") or {})
+
     def close(self) -> None:
-        self.closing = True
         if self.engine is not None:
             self.engine.close()
         if self.worker is not None:
@@ -258,33 +175,20 @@ class ServedReranker:
             self.inner.close()
 
 
-def setup(app: FastAPI, settings: Settings) -> None:
-    """Start the reranker named by ``settings.reranker`` (nothing when there is none)."""
-    app.state.reranker = None
-    if not getattr(settings, "reranker", None):
-        return
-    served = ServedReranker(app, settings)
-    app.state.reranker = served
-    try:
-        served.start()
-    except Exception:
-        app.state.reranker = None
-        served.close()
-        raise
-
-
-def served_reranker(request: Request) -> ServedReranker:
-    """The server's reranker, or 404 when it runs without one."""
-    served = getattr(request.app.state, "reranker", None)
-    if served is None:
+def served_reranker(request: Request, model: str | None = None) -> Any:
+    """The :class:`~qembed.server.registry.ServedModel` of the reranker ``model`` names (None: the
+    first), or 404 when the server runs without one or ``model`` names none."""
+    registry = request.app.state.registry
+    if not registry.of_kind("reranker"):
         raise NotFoundError("this server has no reranker: start it with 'qembed serve --reranker MODEL'",
                             code="no_reranker")
+    served, _ = registry.resolve(model, "reranker")
     return served
 
 
 async def rerank(body: RerankRequest, request: Request) -> Response:
-    served = served_reranker(request)
-    served.check_model(body.model)
+    served = served_reranker(request, body.model)
+    front = served.require()
     query = validate_query(body.query)
     documents = [d if isinstance(d, str) else d.text for d in body.documents]
     if not documents:
@@ -295,8 +199,8 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
                          "per request (max_client_batch_size)", param="documents", code="too_many_inputs")
     documents = validate_documents(documents)
     top_n = check_top_n(body.top_n)
-    with request.app.state.encoder.admit():  # the server's admission limit: 429 when full
-        scores, tokens = await served.score_async(query, documents, body.instruction)
+    with front.admit():  # the server's admission limit: 429 when full
+        scores, tokens = await front.score_async(query, documents, body.instruction)
     results = rank(scores, documents, top_n)
     payload = rerank_body(results, model=served.name, tokens=tokens, return_documents=body.return_documents)
     if len(documents) > 256:

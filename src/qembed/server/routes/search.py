@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from qembed.config import Settings
 from qembed.envelope import search_body
 from qembed.errors import InputError, NotFoundError
+from qembed.server.routes import served_name, task_encoder
 from qembed.server.schemas import Integer, Text
 
 logger = logging.getLogger(__name__)
@@ -106,15 +107,17 @@ def _kb(request: Request):
 @router.post("/v1/search", summary="Search the knowledge base")
 async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     kb = _kb(request)
+    task_encoder(request, body.model, None, bound_to="the knowledge base")
     if body.candidates is not None and not 1 <= body.candidates <= 1000:  # with or without rerank: one rule
         raise InputError(f"candidates must be an integer from 1 to 1000, got {body.candidates}",
                          param="candidates")
     reranker: Any = False
     if body.rerank:
-        reranker = getattr(request.app.state, "reranker", None)
-        if reranker is None:
+        served = request.app.state.registry.default("reranker")
+        if served is None:
             raise InputError("rerank needs a server started with a reranker ('qembed serve --reranker MODEL')",
                              param="rerank", code="no_reranker")
+        reranker = served.require()
     if body.like is not None:
         if body.query is not None:
             raise InputError("give query or like, not both", param="like")
@@ -129,7 +132,7 @@ async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
                                        diversity=None if body.diversity is None else float(body.diversity),
                                        rerank=reranker, **({} if body.candidates is None
                                                            else {"candidates": body.candidates}))
-        return search_body(hits, model=request.app.state.server.served_name, mode=body.mode)
+        return search_body(hits, model=served_name(request), mode=body.mode)
     if body.query is None:
         raise InputError("give query (or like)", param="query")
     if body.diversity is not None:
@@ -137,7 +140,7 @@ async def search(body: SearchRequest, request: Request) -> dict[str, Any]:
     hits = await run_in_threadpool(kb.search, body.query, body.top_k, mode=body.mode, filter=body.filter,
                                    unique_documents=body.unique_documents, rerank=reranker,
                                    candidates=body.candidates)
-    return search_body(hits, model=request.app.state.server.served_name, mode=body.mode)
+    return search_body(hits, model=served_name(request), mode=body.mode)
 
 
 @router.post("/v1/documents", summary="Add or replace documents")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 from qembed.envelope import summary_body
 from qembed.errors import InputError
 from qembed.models.prompts import SYMMETRIC_INSTRUCTION
-from qembed.server.routes import task_encoder
+from qembed.server.routes import served_name, task_encoder
 from qembed.server.schemas import Integer, Text
 
 router = APIRouter(tags=["Tasks"])
@@ -59,4 +59,4 @@ async def summarize_texts(body: SummarizeRequest, request: Request) -> dict[str,
     result = await run_in_threadpool(summarize, encoder, body.input, body.sentences, method=body.method,
                                      diversity=float(body.diversity), max_similarity=float(body.max_similarity),
                                      instruction=body.instruction, dimensions=dimensions)
-    return summary_body(result, model=request.app.state.server.served_name)
+    return summary_body(result, model=served_name(request))

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat
 from qembed.config import Settings
 from qembed.envelope import topic_assign_body, topic_update_body, topics_body
 from qembed.errors import InputError, NotFoundError
-from qembed.server.routes import task_encoder
+from qembed.server.routes import served_name, task_encoder
 from qembed.server.schemas import Integer, Text
 
 logger = logging.getLogger(__name__)
@@ -122,21 +122,21 @@ def _texts(request: Request, texts: list[str], limit: int | None = None) -> None
 @router.get("/v1/topics", summary="The served topic model's topics")
 async def show_topics(request: Request) -> dict[str, Any]:
     tm = _model(request)
-    return topics_body(tm, model=request.app.state.server.served_name)
+    return topics_body(tm, model=served_name(request))
 
 
 @router.post("/v1/topics/assign", summary="Place texts in the served topic model's topics")
 async def assign_topics(body: TopicTextsRequest, request: Request) -> dict[str, Any]:
-    encoder, _ = task_encoder(request, body.model, None)
+    encoder, _ = task_encoder(request, body.model, None, bound_to="the topic model")
     tm = _model(request)
     _texts(request, body.input)
     rows = await run_in_threadpool(tm.assign, body.input, encoder=encoder)
-    return topic_assign_body(rows, model=request.app.state.server.served_name, revision=tm.revision)
+    return topic_assign_body(rows, model=served_name(request), revision=tm.revision)
 
 
 @router.post("/v1/topics/update", summary="Fold texts into the served topic model (ids stay)")
 async def update_topics(body: TopicUpdateRequest, request: Request) -> dict[str, Any]:
-    encoder, _ = task_encoder(request, body.model, None)
+    encoder, _ = task_encoder(request, body.model, None, bound_to="the topic model")
     _model(request)
     _texts(request, body.input)
     state = request.app.state
@@ -153,12 +153,12 @@ async def update_topics(body: TopicUpdateRequest, request: Request) -> dict[str,
             return result
 
     result = await run_in_threadpool(write)
-    return topic_update_body(result, model=state.server.served_name)
+    return topic_update_body(result, model=served_name(request))
 
 
 @router.post("/v1/topics/fit", summary="Fit the served topic model on texts")
 async def fit_topics(body: TopicFitRequest, request: Request) -> dict[str, Any]:
-    encoder, _ = task_encoder(request, body.model, None)
+    encoder, _ = task_encoder(request, body.model, None, bound_to="the topic model")
     path = _path(request)
     _texts(request, body.input, MAX_FIT_TEXTS)
     state = request.app.state
@@ -184,4 +184,4 @@ async def fit_topics(body: TopicFitRequest, request: Request) -> dict[str, Any]:
             exc.param = "input"
             exc.message = exc.message.replace("texts[", "input[")
         raise
-    return topics_body(tm, model=state.server.served_name)
+    return topics_body(tm, model=served_name(request))

@@ -822,7 +822,7 @@
     const cards = (models.data || []).map((m, i) => el("div", { class: "card" },
       el("h3", { text: m.id }),
       el("dl", {},
-        el("dt", { text: "role" }), el("dd", { text: i === 0 ? "embedding model" : "reranker" }),
+        el("dt", { text: "role" }), el("dd", { text: (m.kind || (i === 0 ? "embedding" : "reranker")) === "reranker" ? "reranker" : "embedding model" }),
         m.dim ? [el("dt", { text: "dimension" }), el("dd", { class: "model-dim", text: m.dim })] : null,
         m.max_model_len ? [el("dt", { text: "max input tokens" }), el("dd", { text: m.max_model_len })] : null,
         m.device ? [el("dt", { text: "device" }), el("dd", { text: m.device })] : null,
