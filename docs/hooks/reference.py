@@ -57,6 +57,10 @@ OTHER_VARIABLES = {
                        "weights on a CPU — weights prepacked once into oneDNN's layout where the CPU "
                        "has native bf16 (`auto`), always (`onednn`), or plain `torch.nn.functional."
                        "linear` (`aten`); see [CPU backends](cpu-backends.md).",
+    "QEMBED_MALLOC_TRIM": "`1` (default) or `0`: after a forward pass, at most once a second, an engine "
+                          "hands the memory its passes freed back to the operating system (glibc's "
+                          "`malloc_trim`); `0` turns it off, e.g. when the process runs with jemalloc "
+                          "or tcmalloc.",
     "QEMBED_ALLOW_FP16": "`1` lets a Qwen3 model load in float16 (refused otherwise: NaNs are "
                          "reported with it); the same as `allow_fp16=True` in Python.",
     "QEMBED_SHARED": "the folder holding `models/Qwen3-Embedding-0.6B` and `data/` that the test "
