@@ -210,7 +210,8 @@ class ModelRegistry:
         if found is None or found[0].kind != kind:
             listed = ", ".join(repr(m.name) for m in self.of_kind(kind)) or "none"
             what = f"; it is a {found[0].kind}" if found is not None else ""
-            raise ModelNotServedError(f"model {name!r} is not served here as a {kind} model{what}; this "
+            article = "an" if kind[:1] in ("a", "e", "i", "o", "u") else "a"
+            raise ModelNotServedError(f"model {name!r} is not served here as {article} {kind} model{what}; this "
                                       f"server's {kind} models: {listed} (GET /v1/models)",
                                       param="model", code="model_not_found")
         return found
