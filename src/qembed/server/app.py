@@ -24,7 +24,6 @@ import importlib
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
 from fastapi import Depends, FastAPI, Request
@@ -33,7 +32,6 @@ from fastapi.concurrency import run_in_threadpool
 from qembed import __version__
 from qembed.config import Settings
 from qembed.errors import QembedError
-from qembed.io import is_http_url
 from qembed.models.encoder import Encoder
 from qembed.models.spec import ModelSpec, specs_from_settings
 from qembed.server.encoder import BatchedEncoder
@@ -113,19 +111,6 @@ class ServerState:
     def restarts(self) -> int:
         default = self.default
         return default.restarts if default is not None else 0
-
-
-def default_served_name(settings: Settings, encoder: Encoder | None = None) -> str:
-    """``--served-model-name``, else the encoder's name, else the model folder's name or the Hub id."""
-    if settings.served_model_name:
-        return settings.served_model_name
-    if encoder is not None:
-        return encoder.name
-    model = settings.model.rstrip("/")
-    if is_http_url(model):
-        return model
-    path = Path(model).expanduser()
-    return path.name if path.exists() else model
 
 
 def uses_engine_process(settings: Settings, specs: list[ModelSpec] | None = None) -> bool:
@@ -250,7 +235,8 @@ def create_app(
     settings = settings or Settings()
     specs = list(specs) if specs is not None else specs_from_settings(settings)
     if encoder is not None or loader is not None:  # the first embedding model is given (or made) here
-        name = default_served_name(settings, encoder) if encoder is not None else specs[0].served_name
+        # an encoder given here is named by --served-model-name, else by itself
+        name = (settings.served_model_name or encoder.name) if encoder is not None else specs[0].served_name
         path = str(getattr(encoder, "path", None) or name) if encoder is not None else specs[0].path
         specs[0] = specs[0].replace(path=path, name=name)
     specs = engine_threads(specs, settings.engine)
