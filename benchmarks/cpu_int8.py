@@ -55,17 +55,7 @@ def model_path(name: str) -> str:
     return name
 
 
-def afqmc_sentences(n: int, skip: int = 0) -> list[str]:
-    from qembed.testing import shared_dir
-
-    out: list[str] = []
-    with open(shared_dir() / "data" / "afqmc" / "dev.json", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            out += [row["sentence1"], row["sentence2"]]
-            if len(out) >= n + skip:
-                break
-    return out[skip:skip + n]
+from qembed.testing import afqmc_sentences  # noqa: E402 - the benchmarks' sentences
 
 
 def load(method: str, path: str, args: argparse.Namespace):

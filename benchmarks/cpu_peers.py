@@ -95,17 +95,7 @@ print(json.dumps({"seconds": seconds, "pooling": pooling, "version": fastembed._
 """
 
 
-def afqmc_sentences(n: int) -> list[str]:
-    from qembed.testing import shared_dir
-
-    out: list[str] = []
-    with open(shared_dir() / "data" / "afqmc" / "dev.json", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            out += [row["sentence1"], row["sentence2"]]
-            if len(out) >= n:
-                break
-    return out[:n]
+from qembed.testing import afqmc_sentences  # noqa: E402 - the benchmarks' sentences
 
 
 def normalised(v: np.ndarray) -> np.ndarray:

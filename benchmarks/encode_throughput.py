@@ -109,20 +109,9 @@ def compare_kernels(rows_list: list[int], repeats: int) -> dict:
 
 from qembed.models.encoder import plan_batches  # noqa: E402 - the kernels mode runs without these
 from qembed.models.local import LocalEncoder  # noqa: E402
-from qembed.testing import build_random_qwen, shared_dir  # noqa: E402
+from qembed.testing import afqmc_sentences, build_random_qwen, shared_dir  # noqa: E402
 
 CACHE = Path(os.environ.get("QEMBED_CACHE", Path.home() / ".cache" / "qembed"))
-
-
-def afqmc_sentences(n: int) -> list[str]:
-    out: list[str] = []
-    with open(shared_dir() / "data" / "afqmc" / "dev.json", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            out += [row["sentence1"], row["sentence2"]]
-            if len(out) >= n:
-                break
-    return out[:n]
 
 
 def long_documents(encoder: LocalEncoder, count: int, tokens: int) -> list[str]:

