@@ -47,8 +47,11 @@ chromium:
 serve: install
 	$(BIN)/qembed serve --model-path "$(MODEL)" --host $(HOST) --port $(PORT)
 
+# Two pytest workers (pytest-xdist), a test file per worker at a time: much of the suite waits on
+# servers and subprocesses starting, so two workers fill two cores. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 2
 test: install-test chromium
-	QEMBED_TEST_TORCH="$(TORCH)" $(BIN)/python -m pytest --durations=25
+	QEMBED_TEST_TORCH="$(TORCH)" $(BIN)/python -m pytest --durations=25 -n $(TEST_WORKERS) --dist loadfile
 	$(MAKE) docs
 
 # The documentation site (mkdocs.yml, docs/): built strictly, so a broken link or reference fails.
