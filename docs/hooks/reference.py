@@ -61,6 +61,12 @@ OTHER_VARIABLES = {
                           "hands the memory its passes freed back to the operating system (glibc's "
                           "`malloc_trim`); `0` turns it off, e.g. when the process runs with jemalloc "
                           "or tcmalloc.",
+    "QEMBED_ROW_BUCKETS": "`1` (default) or `0`: on a CPU, bf16 packed passes are filled with filler "
+                          "sequences up to one of a few token counts (multiples of 16 up to 256, then "
+                          "16 steps per doubling), so oneDNN builds a kernel once per count instead of "
+                          "for every new pass size and its caches stay small; `0` runs each pass at its "
+                          "own size. qembed's processes also cap oneDNN's kernel caches at 256 entries "
+                          "(`ONEDNN_PRIMITIVE_CACHE_CAPACITY`, `LRU_CACHE_CAPACITY`) unless set.",
     "QEMBED_ALLOW_FP16": "`1` lets a Qwen3 model load in float16 (refused otherwise: NaNs are "
                          "reported with it); the same as `allow_fp16=True` in Python.",
     "QEMBED_SHARED": "the folder holding `models/Qwen3-Embedding-0.6B` and `data/` that the test "

@@ -118,5 +118,9 @@ if __name__ == "__main__":
 
 
 def run() -> None:
-    """Console-script wrapper around :func:`main`."""
+    """Console-script wrapper around :func:`main` (the process is qembed's: its kernel caches are
+    capped, :func:`~qembed.server.memory.bound_kernel_caches`)."""
+    from qembed.server.memory import bound_kernel_caches
+
+    bound_kernel_caches()
     sys.exit(main())

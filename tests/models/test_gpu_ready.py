@@ -60,3 +60,55 @@ def test_fp16_is_refused_for_qwen3_unless_asked(tiny_model_path, monkeypatch):
     check_fp16(torch.float16, "qwen3")
     encoder = LocalEncoder(str(tiny_model_path), device="cpu", dtype="float16", packed=False)
     assert encoder.info()["dtype"] == "float16"
+
+
+# ---------------------------------------------------------------- CPU row buckets (bf16, oneDNN)
+
+def test_cpu_token_buckets_are_few_and_waste_little():
+    from qembed.models.encoder import cpu_token_bucket
+
+    counts = range(1, 16385)
+    targets = [cpu_token_bucket(t) for t in counts]
+    assert all(b >= t for t, b in zip(counts, targets))
+    assert all((b - t) / t <= 1 / 16 for t, b in zip(counts, targets) if t > 256)
+    assert len(set(targets[:4096])) == 80 and len(set(targets)) == 112
+    assert [cpu_token_bucket(t) for t in (1, 17, 257, 4097)] == [16, 32, 272, 4352]
+
+
+@pytest.mark.parametrize("which", ["qwen3", "minilm"])
+def test_bf16_cpu_passes_are_filled_to_buckets_with_the_same_rows(which, tiny_model_path, minilm_path, monkeypatch):
+    """bf16 passes on a CPU run at a bucket's token count (fillers appended), and the real rows are
+    those of a pass at its own size."""
+    from qembed.models.encoder import cpu_token_bucket
+
+    path = tiny_model_path if which == "qwen3" else minilm_path
+    monkeypatch.setenv("QEMBED_ROW_BUCKETS", "0")
+    plain = LocalEncoder(str(path), device="cpu", dtype="bfloat16", compile=False)
+    monkeypatch.delenv("QEMBED_ROW_BUCKETS")
+    filled = LocalEncoder(str(path), device="cpu", dtype="bfloat16", compile=False)
+    assert plain._packed.fill_rows is None and filled._packed.fill_rows is cpu_token_bucket
+    fp32 = LocalEncoder(str(path), device="cpu", dtype="float32", compile=False)
+    assert fp32._packed.fill_rows is None  # MKL's sgemm keeps nothing per shape
+
+    seen: list[int] = []  # the token count of each pass (the ids its first embedding lookup gets)
+
+    def spy(ids, weight, *args, **kwargs):
+        seen.append(int(ids.numel()))
+        return real(ids, weight, *args, **kwargs)
+
+    import qembed.models.packed as packed_mod
+    import qembed.models.packed_encoder as packed_encoder_mod
+
+    module = packed_mod if which == "qwen3" else packed_encoder_mod
+    real = module.F.embedding
+    ids = filled.tokenize(TEXTS)
+    for batch in (ids[:1], ids[:3], ids):
+        monkeypatch.setattr(module.F, "embedding", spy)
+        got = filled.forward_batch(batch)
+        monkeypatch.setattr(module.F, "embedding", real)
+        total = sum(len(s) for s in batch)
+        assert seen[0] == cpu_token_bucket(total), (seen, total)
+        seen.clear()
+        want = plain.forward_batch(batch)
+        assert got.shape == want.shape
+        assert float((got * want).sum(1).min()) > 0.999

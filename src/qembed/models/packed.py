@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from qembed.models.adapters import LoraPass, lora_hook
+from qembed.models.encoder import fill_to, row_buckets
 from qembed.models.kernels import Linear, linear_kernel, make_linear
 
 logger = logging.getLogger(__name__)
@@ -154,6 +155,8 @@ class PackedQwen3:
         self.layers: list[_Layer] = []
         #: the matrix-product kernel (qembed.models.kernels: oneDNN prepacked weights on CPU bf16)
         self.gemm = linear_kernel(self.device, self.dtype)
+        #: the row count each product is filled up to (:func:`~qembed.models.encoder.row_buckets`)
+        self.fill_rows = row_buckets(self.device, self.dtype)
 
         def linear(*weights: torch.Tensor) -> Linear:  # q/k/v and gate/up fused by concatenation
             return make_linear((torch.cat(weights) if len(weights) > 1 else weights[0]).detach(), self.gemm)
@@ -246,6 +249,10 @@ class PackedQwen3:
     def forward(self, seqs: Sequence[Sequence[int]], lora: LoraPass | None = None) -> torch.Tensor:
         """``(len(seqs), hidden)`` final hidden states at each sequence's last token (``lora``: the
         LoRA adapters of the sequences, :mod:`qembed.models.adapters`)."""
+        asked = len(seqs)
+        fill = self.fill_rows if lora is None else None  # a LoRA plan counts the caller's rows
+        if fill is not None:  # filler sequences (token 0) bring the pass to a bucket's token count
+            seqs = fill_to(seqs, 0, fill(sum(len(s) for s in seqs)))
         lengths = [len(s) for s in seqs]
         n, longest, total = len(lengths), max(lengths), sum(lengths)
         dev = self.device
@@ -255,6 +262,7 @@ class PackedQwen3:
         seq_of = torch.repeat_interleave(torch.arange(n), lens)
         positions = torch.arange(total) - starts[seq_of]
         last = (starts + lens - 1).to(dev)
+        last_rows = fill(n) if fill is not None else n  # the last layer's rows, filled the same way
         flat, positions = flat.to(dev), positions.to(dev)
         cos_table, sin_table = self._rope(longest)
         cos = cos_table.index_select(0, positions).unsqueeze(1)
@@ -281,6 +289,9 @@ class PackedQwen3:
                 # Only the last tokens are pooled: the rest of the model runs for them alone.
                 q, k, v = qkv.split([heads, kv_heads, kv_heads], dim=1)
                 out = self._last_query_attention(q.index_select(0, last), k, v, n, longest, lens)
+                if last_rows > n:
+                    out = F.pad(out, (0, 0, 0, last_rows - n))
+                    last = F.pad(last, (0, last_rows - n), value=0)
                 x = delta(i, "o", out, layer.o(out))
                 residual = residual.index_select(0, last)
             else:
@@ -290,7 +301,7 @@ class PackedQwen3:
             act = self._silu(delta(i, "gate_up", h, layer.gate_up(h)))
             x = delta(i, "down", act, layer.down(act))
         hidden, _ = self._add_norm(x, residual, self.final_norm, self.eps)
-        return hidden
+        return hidden[:asked]
 
     __call__ = forward
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from qembed.models.adapters import LoraPass, lora_hook
+from qembed.models.encoder import fill_to, row_buckets
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +176,9 @@ class PackedEncoder:
         self._flash = self._find_flash_varlen()
         self._add_norm: Callable = _add_layer_norm
         self.static_shapes = bool(static_shapes)
+        #: the token count each pass is filled up to (:func:`~qembed.models.encoder.row_buckets`;
+        #: not with static shapes, whose caller fills passes itself)
+        self.fill_rows = None if static_shapes else row_buckets(self.device, self.dtype)
         self.compiled = False
         if compile:
             self._compile()
@@ -268,6 +272,13 @@ class PackedEncoder:
         lengths = [len(s) for s in seqs]
         if not lengths or min(lengths) < 1:
             raise ValueError("every sequence needs at least one token")
+        asked = len(seqs)
+        if self.fill_rows is not None and lora is None:  # a LoRA plan counts the caller's rows
+            # filler sequences (the padding token, segment 0) bring the pass to a bucket's token count
+            seqs = fill_to(seqs, self.pad_id or 0, self.fill_rows(sum(lengths)))
+            if token_types is not None and len(seqs) > asked:
+                token_types = [*token_types, *([0] * len(s) for s in seqs[asked:])]
+            lengths = [len(s) for s in seqs]
         n, longest, total = len(lengths), max(lengths), sum(lengths)
         dev = self.device
         flat = torch.tensor([t for s in seqs for t in s], dtype=torch.long)
@@ -339,8 +350,8 @@ class PackedEncoder:
                 h = self.act(h)
             x = add_norm(delta(i, "down", h, F.linear(h, layer.down, layer.down_bias)), x, *layer.out_norm, self.eps)
         if pooled_rows is not None:
-            return x
-        return self._pool(x, seq_of.to(dev), positions.to(dev), starts.to(dev), lens.to(dev), n)
+            return x[:asked]
+        return self._pool(x, seq_of.to(dev), positions.to(dev), starts.to(dev), lens.to(dev), n)[:asked]
 
     __call__ = forward
 

@@ -48,6 +48,7 @@ from qembed.models.spec import ModelSpec
 from qembed.server.adapters import adapter_names, run_adapter_op
 from qembed.server.batcher import Batcher
 from qembed.server.errors import ServerClosingError
+from qembed.server.memory import bound_kernel_caches
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ def engine_main(conn: Any, spec: ModelSpec, batching: dict[str, Any]) -> None:
                         format="%(asctime)s %(levelname)s qembed-engine: %(message)s")
     started = time.perf_counter()
     logger.info("engine process %d: importing torch and loading %s", os.getpid(), spec.path)
+    bound_kernel_caches()  # before the first matrix product reads them
     try:
         import torch
 
