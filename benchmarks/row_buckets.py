@@ -6,7 +6,8 @@ a few token counts (``QEMBED_ROW_BUCKETS``, :func:`qembed.models.encoder.cpu_tok
 the kernel caches in its processes (:func:`qembed.server.memory.bound_kernel_caches`). This script
 runs the same stream of passes — 1 to ``--max-inputs`` AFQMC sentences each, sizes drawn at random
 with a fixed seed — in fresh processes, buckets off (each pass at its own size, torch's default
-caches, as before) and on (qembed's default), alternating ``--rounds`` times, and prints
+caches, as before), caches capped alone, and buckets with capped caches (qembed's default),
+alternating ``--rounds`` times, and prints
 sentences/s, the resident memory after the first pass and at the end, and the ratio.
 
     python benchmarks/row_buckets.py --model minilm
@@ -47,12 +48,14 @@ print(json.dumps({"sentences": sum(len(b) for b in ids[1:]), "seconds": seconds,
 """
 
 
-def run(model: str, passes: int, max_inputs: int, buckets: bool) -> dict:
+def run(model: str, passes: int, max_inputs: int, mode: str) -> dict:
+    """``mode``: ``off`` (each pass at its own size, torch's default caches), ``caps`` (own sizes,
+    capped caches) or ``on`` (buckets and capped caches: qembed's default)."""
     env = dict(os.environ)
-    env["QEMBED_ROW_BUCKETS"] = "1" if buckets else "0"
+    env["QEMBED_ROW_BUCKETS"] = "1" if mode == "on" else "0"
     for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
         env.pop(name, None)
-    if buckets:  # what qembed's processes do (the CLI and every engine)
+    if mode != "off":  # what qembed's processes do (the CLI and every engine)
         from qembed.server.memory import KERNEL_CACHE_ENTRIES
 
         env.update({name: str(KERNEL_CACHE_ENTRIES) for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")})
@@ -82,21 +85,23 @@ def main() -> None:
         model = str(folder)
     else:
         model = args.model
-    results: dict[str, list[dict]] = {"off": [], "on": []}
+    results: dict[str, list[dict]] = {"off": [], "caps": [], "on": []}
     for r in range(args.rounds):
-        for mode in ("off", "on"):
-            res = run(model, args.passes, args.max_inputs, mode == "on")
+        for mode in results:
+            res = run(model, args.passes, args.max_inputs, mode)
             results[mode].append(res)
-            print(f"round {r + 1} buckets {mode:3}: {res['sentences'] / res['seconds']:7.1f} sent/s, "
+            print(f"round {r + 1} {mode:4}: {res['sentences'] / res['seconds']:7.1f} sent/s, "
                   f"RSS {res['rss_start']} -> {res['rss_end']} MiB", file=sys.stderr, flush=True)
     rate = {m: sum(x["sentences"] for x in v) / sum(x["seconds"] for x in v) for m, v in results.items()}
     growth = {m: max(x["rss_end"] - x["rss_start"] for x in v) for m, v in results.items()}
     summary = {"model": args.model, "passes": args.passes, "rate_off": rate["off"], "rate_on": rate["on"],
                "ratio_on_off": rate["on"] / rate["off"], "rss_growth_off_mib": growth["off"],
                "rss_growth_on_mib": growth["on"], "rounds": results}
-    print(f"buckets on / off: {summary['ratio_on_off']:.2f}x sentences/s "
-          f"({rate['on']:.1f} vs {rate['off']:.1f}); RSS growth over the run {growth['on']} vs {growth['off']} MiB",
-          file=sys.stderr)
+    summary.update({"rate_caps": rate["caps"], "ratio_caps_off": rate["caps"] / rate["off"],
+                    "rss_growth_caps_mib": growth["caps"]})
+    print(f"buckets on / off: {summary['ratio_on_off']:.2f}x sentences/s, caps only / off: "
+          f"{summary['ratio_caps_off']:.2f}x ({rate['on']:.1f} / {rate['caps']:.1f} / {rate['off']:.1f}); RSS growth "
+          f"over the run {growth['on']} / {growth['caps']} / {growth['off']} MiB", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
 
