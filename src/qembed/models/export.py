@@ -193,11 +193,39 @@ def _calibration_items(tokenizer: Any, texts: list[str], names: list[str], max_t
     return items
 
 
+def _compress_float_scopes(model: Any) -> Any:
+    """int8 weights (symmetric, per output channel) for the products :data:`W8A8_FLOAT_SCOPES` keeps
+    out of static quantization, done before it so SmoothQuant leaves them alone (its scales would
+    move the activation outliers into weight columns that one scale per output channel cannot
+    hold). At run time OpenVINO quantizes their activations per token (``dynamic_int8``)."""
+    import re
+
+    import nncf
+
+    keep: set[str] = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "MatMul" and any(re.fullmatch(p, op.get_friendly_name()) for p in W8A8_FLOAT_SCOPES):
+            node = op.input_value(1).get_node()
+            keep.add(op.get_friendly_name())
+            while True:  # the weight and the ops between it and the product (nncf matches by node)
+                keep.add(node.get_friendly_name())
+                if node.get_input_size() == 0:
+                    break
+                node = node.input_value(0).get_node()
+    if not keep:
+        return model
+    others = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() not in keep]
+    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM,
+                                 ignored_scope=nncf.IgnoredScope(names=others, validate=False))
+
+
 def _quantize_static(model: Any, items: list[dict[str, Any]]) -> Any:
-    """int8 weights and activations (nncf static quantization for transformers, SmoothQuant)."""
+    """int8 weights and activations (nncf static quantization for transformers, SmoothQuant); the
+    products kept out of it get int8 weights for dynamic int8 activations (:func:`_compress_float_scopes`)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
+    model = _compress_float_scopes(model)
     ignored = nncf.IgnoredScope(patterns=list(W8A8_FLOAT_SCOPES), validate=False)
     params = AdvancedQuantizationParameters(
         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))
@@ -436,6 +464,10 @@ def _export(model: str, src: Path, backend: str, precision: str, out: Path, *,
             "max_seq_length": int(transformer.max_seq_length),
             "qembed_version": __version__,
         }
+        if precision in CALIBRATED_PRECISIONS:
+            # the products kept out of static quantization hold int8 weights for dynamic int8
+            # activations (qembed.models.backends.openvino_config)
+            manifest["dynamic_int8"] = True
         (work / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if pairs is not None:
             manifest["quality"] = _guard(work, src, pairs, max_score_drop, guard, f"the {backend} "
