@@ -9,15 +9,20 @@ backend (:class:`~qembed.models.backends.CompiledEncoder`).
 Precisions (the stored graph):
 
 * ``int8``: linear-layer weights in int8. OpenVINO: nncf's ``compress_weights`` (8-bit
-  asymmetric, per output channel; activations stay in the runtime's float type). ONNX Runtime:
+  asymmetric, per output channel); at run time the activations of those products are quantized to
+  int8 per token in groups of channels where the CPU has VNNI and f32 activations (on AVX-512-BF16
+  CPUs without AMX qembed asks for that: int8 compute, see
+  :func:`qembed.models.backends.openvino_config`), else the products run in the runtime's float
+  type (bf16 on AMX). ONNX Runtime:
   ``MatMulNBits`` with 8-bit weights in blocks of 128 and int8 compute on activations quantised
   per block.
 * ``float32``: the weights as trained (bit-for-bit parity with torch in fp32).
 * ``bfloat16`` (OpenVINO only): fp16-compressed weights run in bf16 (AMX/AVX512-BF16 CPUs).
 * ``w8a8`` (OpenVINO only): int8 weights *and* int8 activations in the matrix products (nncf's
   static ``quantize`` for transformers: SmoothQuant moves activation outliers into the weights,
-  ranges calibrated on real text), the products that lose most kept in float (mixed precision,
-  :data:`W8A8_FLOAT_SCOPES`). It needs a graded-pairs file (``guard``): the export encodes its
+  ranges calibrated on real text), the products that lose most kept out of it
+  (:data:`W8A8_FLOAT_SCOPES`): those get int8 weights and run-time (dynamic, per token) int8
+  activations instead (manifest ``dynamic_int8``). It needs a graded-pairs file (``guard``): the export encodes its
   pairs with torch fp32 and with the quantized graph, records worst/mean cosine and the change of
   the task score (STS Spearman) in the manifest, and refuses the model when the score drops more
   than ``max_score_drop`` (default 1%). Any precision can be guarded the same way.
@@ -68,12 +73,13 @@ CALIBRATION_BATCH = 8
 #: SmoothQuant's migration strength for the matrix products of w8a8 exports (nncf's default for
 #: transformers is 0.95; lower moves less of the activation range into the weights).
 SMOOTH_QUANT_ALPHA = 0.95
-#: Products of w8a8 exports kept in float (nncf ignored-scope patterns over the graph's node
-#: names): each feed-forward block's output projection, whose input (the output of GELU, or SiLU x
-#: up) has the widest, most outlier-heavy range. On all-MiniLM-L6-v2 quantizing it cost 3.9% of
-#: the STS Spearman score and a worst cosine of 0.978; kept in float, the score held (+0.6%) and
-#: the worst cosine was 0.996 (docs/cpu-backends.md). BERT/RoBERTa/XLM-R name it
-#: ``layer.N.output.dense``, Qwen3/Llama ``mlp.down_proj``.
+#: Products of w8a8 exports kept out of static quantization (nncf ignored-scope patterns over the
+#: graph's node names): each feed-forward block's output projection, whose input (the output of
+#: GELU, or SiLU x up) has the widest, most outlier-heavy range. On all-MiniLM-L6-v2 quantizing it
+#: statically cost 3.9% of the STS Spearman score and a worst cosine of 0.978; kept in float, the
+#: score held (+0.6%, worst cosine 0.996); with int8 weights and dynamic per-token int8
+#: activations it holds too (-0.5%, worst cosine 0.996) and runs int8 (docs/cpu-backends.md).
+#: BERT/RoBERTa/XLM-R name it ``layer.N.output.dense``, Qwen3/Llama ``mlp.down_proj``.
 W8A8_FLOAT_SCOPES = [r".*layer\.\d+\.output\.dense/.*MatMul.*", r".*mlp\.down_proj/.*MatMul.*"]
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".onnx_data",
                     ".xml", ".ot", ".gguf")
