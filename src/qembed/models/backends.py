@@ -66,7 +66,7 @@ BATCH_LIMITS = (4096, 32)
 #: Input channels per dynamic int8 scale of the activations of int8-weight products on OpenVINO
 #: (``DYNAMIC_QUANTIZATION_GROUP_SIZE``; ``QEMBED_OPENVINO_DQ_GROUP`` overrides, 0 turns it off).
 #: all-MiniLM-L6-v2 int8: worst cosine to torch fp32 0.9977 (group 32), 0.9966 (128), 0.9916 (384,
-#: one scale per token); the 0.6B's int8 products ran 1.21x torch bf16 at 128, 1.27x at 1024
+#: one scale per token); the random-weight 0.6B ran 1.19x torch bf16 at 128, 1.25x at 1024 (1 thread)
 #: (docs/cpu-backends.md).
 OPENVINO_DQ_GROUP = 128
 
