@@ -11,7 +11,11 @@ the worst cosine of its vectors to torch fp32 on the first 64 sentences.
 Methods: ``torch-bf16``, ``torch-fp32``, ``openvino-fp32``, ``openvino-int8`` (int8 weights),
 ``openvino-w8a8`` (int8 activations too: a guarded export, made first when absent, calibrated on
 ``--calibration-sentences`` AFQMC sentences and guarded on ``--guard-pairs`` Chinese STS-B pairs),
-``onnx-int8``.
+``onnx-int8``. An OpenVINO method may end in ``:GROUP``, the group size of the run-time int8
+quantization of the activations of int8-weight products (``QEMBED_OPENVINO_DQ_GROUP``; on an
+AVX-512-BF16 CPU without AMX, ``openvino-int8:0`` is the bf16 path qembed ran before).
+``--threads 1`` runs every method on one thread and the report adds process CPU-time ratios,
+which a machine shared with other jobs distorts far less than wall time.
 
 ``--isa avx2`` runs the measurement in a child process with every knob that caps the kernels to
 AVX2 (what an AVX2-only CPU runs): ``ONEDNN_MAX_CPU_ISA=AVX2`` (torch's oneDNN and OpenVINO's
@@ -22,6 +26,8 @@ to. Models: ``random-0.6b`` (Qwen3-Embedding-0.6B's architecture with random wei
 folder.
 
     python benchmarks/cpu_int8.py --model random-0.6b --methods torch-bf16,openvino-int8,openvino-w8a8
+    python benchmarks/cpu_int8.py --model random-0.6b --sentences 128 --threads 1 \
+        --methods torch-bf16,openvino-int8:0,openvino-int8,openvino-int8:1024,openvino-w8a8
     python benchmarks/cpu_int8.py --model minilm --isa avx2 \\
         --methods torch-fp32,torch-bf16,openvino-fp32,openvino-int8
 """
@@ -59,12 +65,25 @@ from qembed.testing import afqmc_sentences  # noqa: E402 - the benchmarks' sente
 
 
 def load(method: str, path: str, args: argparse.Namespace):
+    """``method`` is ``backend-dtype``; an OpenVINO one may end in ``:GROUP``, the dynamic int8
+    quantization group it runs with (``QEMBED_OPENVINO_DQ_GROUP``; ``:0`` the bf16 path)."""
+    method, _, group = method.partition(":")
+    if group:
+        os.environ["QEMBED_OPENVINO_DQ_GROUP"] = group
+    try:
+        return _load(method, path, args)
+    finally:
+        os.environ.pop("QEMBED_OPENVINO_DQ_GROUP", None)
+
+
+def _load(method: str, path: str, args: argparse.Namespace):
     from qembed.models import load_encoder
 
     backend, _, dtype = method.partition("-")
     dtype = {"bf16": "bfloat16", "fp32": "float32"}.get(dtype, dtype)
     if backend == "torch":
         return load_encoder(path, device="cpu", dtype=dtype)
+    threads = {"threads": args.threads} if args.threads else {}
     if dtype == "w8a8":
         from qembed.models.export import export_model
         from qembed.models.resolve import read_manifest
@@ -80,13 +99,18 @@ def load(method: str, path: str, args: argparse.Namespace):
         calib.parent.rmdir()
         print(f"w8a8 export ready in {time.perf_counter() - t0:.0f} s: {folder}\n  guard: "
               f"{json.dumps(read_manifest(folder).get('quality'))}", file=sys.stderr, flush=True)
-    return load_encoder(path, backend=backend, dtype=dtype)
+    return load_encoder(path, backend=backend, dtype=dtype, **threads)
 
 
 def measure(args: argparse.Namespace) -> dict:
     import numpy as np
     import torch
 
+    from qembed.models.backends import openvino_dq_group
+    from qembed.models.runtimes import cpu_kind
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = model_path(args.model)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     base = args.base
@@ -120,14 +144,18 @@ def measure(args: argparse.Namespace) -> dict:
             del encoders[m]
             print(f"{m}: FAILED to run: {failed[m]}", file=sys.stderr, flush=True)
 
+    cpu: dict[str, list[float]] = {m: [] for m in encoders}
+
     def timed(m: str) -> float:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         encoders[m].encode(texts)
+        cpu[m].append(time.process_time() - c0)
         return time.perf_counter() - t0
 
     others = [m for m in encoders if m != base]
     ratios: dict[str, list[float]] = {m: [] for m in others}
     steady: dict[str, list[bool]] = {m: [] for m in others}
+    cpu_ratios: dict[str, list[float]] = {m: [] for m in others}
     seconds: dict[str, list[float]] = {m: [] for m in encoders}
     loads = []
     for r in range(args.rounds):
@@ -139,6 +167,7 @@ def measure(args: argparse.Namespace) -> dict:
             seconds[m].append(t)
             seconds[base].append(after)
             ratios[m].append((before + after) / 2 / t)
+            cpu_ratios[m].append((cpu[base][-1] + cpu[base][-2]) / 2 / cpu[m][-1])
             steady[m].append(max(before, after) <= 1.25 * min(before, after))
             print(f"round {r + 1}: {base} {before:.2f} s | {m} {t:.2f} s | {base} {after:.2f} s "
                   f"-> {ratios[m][-1]:.2f}x  (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
@@ -151,9 +180,13 @@ def measure(args: argparse.Namespace) -> dict:
         "isa": args.isa, "caps": {k: os.environ.get(k) for k in AVX2_CAPS if os.environ.get(k)},
         "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
         "threads": torch.get_num_threads(), "load_avg_per_round": loads,
+        "openvino_int8_dq_group": openvino_dq_group() if cpu_kind() == "avx512_bf16" else "runtime default",
         "best_sent_per_s": {m: sent / min(v) for m, v in seconds.items()},
         f"vs_{base}": {m: statistics.median([r for r, ok in zip(v, steady[m]) if ok] or v) for m, v in ratios.items()},
         "steady_brackets": {m: sum(v) for m, v in steady.items()},
+        # process CPU seconds (all threads): with --threads 1 the work each method does, which a
+        # machine shared with other jobs distorts far less than the wall time
+        f"cpu_time_vs_{base}": {m: statistics.median(v) for m, v in cpu_ratios.items()},
         f"vs_{base}_per_round": ratios,
         "worst_cosine_vs_torch_fp32": cosines, "failed": failed,
         **({"profile_top_ops_ms": profile} if profile else {}),
@@ -169,7 +202,8 @@ def profile_method(method: str, enc, path: str, texts: list[str], top: int = 8) 
     """
     import numpy as np
 
-    backend, _, precision = method.partition("-")
+    method, _, group = method.partition(":")
+    backend = method.partition("-")[0]
     if backend == "torch":
         from torch.profiler import ProfilerActivity, profile
 
@@ -181,15 +215,18 @@ def profile_method(method: str, enc, path: str, texts: list[str], top: int = 8) 
         return {}
     import openvino as ov
 
-    from qembed.models.export import cached_export_dir
+    from qembed.models.backends import openvino_config
+    from qembed.models.resolve import read_manifest
 
-    precision = {"bf16": "bfloat16", "fp32": "float32"}.get(precision, precision)
-    graph = cached_export_dir(path, "openvino", precision) / "openvino_model.xml"
-    config = {"PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True}
-    if precision == "float32" or os.environ.get("ONEDNN_MAX_CPU_ISA"):
-        config["INFERENCE_PRECISION_HINT"] = "f32"
-    if os.environ.get("ONEDNN_MAX_CPU_ISA"):
-        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    graph = Path(enc.path) / "openvino_model.xml"
+    if group:
+        os.environ["QEMBED_OPENVINO_DQ_GROUP"] = group
+    try:
+        config = {**openvino_config(enc.precision, read_manifest(enc.path)), "PERF_COUNT": True}
+    finally:
+        os.environ.pop("QEMBED_OPENVINO_DQ_GROUP", None)
+    if enc.threads:
+        config["INFERENCE_NUM_THREADS"] = enc.threads
     request = ov.Core().compile_model(str(graph), "CPU", config).create_infer_request()
     ids = enc.tokenize(texts)
     width = max(map(len, ids))
@@ -199,6 +236,7 @@ def profile_method(method: str, enc, path: str, texts: list[str], top: int = 8) 
         arr[r, :len(row)] = row
         mask[r, :len(row)] = 1
     feed = {"input_ids": arr, "attention_mask": mask}
+    feed.update({name: np.zeros_like(arr) for name in enc._inputs_names[2:]})  # token_type_ids
     request.infer(feed)  # warm-up
     request.infer(feed)
     totals: dict[str, float] = {}
@@ -219,6 +257,9 @@ def main() -> None:
     ap.add_argument("--sentences", type=int, default=200)
     ap.add_argument("--profile", action="store_true", help="also report the ops that take the time")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="threads of every method (default: the runtimes' own, one per core); 1 makes the "
+                         "CPU-time ratios robust on a shared machine")
     ap.add_argument("--calibration-sentences", type=int, default=64)
     ap.add_argument("--guard", default=None, help="graded pairs for w8a8 (default: Chinese STS-B valid)")
     ap.add_argument("--guard-pairs", type=int, default=200)

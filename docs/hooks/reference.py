@@ -57,6 +57,10 @@ OTHER_VARIABLES = {
                        "weights on a CPU — weights prepacked once into oneDNN's layout where the CPU "
                        "has native bf16 (`auto`), always (`onednn`), or plain `torch.nn.functional."
                        "linear` (`aten`); see [CPU backends](cpu-backends.md).",
+    "QEMBED_OPENVINO_DQ_GROUP": "channels per int8 scale when OpenVINO quantizes the activations of "
+                                "int8-weight products at run time, on AVX-512-BF16 CPUs without AMX "
+                                "(default `128`, a multiple of 16; `0` turns it off: the int8 weights "
+                                "are widened to bf16); see [CPU backends](cpu-backends.md).",
     "QEMBED_MALLOC_TRIM": "`1` (default) or `0`: after a forward pass, at most once a second, an engine "
                           "hands the memory its passes freed back to the operating system (glibc's "
                           "`malloc_trim`); `0` turns it off, e.g. when the process runs with jemalloc "

@@ -81,6 +81,7 @@ def test_w8a8_export_records_quality_and_loads(tiny_model_path: Path, sts_file: 
     assert body["precision"] == "w8a8" and quality["pairs"] == 40 and quality["metric"] == "spearman"
     assert {"worst_cosine", "mean_cosine", "score_reference", "score", "score_drop"} <= set(quality)
     assert read_manifest(out)["quality"] == quality
+    assert read_manifest(out)["dynamic_int8"] is True  # the float-kept products hold int8 weights
     enc = load_encoder(str(out))
     assert enc.precision == "w8a8"
     vectors = enc.encode(["花呗怎么还款", "hello"])

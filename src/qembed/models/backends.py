@@ -34,12 +34,14 @@ from qembed.models.resolve import (
 )
 from qembed.models.runtimes import (
     BACKENDS,
+    CALIBRATED_PRECISIONS,
     DEFAULT_PRECISION,
     PRECISIONS,
     check_backend,
     auto_backend,
     check_precision,
     cpu_has_native_bf16,
+    cpu_kind,
     require_runtime,
 )
 
@@ -59,6 +61,58 @@ __all__ = [
 
 #: Padded batch limits (tokens = inputs x longest, inputs per pass) on the compiled backends.
 BATCH_LIMITS = (4096, 32)
+
+
+#: Input channels per dynamic int8 scale of the activations of int8-weight products on OpenVINO
+#: (``DYNAMIC_QUANTIZATION_GROUP_SIZE``; ``QEMBED_OPENVINO_DQ_GROUP`` overrides, 0 turns it off).
+#: all-MiniLM-L6-v2 int8: worst cosine to torch fp32 0.9977 (group 32), 0.9966 (128), 0.9916 (384,
+#: one scale per token); the random-weight 0.6B ran 1.19x torch bf16 at 128, 1.25x at 1024 (1 thread)
+#: (docs/cpu-backends.md).
+OPENVINO_DQ_GROUP = 128
+
+
+def openvino_dq_group() -> int:
+    """The dynamic-quantization group size: ``QEMBED_OPENVINO_DQ_GROUP`` or :data:`OPENVINO_DQ_GROUP`."""
+    raw = os.environ.get("QEMBED_OPENVINO_DQ_GROUP", "").strip()
+    if not raw:
+        return OPENVINO_DQ_GROUP
+    if not raw.isdigit() or int(raw) % 16:
+        raise InputError(f"QEMBED_OPENVINO_DQ_GROUP must be 0 (off) or a multiple of 16, got {raw!r}",
+                         param="QEMBED_OPENVINO_DQ_GROUP")
+    return int(raw)
+
+
+def openvino_config(precision: str, manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The OpenVINO CPU properties qembed compiles a ``precision`` export with on this CPU.
+
+    float32 runs f32 (parity with torch), bfloat16 bf16, the others the CPU's fastest float type
+    (bf16 on AMX/AVX512-BF16, f32 elsewhere) — except on AVX-512-BF16 without AMX (AMD Zen 4/5),
+    where the int8-weight products of ``int8`` exports (and of ``w8a8`` exports marked
+    ``dynamic_int8``) run int8 compute (VNNI) with their activations quantized at run time in groups
+    of :func:`openvino_dq_group` channels: OpenVINO does that only for f32 activations, so qembed
+    asks for f32 there (bf16 products would decompress the weights and compute in bf16).
+    Elsewhere OpenVINO's own choice stands (on VNNI CPUs without bf16 it quantizes in groups of 32).
+    """
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    dynamic = precision == "int8" or (precision in CALIBRATED_PRECISIONS and bool((manifest or {}).get("dynamic_int8")))
+    group = openvino_dq_group() if dynamic and cpu_kind() == "avx512_bf16" else 0
+    if precision == "float32":
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    elif precision == "bfloat16":
+        config["INFERENCE_PRECISION_HINT"] = "bf16"
+    elif group:
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = group
+    elif not cpu_has_native_bf16():
+        # OpenVINO picks bf16 from the CPU's flags, but under ONEDNN_MAX_CPU_ISA=AVX2 (which its
+        # oneDNN obeys) bf16 kernels are missing and compiling fails: keep f32 there
+        config["INFERENCE_PRECISION_HINT"] = "f32"
+    if os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"):
+        # the plugin turns on dynamic int8 quantization of the activations of int8-weight
+        # products by the CPU's own flags (VNNI), which its capped oneDNN cannot run: compiling
+        # fails ("FullyConnectedCompressed ... could not create a primitive descriptor")
+        config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+    return config
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -148,6 +202,7 @@ class CompiledEncoder(LocalEncoder):
         self.model_source = model_source_of(model)
         self.device = "cpu"
         self.precision = str(manifest.get("precision"))
+        self._manifest = manifest
         self.dtype = self.precision
         self.truncate = bool(truncate)
         self.threads = threads
@@ -206,22 +261,7 @@ class CompiledEncoder(LocalEncoder):
     # ------------------------------------------------------------------ runtimes
     def _load_openvino(self, graph: Path) -> Any:
         ov = require_runtime("openvino")
-        # float32 exports run in f32 (parity with torch); the others in the CPU's fastest float
-        # type for activations (bf16 on AMX/AVX512-BF16 CPUs, f32 elsewhere)
-        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if self.precision == "float32":
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        elif self.precision == "bfloat16":
-            config["INFERENCE_PRECISION_HINT"] = "bf16"
-        elif not cpu_has_native_bf16():
-            # OpenVINO picks bf16 from the CPU's flags, but under ONEDNN_MAX_CPU_ISA=AVX2 (which its
-            # oneDNN obeys) bf16 kernels are missing and compiling fails: keep f32 there
-            config["INFERENCE_PRECISION_HINT"] = "f32"
-        if os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"):
-            # the plugin turns on dynamic int8 quantization of the activations of int8-weight
-            # products by the CPU's own flags (VNNI), which its capped oneDNN cannot run: compiling
-            # fails ("FullyConnectedCompressed ... could not create a primitive descriptor")
-            config["DYNAMIC_QUANTIZATION_GROUP_SIZE"] = 0
+        config = openvino_config(self.precision, self._manifest)
         if self.threads:
             config["INFERENCE_NUM_THREADS"] = int(self.threads)
         compiled = ov.Core().compile_model(str(graph), "CPU", config)

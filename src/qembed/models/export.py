@@ -9,15 +9,20 @@ backend (:class:`~qembed.models.backends.CompiledEncoder`).
 Precisions (the stored graph):
 
 * ``int8``: linear-layer weights in int8. OpenVINO: nncf's ``compress_weights`` (8-bit
-  asymmetric, per output channel; activations stay in the runtime's float type). ONNX Runtime:
+  asymmetric, per output channel); at run time the activations of those products are quantized to
+  int8 per token in groups of channels where the CPU has VNNI and f32 activations (on AVX-512-BF16
+  CPUs without AMX qembed asks for that: int8 compute, see
+  :func:`qembed.models.backends.openvino_config`), else the products run in the runtime's float
+  type (bf16 on AMX). ONNX Runtime:
   ``MatMulNBits`` with 8-bit weights in blocks of 128 and int8 compute on activations quantised
   per block.
 * ``float32``: the weights as trained (bit-for-bit parity with torch in fp32).
 * ``bfloat16`` (OpenVINO only): fp16-compressed weights run in bf16 (AMX/AVX512-BF16 CPUs).
 * ``w8a8`` (OpenVINO only): int8 weights *and* int8 activations in the matrix products (nncf's
   static ``quantize`` for transformers: SmoothQuant moves activation outliers into the weights,
-  ranges calibrated on real text), the products that lose most kept in float (mixed precision,
-  :data:`W8A8_FLOAT_SCOPES`). It needs a graded-pairs file (``guard``): the export encodes its
+  ranges calibrated on real text), the products that lose most kept out of it
+  (:data:`W8A8_FLOAT_SCOPES`): those get int8 weights and run-time (dynamic, per token) int8
+  activations instead (manifest ``dynamic_int8``). It needs a graded-pairs file (``guard``): the export encodes its
   pairs with torch fp32 and with the quantized graph, records worst/mean cosine and the change of
   the task score (STS Spearman) in the manifest, and refuses the model when the score drops more
   than ``max_score_drop`` (default 1%). Any precision can be guarded the same way.
@@ -68,12 +73,13 @@ CALIBRATION_BATCH = 8
 #: SmoothQuant's migration strength for the matrix products of w8a8 exports (nncf's default for
 #: transformers is 0.95; lower moves less of the activation range into the weights).
 SMOOTH_QUANT_ALPHA = 0.95
-#: Products of w8a8 exports kept in float (nncf ignored-scope patterns over the graph's node
-#: names): each feed-forward block's output projection, whose input (the output of GELU, or SiLU x
-#: up) has the widest, most outlier-heavy range. On all-MiniLM-L6-v2 quantizing it cost 3.9% of
-#: the STS Spearman score and a worst cosine of 0.978; kept in float, the score held (+0.6%) and
-#: the worst cosine was 0.996 (docs/cpu-backends.md). BERT/RoBERTa/XLM-R name it
-#: ``layer.N.output.dense``, Qwen3/Llama ``mlp.down_proj``.
+#: Products of w8a8 exports kept out of static quantization (nncf ignored-scope patterns over the
+#: graph's node names): each feed-forward block's output projection, whose input (the output of
+#: GELU, or SiLU x up) has the widest, most outlier-heavy range. On all-MiniLM-L6-v2 quantizing it
+#: statically cost 3.9% of the STS Spearman score and a worst cosine of 0.978; kept in float, the
+#: score held (+0.6%, worst cosine 0.996); with int8 weights and dynamic per-token int8
+#: activations it holds too (-0.5%, worst cosine 0.996) and runs int8 (docs/cpu-backends.md).
+#: BERT/RoBERTa/XLM-R name it ``layer.N.output.dense``, Qwen3/Llama ``mlp.down_proj``.
 W8A8_FLOAT_SCOPES = [r".*layer\.\d+\.output\.dense/.*MatMul.*", r".*mlp\.down_proj/.*MatMul.*"]
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".ckpt", ".onnx", ".onnx_data",
                     ".xml", ".ot", ".gguf")
@@ -193,11 +199,39 @@ def _calibration_items(tokenizer: Any, texts: list[str], names: list[str], max_t
     return items
 
 
+def _compress_float_scopes(model: Any) -> Any:
+    """int8 weights (symmetric, per output channel) for the products :data:`W8A8_FLOAT_SCOPES` keeps
+    out of static quantization, done before it so SmoothQuant leaves them alone (its scales would
+    move the activation outliers into weight columns that one scale per output channel cannot
+    hold). At run time OpenVINO quantizes their activations per token (``dynamic_int8``)."""
+    import re
+
+    import nncf
+
+    keep: set[str] = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "MatMul" and any(re.fullmatch(p, op.get_friendly_name()) for p in W8A8_FLOAT_SCOPES):
+            node = op.input_value(1).get_node()
+            keep.add(op.get_friendly_name())
+            while True:  # the weight and the ops between it and the product (nncf matches by node)
+                keep.add(node.get_friendly_name())
+                if node.get_input_size() == 0:
+                    break
+                node = node.input_value(0).get_node()
+    if not keep:
+        return model
+    others = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() not in keep]
+    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_SYM,
+                                 ignored_scope=nncf.IgnoredScope(names=others, validate=False))
+
+
 def _quantize_static(model: Any, items: list[dict[str, Any]]) -> Any:
-    """int8 weights and activations (nncf static quantization for transformers, SmoothQuant)."""
+    """int8 weights and activations (nncf static quantization for transformers, SmoothQuant); the
+    products kept out of it get int8 weights for dynamic int8 activations (:func:`_compress_float_scopes`)."""
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
+    model = _compress_float_scopes(model)
     ignored = nncf.IgnoredScope(patterns=list(W8A8_FLOAT_SCOPES), validate=False)
     params = AdvancedQuantizationParameters(
         smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=SMOOTH_QUANT_ALPHA))
@@ -436,6 +470,10 @@ def _export(model: str, src: Path, backend: str, precision: str, out: Path, *,
             "max_seq_length": int(transformer.max_seq_length),
             "qembed_version": __version__,
         }
+        if precision in CALIBRATED_PRECISIONS:
+            # the products kept out of static quantization hold int8 weights for dynamic int8
+            # activations (qembed.models.backends.openvino_config)
+            manifest["dynamic_int8"] = True
         (work / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         if pairs is not None:
             manifest["quality"] = _guard(work, src, pairs, max_score_drop, guard, f"the {backend} "
