@@ -99,7 +99,8 @@ def _load(method: str, path: str, args: argparse.Namespace):
         calib.parent.rmdir()
         print(f"w8a8 export ready in {time.perf_counter() - t0:.0f} s: {folder}\n  guard: "
               f"{json.dumps(read_manifest(folder).get('quality'))}", file=sys.stderr, flush=True)
-    return load_encoder(path, backend=backend, dtype=dtype, **threads)
+    limits = {"max_batch_size": args.max_batch_size} if args.max_batch_size else {}
+    return load_encoder(path, backend=backend, dtype=dtype, **threads, **limits)
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -260,6 +261,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0,
                     help="threads of every method (default: the runtimes' own, one per core); 1 makes the "
                          "CPU-time ratios robust on a shared machine")
+    ap.add_argument("--max-batch-size", type=int, default=0,
+                    help="inputs per padded pass of the compiled backends (default: theirs)")
     ap.add_argument("--calibration-sentences", type=int, default=64)
     ap.add_argument("--guard", default=None, help="graded pairs for w8a8 (default: Chinese STS-B valid)")
     ap.add_argument("--guard-pairs", type=int, default=200)
