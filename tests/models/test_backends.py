@@ -27,13 +27,8 @@ BACKENDS = ("openvino", "onnx")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def export_cache(tmp_path_factory: pytest.TempPathFactory):
-    """Exports made on first use go to a temporary cache, not the user's."""
-    with pytest.MonkeyPatch.context() as mp:
-        path = tmp_path_factory.mktemp("qembed-cache")
-        mp.setenv("QEMBED_CACHE", str(path))
-        yield path
+#: exports made on first use go to a temporary cache (tests/models/conftest.py), not the user's
+pytestmark = pytest.mark.usefixtures("export_cache")
 
 
 @pytest.fixture(scope="module")

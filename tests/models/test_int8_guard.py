@@ -24,11 +24,8 @@ from qembed.models.quality import QualityGuardError, check_quality, rankdata, sp
 from qembed.models.resolve import read_manifest
 
 
-@pytest.fixture(scope="module", autouse=True)
-def export_cache(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("QEMBED_CACHE", str(tmp_path_factory.mktemp("qembed-cache")))
-        yield
+#: exports made on first use go to a temporary cache (tests/models/conftest.py), not the user's
+pytestmark = pytest.mark.usefixtures("export_cache")
 
 
 @pytest.fixture(scope="module")

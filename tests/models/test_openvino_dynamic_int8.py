@@ -21,11 +21,8 @@ from qembed.models import backends
 from qembed.models.backends import OPENVINO_DQ_GROUP, openvino_config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def export_cache(tmp_path_factory: pytest.TempPathFactory):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("QEMBED_CACHE", str(tmp_path_factory.mktemp("qembed-cache")))
-        yield
+#: exports made on first use go to a temporary cache (tests/models/conftest.py), not the user's
+pytestmark = pytest.mark.usefixtures("export_cache")
 
 
 @pytest.fixture
