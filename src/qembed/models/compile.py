@@ -39,6 +39,11 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
+def env_off(name: str) -> bool:
+    """Whether the environment variable ``name`` turns its feature off (0/false/no/off, any case)."""
+    return os.environ.get(name, "").strip().lower() in _FALSE
+
+
 def parse_compile(value: object) -> bool | Literal["auto"]:
     """``True``, ``False`` or ``"auto"`` from a setting value: a bool, ``None`` (``"auto"``) or one
     of the strings auto/true/false/1/0/yes/no/on/off (any case); anything else raises

@@ -188,11 +188,11 @@ def row_buckets(device: Any, dtype: Any) -> Callable[[int], int] | None:
     """:func:`cpu_token_bucket` where products run through oneDNN's shape-keyed kernels (bf16 and
     fp16 on a CPU; fp32 products go to MKL's sgemm, which keeps nothing per shape), else None.
     ``$QEMBED_ROW_BUCKETS=0`` turns it off."""
-    import os
-
     import torch
 
-    if os.environ.get(ROW_BUCKETS_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    from qembed.models.compile import env_off
+
+    if env_off(ROW_BUCKETS_ENV):
         return None
     if torch.device(device).type != "cpu" or dtype not in (torch.bfloat16, torch.float16):
         return None

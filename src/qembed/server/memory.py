@@ -19,6 +19,8 @@ import logging
 import os
 import time
 
+from qembed.models.compile import env_off
+
 logger = logging.getLogger(__name__)
 
 #: ``QEMBED_MALLOC_TRIM=0`` turns trimming off (e.g. when the process runs with jemalloc/tcmalloc).
@@ -44,7 +46,7 @@ def bound_kernel_caches(entries: int = KERNEL_CACHE_ENTRIES) -> None:
 
 
 def _malloc_trim():
-    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+    if env_off(ENV):
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
