@@ -27,6 +27,7 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
+from qembed.models.encoder import plan_batches
 from qembed.server.errors import QueueFullError, ServerClosingError
 from qembed.server.memory import MemoryTrimmer
 
@@ -254,8 +255,9 @@ class Batcher:
         oldest waiting inputs (up to ``max_batch_size`` and ``max_batch_tokens``).
 
         The first ``window_factor x max_batch_size`` waiting inputs (oldest requests first) are
-        sorted by length and cut into groups under the budgets, as
-        :func:`~qembed.models.encoder.plan_batches` does; the group holding the oldest input runs.
+        sorted by length and cut into groups under the budgets by
+        :func:`~qembed.models.encoder.plan_batches` (least padding plus passes); the group
+        holding the oldest input runs.
         Padding stays low when requests of mixed lengths wait together, and the oldest input is
         in every pass, so nothing starves.
         """
@@ -284,20 +286,9 @@ class Batcher:
                 taken.append(item)
                 total += n
             return taken
-        head = window[0]
-        ranked = sorted(window, key=lambda item: -len(item[0].ids[item[1]]))
-        group: list[tuple[_Job, int]] = []
-        width = 0
-        for item in ranked:
-            n = len(item[0].ids[item[1]])
-            if group and (len(group) >= self.max_batch_size
-                          or (len(group) + 1) * max(width, n) > self.max_batch_tokens):
-                if any(x is head for x in group):
-                    return group
-                group, width = [], 0
-            group.append(item)
-            width = max(width, n)
-        return group
+        groups = plan_batches([len(job.ids[i]) for job, i in window], self.max_batch_tokens,
+                              self.max_batch_size)
+        return [window[k] for k in next(g for g in groups if 0 in g)]
 
     def run(self) -> None:
         """The worker loop: form batches and run them until :meth:`close` and the queue is empty."""
