@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     device: str | None = Field(None, pattern=r"^(auto|cpu|mps|xpu|cuda(:\d+)?)$",
                                description="auto, cpu, cuda, cuda:N, mps or xpu")
     dtype: Dtype | None = Field(None, description="auto, bfloat16, float16 or float32 (bf16, fp16, "
-                                                  "fp32 … accepted); int8 on the openvino and onnx "
-                                                  "backends")
+                                                  "fp32 … accepted); int8 (int8 products on the CPU: "
+                                                  "torch's packed passes, or openvino/onnx exports)")
     backend: Backend | None = Field(
         None, description="runtime of a local model: torch (default), openvino or onnx (exported once "
                           "and cached; int8 weights by default; ov, ort … accepted)")

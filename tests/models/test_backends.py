@@ -143,8 +143,8 @@ def test_bad_names_give_clear_errors(tiny_model_path: Path) -> None:
         load_encoder(str(tiny_model_path), backend="onnx", dtype="float16")
     with pytest.raises(InputError, match="runs on the CPU"):
         load_encoder(str(tiny_model_path), backend="openvino", device="cuda")
-    with pytest.raises(InputError, match="int8 runs on the openvino and onnx backends"):
-        load_encoder(str(tiny_model_path), dtype="int8")
+    with pytest.raises(InputError, match="w8a8' runs on the openvino backend, not on torch"):
+        load_encoder(str(tiny_model_path), dtype="w8a8")
     with pytest.raises(InputError, match="not to an endpoint URL"):
         load_encoder("http://127.0.0.1:9/v1", backend="onnx")
 

@@ -61,3 +61,61 @@ def test_packed_pass_on_prepacked_weights_keeps_parity(tiny_model_path, monkeypa
     assert float(np.min(np.sum(a * b, axis=1))) >= 0.9999
     singles = np.concatenate([fast.encode([t]) for t in texts])
     assert float(np.min(np.sum(singles * a, axis=1))) >= 0.9999
+
+
+needs_int8 = pytest.mark.skipif(not kernels.int8_usable(), reason="this torch build has no oneDNN int8 linear")
+
+
+@needs_int8
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("bias", [False, True])
+def test_int8_linear_follows_f_linear_row_by_row(dtype, bias):
+    torch.manual_seed(0)
+    weight = torch.randn(96, 64) * 0.05
+    b = torch.randn(96) if bias else None
+    x = torch.randn(7, 64) * torch.logspace(-2, 2, 7)[:, None]  # rows of very different sizes
+    x[3, 5] = 40.0  # an outlier costs its own row only
+    linear = kernels.make_linear(weight, "int8", b)
+    assert isinstance(linear, kernels.Int8Linear) and linear.kind == "int8"
+    got = linear(x.to(dtype))
+    want = F.linear(x, weight, b)
+    assert got.dtype == dtype and got.shape == want.shape
+    cos = F.cosine_similarity(got.float(), want, dim=1)
+    assert cos.min() > 0.998, cos
+    # the eager quantizer gives the same codes and scales as the compiled one
+    eager = kernels.row_quantizer(False)(x.to(dtype))
+    fused = kernels.row_quantizer(True)(x.to(dtype))
+    assert torch.equal(eager[0], fused[0])
+    torch.testing.assert_close(eager[1], fused[1])
+    # a zero row stays zero (no division by zero)
+    zero = kernels.Int8Linear(weight)(torch.zeros(2, 64, dtype=dtype))
+    assert torch.isfinite(zero.float()).all() and zero.abs().max() == 0
+
+
+@needs_int8
+def test_int8_dtype_runs_packed_passes_close_to_float32(tiny_model_path, tiny_encoder):
+    enc = LocalEncoder(str(tiny_model_path), device="cpu", dtype="int8")
+    info = enc.info()
+    assert info["dtype"] == "int8" and info["packed"]
+    assert info["activation_dtype"] in ("bfloat16", "float32")
+    assert all(isinstance(layer.gate_up, kernels.Int8Linear) for layer in enc._packed.layers)
+    texts = ["怎么还花呗", "如何归还蚂蚁花呗", "借呗能分期吗", "a longer sentence " * 12]
+    cos = np.sum(enc.encode(texts) * tiny_encoder.encode(texts), axis=1)
+    assert cos.min() > 0.99, cos
+    with pytest.raises(InputError, match="int8 runs the packed passes"):
+        LocalEncoder(str(tiny_model_path), device="cpu", dtype="int8", packed=False)
+
+
+@needs_int8
+def test_int8_keeps_minilm_meaning(minilm_path):
+    """all-MiniLM-L6-v2 (real weights): int8 products stay within 0.99 cosine of fp32."""
+    from qembed.testing import afqmc_sentences
+
+    texts = afqmc_sentences(48) + ["A man is playing a guitar.", "Someone plays an instrument.",
+                                   "The stock market fell sharply today."]
+    int8 = LocalEncoder(str(minilm_path), device="cpu", dtype="int8")
+    ref = LocalEncoder(str(minilm_path), device="cpu", dtype="float32")
+    a, b = int8.encode(texts), ref.encode(texts)
+    assert np.sum(a * b, axis=1).min() > 0.99
+    # meaning: the paraphrase still outranks the unrelated sentence
+    assert a[-3] @ a[-2] > a[-3] @ a[-1] + 0.2

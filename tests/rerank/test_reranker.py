@@ -174,3 +174,17 @@ def test_sentence_transformers_cross_encoder_with_the_template_agrees(reranker_p
     ce = CrossEncoder(str(reranker_path), device="cpu", local_files_only=True,
                       processor_kwargs={"chat_template": qwen3_chat_template()})
     np.testing.assert_allclose(ce.predict(_pairs()), reranker.score(_pairs()), atol=1e-5)
+
+
+def test_int8_products_score_close_to_float32(reranker, reranker_path, cross_encoder_path):
+    from qembed.models.kernels import int8_usable
+    from qembed.rerank.local import Reranker
+
+    if not int8_usable():
+        pytest.skip("this torch build has no oneDNN int8 linear")
+    int8 = Reranker(str(reranker_path), device="cpu", dtype="int8", compile=False)
+    assert int8.info()["dtype"] == "int8" and int8.packed
+    got, want = int8.score(_pairs()), reranker.score(_pairs())
+    assert np.abs(got - want).max() < 0.02, (got, want)
+    with pytest.raises(InputError, match="int8 runs the packed passes of Qwen3 rerankers"):
+        Reranker(str(cross_encoder_path), device="cpu", dtype="int8")

@@ -84,8 +84,8 @@ ModelOpt = typer.Option(
 )
 JsonOpt = typer.Option(False, "--json", help="Print machine-readable JSON on stdout (logs go to stderr).")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.")
-DtypeOpt = typer.Option(None, "--dtype", help=f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]} (int8 on --backend "
-                                               "openvino/onnx, their default).")
+DtypeOpt = typer.Option(None, "--dtype", help=f"{', '.join(DTYPES[:-1])} or {DTYPES[-1]} (int8: int8 products "
+                                               "on the CPU; the openvino/onnx default).")
 BackendOpt = typer.Option(None, "--backend", help=f"Runtime of a local model: {', '.join(BACKENDS)} "
                                                  "(default torch).")
 ApiKeyOpt = typer.Option(None, "--api-key", envvar="QEMBED_API_KEY",

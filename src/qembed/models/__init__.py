@@ -64,9 +64,6 @@ def load_encoder(
         raise InputError(f"{target} is an exported {manifest['backend']} model; load it with that "
                          "backend (or without one), or load its source model with torch",
                          param="backend")
-    if isinstance(dtype, str) and dtype.strip().lower() == "int8":
-        raise InputError("dtype int8 runs on the openvino and onnx backends; pass backend='openvino' "
-                         "or backend='onnx'", param="dtype")
     kwargs.pop("threads", None)
     if not folder.exists() and _looks_like_path(str(target)):  # said before torch is imported
         raise ModelPathError(f"model folder {target} does not exist")

@@ -100,13 +100,30 @@ def pick_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
         key = canonical_dtype(dtype)
         if key == "auto":
             return pick_dtype(None, device)
+        if key == "int8":  # LocalEncoder takes it before this; other torch models do not
+            raise InputError("dtype int8 on torch runs embedding models (load_encoder, qembed serve); "
+                             "use auto, bfloat16 or float32 here", param="dtype")
         if key not in _TORCH_DTYPES:
-            raise InputError(f"dtype {dtype!r} runs on the openvino and onnx backends, not on torch; use auto, "
-                             f"bfloat16, float32 or float16", param="dtype")
+            raise InputError(f"dtype {dtype!r} runs on the openvino backend, not on torch; use auto, "
+                             f"bfloat16, float32, float16 or int8", param="dtype")
         chosen = _TORCH_DTYPES[key]
     if chosen == torch.float16:
         logger.warning("float16 weights can overflow to NaN with Qwen3 models; bfloat16 is safer")
     return chosen
+
+
+def check_int8(device: str, packed: bool | None) -> None:
+    """``dtype="int8"`` on torch: packed passes on a CPU whose torch runs oneDNN's int8 products
+    (:func:`~qembed.models.kernels.int8_usable`); anything else raises :class:`InputError`."""
+    from qembed.models.kernels import int8_usable
+
+    if not device.startswith("cpu"):
+        raise InputError(f"dtype int8 runs on the CPU; on {device} use bfloat16 (or auto)", param="dtype")
+    if packed is False:
+        raise InputError("dtype int8 runs the packed passes; do not turn packing off", param="dtype")
+    if not int8_usable():
+        raise InputError("dtype int8 needs torch's oneDNN int8 products (an x86 CPU build of torch); "
+                         "use bfloat16 or float32, or backend openvino", param="dtype")
 
 
 def check_fp16(dtype: torch.dtype, model_type: str, allow: bool | None = None) -> None:
@@ -188,6 +205,9 @@ class LocalEncoder(AdaptersMixin):
     :meth:`embed_token_ids` (:mod:`qembed.models.adapters`).
     """
 
+    #: whether the packed passes run int8 products (``dtype="int8"``)
+    int8 = False
+
     def __init__(
         self,
         model: str | os.PathLike[str] | None = None,
@@ -217,7 +237,12 @@ class LocalEncoder(AdaptersMixin):
         #: absolute path (indexes record it as ``model_source``).
         self.model_source = model_source_of(model)
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        #: int8 products (``dtype="int8"``): the weights load in the CPU's float type, and the
+        #: packed passes run their matrix products on int8 (:class:`~qembed.models.kernels.Int8Linear`)
+        self.int8 = isinstance(dtype, str) and canonical_dtype(dtype) == "int8"
+        if self.int8:
+            check_int8(self.device, packed)
+        self.dtype = pick_dtype(None if self.int8 else dtype, self.device)
         check_positive_ints(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
@@ -288,8 +313,9 @@ class LocalEncoder(AdaptersMixin):
         self._bucket = self.device.startswith("cuda") if bucket_tokens is None else bool(bucket_tokens)
         if packed is not False:
             self._packed = self._make_packed(compile)
-            if packed and self._packed is None:
-                raise InputError(f"{self.name} cannot run packed passes (Qwen3 decoders with last-token "
+            if (packed or self.int8) and self._packed is None:
+                raise InputError(f"{self.name} cannot run packed passes{' (dtype int8 needs them)' if self.int8 else ''} "
+                                 "(Qwen3 decoders with last-token "
                                  "pooling and BERT/RoBERTa/XLM-RoBERTa/NomicBERT encoders with a sentence-transformers "
                                  "Pooling module can)", param="packed")
             if self._packed is None:
@@ -348,7 +374,8 @@ class LocalEncoder(AdaptersMixin):
             "max_input_tokens": self.max_input_tokens,
             "model_max_tokens": self.model_max_tokens,
             "device": self.device,
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": "int8" if self.int8 else str(self.dtype).replace("torch.", ""),
+            **({"activation_dtype": str(self.dtype).replace("torch.", "")} if self.int8 else {}),
             "pooling": self.pooling,
             "padding_side": "left" if self._pad_left else "right",
             "packed": self.packed,
@@ -409,15 +436,16 @@ class LocalEncoder(AdaptersMixin):
         model = self._transformer.auto_model
         if self.device.startswith("mps"):
             return None
+        setting = compile_setting(compile)
+        int8 = {"int8": self.int8, "int8_compiled": setting is not False}
         if self._last_token and supports_packed(model):
             def make(fuse: bool) -> Any:
-                return PackedQwen3(model, compile=fuse)
+                return PackedQwen3(model, compile=fuse, **int8)
         elif supports_packed_encoder(model, self._pooling_module):
             def make(fuse: bool) -> Any:
-                return PackedEncoder(model, self._pooling_module, compile=fuse, static_shapes=self._bucket)
+                return PackedEncoder(model, self._pooling_module, compile=fuse, static_shapes=self._bucket, **int8)
         else:
             return None
-        setting = compile_setting(compile)
         self._compile_auto = setting == "auto"  # compile later, for a call large enough
         runner = make(should_compile(setting, self.device))
         t0 = time.perf_counter()
@@ -528,5 +556,5 @@ class LocalEncoder(AdaptersMixin):
 
     def __repr__(self) -> str:
         return (f"LocalEncoder(name={self.name!r}, dim={self.dim}, device={self.device!r}, "
-                f"dtype={str(self.dtype).replace('torch.', '')}, pooling={self.pooling!r})")
+                f"dtype={'int8' if self.int8 else str(self.dtype).replace('torch.', '')}, pooling={self.pooling!r})")
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from qembed.models.adapters import LoraPass, lora_hook
 from qembed.models.encoder import fill_to, row_buckets
+from qembed.models.kernels import Int8Linear, Linear, make_linear, row_quantizer
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +62,11 @@ POOLING_MODES = ("cls", "mean", "mean_sqrt_len_tokens", "max", "weightedmean", "
 
 @dataclass
 class _Layer:
-    qkv: torch.Tensor  # 3 hidden x hidden
-    qkv_bias: torch.Tensor | None
-    o: torch.Tensor
-    o_bias: torch.Tensor | None
+    qkv: Linear  # 3 hidden x hidden, with its bias
+    o: Linear
     attn_norm: tuple[torch.Tensor, torch.Tensor]
-    up: torch.Tensor  # intermediate x hidden; gated MLPs: 2 intermediate x hidden (gate, then up)
-    up_bias: torch.Tensor | None
-    down: torch.Tensor
-    down_bias: torch.Tensor | None
+    up: Linear  # intermediate x hidden; gated MLPs: 2 intermediate x hidden (gate, then up)
+    down: Linear
     out_norm: tuple[torch.Tensor, torch.Tensor]
 
 
@@ -138,10 +135,13 @@ class PackedEncoder:
         static_shapes: compile for fixed token counts (the caller fills passes to
             :data:`~qembed.models.encoder.TOKEN_BUCKETS`, as :class:`~qembed.models.local.LocalEncoder`
             does on CUDA) instead of dynamic shapes.
+        int8: run the matrix products on int8 (:class:`~qembed.models.kernels.Int8Linear`: weights
+            quantized per output channel at load, activations per token at run time; CPU).
+        int8_compiled: quantize the activations in one compiled kernel (else eagerly).
     """
 
     def __init__(self, model: Any, pooling: Any = "mean", *, compile: bool = False,
-                 static_shapes: bool = False) -> None:
+                 static_shapes: bool = False, int8: bool = False, int8_compiled: bool = True) -> None:
         if not supports_packed_encoder(model, pooling):
             raise ValueError(f"{type(model).__name__} with pooling {pooling_modes(pooling)} is not supported "
                              "by the packed encoder path")
@@ -167,6 +167,8 @@ class PackedEncoder:
         self.position_offset = ENCODER_TYPES[config.model_type] and self.pad_id is not None
         self.max_positions = int(config.max_position_embeddings)
         self.layers: list[_Layer] = []
+        self.int8 = bool(int8)
+        self._quantize = row_quantizer(int8_compiled) if int8 else None
         if self.rotary:
             self._load_rotary(model)
         else:
@@ -191,12 +193,12 @@ class PackedEncoder:
             for layer in model.encoder.layer:
                 att, out = layer.attention.self, layer.attention.output
                 self.layers.append(_Layer(
-                    qkv=torch.cat([att.query.weight, att.key.weight, att.value.weight]).detach(),
-                    qkv_bias=torch.cat([att.query.bias, att.key.bias, att.value.bias]).detach(),
-                    o=out.dense.weight.detach(), o_bias=out.dense.bias.detach(),
+                    qkv=self._linear(torch.cat([att.query.weight, att.key.weight, att.value.weight]),
+                                     torch.cat([att.query.bias, att.key.bias, att.value.bias])),
+                    o=self._linear(out.dense.weight, out.dense.bias),
                     attn_norm=(out.LayerNorm.weight.detach(), out.LayerNorm.bias.detach()),
-                    up=layer.intermediate.dense.weight.detach(), up_bias=layer.intermediate.dense.bias.detach(),
-                    down=layer.output.dense.weight.detach(), down_bias=layer.output.dense.bias.detach(),
+                    up=self._linear(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
+                    down=self._linear(layer.output.dense.weight, layer.output.dense.bias),
                     out_norm=(layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach()),
                 ))
 
@@ -212,15 +214,22 @@ class PackedEncoder:
                 att, mlp = layer.self_attn, layer.mlp
                 biases = [_bias(x) for x in (att.q_proj, att.k_proj, att.v_proj)]
                 self.layers.append(_Layer(
-                    qkv=torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]).detach(),
-                    qkv_bias=torch.cat(biases) if all(b is not None for b in biases) else None,
-                    o=att.o_proj.weight.detach(), o_bias=_bias(att.o_proj),
+                    qkv=self._linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
+                                     torch.cat(biases) if all(b is not None for b in biases) else None),
+                    o=self._linear(att.o_proj.weight, _bias(att.o_proj)),
                     attn_norm=(layer.post_attention_layernorm.weight.detach(),
                                layer.post_attention_layernorm.bias.detach()),
-                    up=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(), up_bias=None,
-                    down=mlp.down_proj.weight.detach(), down_bias=_bias(mlp.down_proj),
+                    up=self._linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None),
+                    down=self._linear(mlp.down_proj.weight, _bias(mlp.down_proj)),
                     out_norm=(layer.post_mlp_layernorm.weight.detach(), layer.post_mlp_layernorm.bias.detach()),
                 ))
+
+    def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
+        """One product of a layer: ``F.linear`` on the weights as loaded, or int8."""
+        weight, bias = weight.detach(), None if bias is None else bias.detach()
+        if self.int8:
+            return Int8Linear(weight, bias, quantize=self._quantize)
+        return make_linear(weight, "aten", bias)
 
     def _find_flash_varlen(self) -> Callable | None:
         from qembed.models.packed import flash_varlen_kernel
@@ -329,7 +338,7 @@ class PackedEncoder:
         last = len(self.layers) - 1
         delta = lora_hook(lora)
         for i, layer in enumerate(self.layers):
-            qkv = delta(i, "qkv", x, F.linear(x, layer.qkv, layer.qkv_bias))
+            qkv = delta(i, "qkv", x, layer.qkv(x))
             if rope is not None:
                 q, k, v = qkv.view(-1, 3, self.heads, self.head_dim).unbind(1)
                 qkv = torch.stack((_rotate(q, *rope), _rotate(k, *rope), v), dim=1).view(-1, 3 * self.hidden)
@@ -341,14 +350,14 @@ class PackedEncoder:
                 out = attend(qkv)
             # the pooled-tokens-only layer has one row per sequence: no fixed shape to compile for
             add_norm = _add_layer_norm if self.static_shapes and x.shape[0] != total else self._add_norm
-            x = add_norm(delta(i, "o", out, F.linear(out, layer.o, layer.o_bias)), x, *layer.attn_norm, self.eps)
-            h = delta(i, "up", x, F.linear(x, layer.up, layer.up_bias))
+            x = add_norm(delta(i, "o", out, layer.o(out)), x, *layer.attn_norm, self.eps)
+            h = delta(i, "up", x, layer.up(x))
             if self.gated:
                 gate, up = h.chunk(2, dim=-1)
                 h = self.act(gate) * up
             else:
                 h = self.act(h)
-            x = add_norm(delta(i, "down", h, F.linear(h, layer.down, layer.down_bias)), x, *layer.out_norm, self.eps)
+            x = add_norm(delta(i, "down", h, layer.down(h)), x, *layer.out_norm, self.eps)
         if pooled_rows is not None:
             return x[:asked]
         return self._pool(x, seq_of.to(dev), positions.to(dev), starts.to(dev), lens.to(dev), n)[:asked]

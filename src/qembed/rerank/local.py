@@ -35,10 +35,12 @@ from qembed.models.encoder import check_finite, check_positive_ints, plan_batche
 from qembed.models.local import (
     BATCH_LIMITS,
     PACKED_BATCH_LIMITS,
+    check_int8,
     pick_device,
     pick_dtype,
 )
-from qembed.models.compile import should_compile
+from qembed.models.compile import compile_setting, should_compile
+from qembed.models.runtimes import canonical_dtype
 from qembed.models.packed import PackedQwen3, supports_packed
 from qembed.models.resolve import model_kind, resolve_model_path
 from qembed.rerank.base import (
@@ -126,7 +128,11 @@ class Reranker:
                              "model or a CrossEncoder folder", param="model")
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)
-        self.dtype = pick_dtype(dtype, self.device)
+        #: int8 products (``dtype="int8"``, Qwen3 rerankers' packed passes, as for embedding models)
+        self.int8 = isinstance(dtype, str) and canonical_dtype(dtype) == "int8"
+        if self.int8:
+            check_int8(self.device, packed)
+        self.dtype = pick_dtype(None if self.int8 else dtype, self.device)
         check_positive_ints(max_input_tokens=max_input_tokens, max_batch_tokens=max_batch_tokens,
                             max_batch_size=max_batch_size)
         try:
@@ -148,6 +154,9 @@ class Reranker:
                 self._load_decoder(config, max_input_tokens, instruction, packed, compile)
         except (OSError, ValueError) as exc:
             raise QembedError(f"could not load reranker from {self.path}: {exc}") from None
+        if self.int8 and self._packed is None:
+            raise InputError(f"dtype int8 runs the packed passes of Qwen3 rerankers; {self.name} has none: "
+                             "use auto, bfloat16 or float32", param="dtype")
         kind = self.device.split(":")[0]
         limits = PACKED_BATCH_LIMITS if self._packed is not None else BATCH_LIMITS
         default_tokens, default_size = limits.get(kind, limits["cpu"])
@@ -201,7 +210,8 @@ class Reranker:
             if supports_packed(self._base) and not self.device.startswith("mps"):
                 # the one compile rule (qembed.models.compile): a server passes its choice;
                 # auto in a one-shot run stays eager
-                self._packed = PackedQwen3(self._base, compile=should_compile(compile, self.device))
+                self._packed = PackedQwen3(self._base, compile=should_compile(compile, self.device),
+                                           int8=self.int8, int8_compiled=compile_setting(compile) is not False)
                 self._packed.warmup()
             elif packed:
                 raise InputError(f"{self.name} cannot run packed passes (only Qwen3 decoders can)",
@@ -255,7 +265,7 @@ class Reranker:
             "model_type": self.model_type,
             "max_input_tokens": self.max_input_tokens,
             "device": self.device,
-            "dtype": str(self.dtype).replace("torch.", ""),
+            "dtype": "int8" if self.int8 else str(self.dtype).replace("torch.", ""),
             "packed": self.packed,
             "compiled": bool(self._packed is not None and self._packed.compiled),
             "max_batch_tokens": self.max_batch_tokens,
@@ -348,4 +358,4 @@ class Reranker:
 
     def __repr__(self) -> str:
         return (f"Reranker(name={self.name!r}, kind={self.kind!r}, device={self.device!r}, "
-                f"dtype={str(self.dtype).replace('torch.', '')})")
+                f"dtype={'int8' if self.int8 else str(self.dtype).replace('torch.', '')})")
