@@ -8,7 +8,8 @@ than 25% saw the load change within it and is left out (unless every bracket of 
 The median ratio over the remaining brackets is reported, with each method's best throughput and
 the worst cosine of its vectors to torch fp32 on the first 64 sentences.
 
-Methods: ``torch-bf16``, ``torch-fp32``, ``openvino-fp32``, ``openvino-int8`` (int8 weights),
+Methods: ``torch-bf16``, ``torch-fp32``, ``torch-int8`` (qembed's packed passes with int8 products:
+weights per channel, activations per token at run time), ``openvino-fp32``, ``openvino-int8`` (int8 weights),
 ``openvino-w8a8`` (int8 activations too: a guarded export, made first when absent, calibrated on
 ``--calibration-sentences`` AFQMC sentences and guarded on ``--guard-pairs`` Chinese STS-B pairs),
 ``onnx-int8``. An OpenVINO method may end in ``:GROUP``, the group size of the run-time int8
@@ -45,7 +46,7 @@ import time
 from pathlib import Path
 
 AVX2_CAPS = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
-METHODS = ("torch-bf16", "torch-fp32", "openvino-fp32", "openvino-int8", "openvino-w8a8", "onnx-int8")
+METHODS = ("torch-bf16", "torch-fp32", "torch-int8", "openvino-fp32", "openvino-int8", "openvino-w8a8", "onnx-int8")
 
 
 def model_path(name: str) -> str:
@@ -145,6 +146,15 @@ def measure(args: argparse.Namespace) -> dict:
             del encoders[m]
             print(f"{m}: FAILED to run: {failed[m]}", file=sys.stderr, flush=True)
 
+    tasks = {}
+    if args.task_score:  # worst/mean cosine and the STS Spearman change on the guard's pairs
+        from qembed.models.quality import guard_texts, measure_quality
+
+        first, second, scores = guard_texts(args.guard, args.guard_pairs)
+        for m, enc in encoders.items():
+            tasks[m] = measure_quality(ref, enc, first, second, scores)
+            print(f"{m}: task score {tasks[m]}", file=sys.stderr, flush=True)
+
     cpu: dict[str, list[float]] = {m: [] for m in encoders}
 
     def timed(m: str) -> float:
@@ -190,6 +200,7 @@ def measure(args: argparse.Namespace) -> dict:
         f"cpu_time_vs_{base}": {m: statistics.median(v) for m, v in cpu_ratios.items()},
         f"vs_{base}_per_round": ratios,
         "worst_cosine_vs_torch_fp32": cosines, "failed": failed,
+        **({"task_score_vs_torch_fp32": tasks} if tasks else {}),
         **({"profile_top_ops_ms": profile} if profile else {}),
     }
 
@@ -266,6 +277,9 @@ def main() -> None:
     ap.add_argument("--calibration-sentences", type=int, default=64)
     ap.add_argument("--guard", default=None, help="graded pairs for w8a8 (default: Chinese STS-B valid)")
     ap.add_argument("--guard-pairs", type=int, default=200)
+    ap.add_argument("--task-score", action="store_true",
+                    help="also report each method's cosines and STS Spearman change against torch fp32 "
+                         "on the --guard pairs")
     ap.add_argument("--max-score-drop", type=float, default=0.01,
                     help="w8a8 guard limit (random weights have no task score: use 0.99 for random-0.6b)")
     args = ap.parse_args()
