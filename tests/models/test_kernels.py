@@ -83,8 +83,9 @@ def test_int8_linear_follows_f_linear_row_by_row(dtype, bias):
     cos = F.cosine_similarity(got.float(), want, dim=1)
     assert cos.min() > 0.998, cos
     # the eager quantizer gives the same codes and scales as the compiled one
-    eager = kernels.row_quantizer(False)(x.to(dtype))
-    fused = kernels.row_quantizer(True)(x.to(dtype))
+    ones = torch.ones(64)
+    eager = kernels.row_quantizer(False)(x.to(dtype), ones)
+    fused = kernels.row_quantizer(True)(x.to(dtype), ones)
     assert torch.equal(eager[0], fused[0])
     torch.testing.assert_close(eager[1], fused[1])
     # a zero row stays zero (no division by zero)
@@ -93,12 +94,37 @@ def test_int8_linear_follows_f_linear_row_by_row(dtype, bias):
 
 
 @needs_int8
+def test_smoothing_moves_a_large_input_channel_into_the_weights():
+    """SmoothQuant: a channel that is large in every token sets every token's scale; dividing it
+    out (and into the weight's column) gives the other channels their precision back."""
+    torch.manual_seed(1)
+    weight = torch.randn(128, 256) * 0.05
+    x = torch.randn(64, 256)
+    x[:, 7] *= 200.0  # one channel ~200x the others, in every token
+    want = F.linear(x, weight)
+    recorder = kernels.RangeRecorder(weight, None, kernels.make_linear(weight, "aten"))
+    torch.testing.assert_close(recorder(x), want)  # recording leaves the float product as it was
+    assert recorder.input_max is not None and recorder.input_max.argmax() == 7
+    plain = kernels.Int8Linear(weight)
+    smoothed = recorder.quantized(None, alpha=0.5)
+    assert smoothed.smoothed and not plain.smoothed
+    err_plain = (plain(x) - want).norm() / want.norm()
+    err_smoothed = (smoothed(x) - want).norm() / want.norm()
+    assert err_smoothed < 0.5 * err_plain, (err_smoothed, err_plain)
+    # the factors: max|X|**a / max|W|**(1-a), per input channel
+    factors = kernels.smooth_factors(recorder.input_max, weight, 0.5)
+    expected = recorder.input_max.sqrt() / weight.abs().amax(0).sqrt()
+    torch.testing.assert_close(factors, expected)
+
+
+@needs_int8
 def test_int8_dtype_runs_packed_passes_close_to_float32(tiny_model_path, tiny_encoder):
     enc = LocalEncoder(str(tiny_model_path), device="cpu", dtype="int8")
     info = enc.info()
     assert info["dtype"] == "int8" and info["packed"]
     assert info["activation_dtype"] in ("bfloat16", "float32")
-    assert all(isinstance(layer.gate_up, kernels.Int8Linear) for layer in enc._packed.layers)
+    assert all(isinstance(layer.gate_up, kernels.Int8Linear) and layer.gate_up.smoothed
+               for layer in enc._packed.layers)  # calibrated at load
     texts = ["怎么还花呗", "如何归还蚂蚁花呗", "借呗能分期吗", "a longer sentence " * 12]
     cos = np.sum(enc.encode(texts) * tiny_encoder.encode(texts), axis=1)
     assert cos.min() > 0.99, cos
@@ -108,7 +134,8 @@ def test_int8_dtype_runs_packed_passes_close_to_float32(tiny_model_path, tiny_en
 
 @needs_int8
 def test_int8_keeps_minilm_meaning(minilm_path):
-    """all-MiniLM-L6-v2 (real weights): int8 products stay within 0.99 cosine of fp32."""
+    """all-MiniLM-L6-v2 (real weights): smoothed int8 products stay within 0.99 cosine of fp32
+    (0.9956 worst over 600 AFQMC sentences when measured; unsmoothed per-token scales 0.991)."""
     from qembed.testing import afqmc_sentences
 
     texts = afqmc_sentences(48) + ["A man is playing a guitar.", "Someone plays an instrument.",
@@ -116,6 +143,7 @@ def test_int8_keeps_minilm_meaning(minilm_path):
     int8 = LocalEncoder(str(minilm_path), device="cpu", dtype="int8")
     ref = LocalEncoder(str(minilm_path), device="cpu", dtype="float32")
     a, b = int8.encode(texts), ref.encode(texts)
-    assert np.sum(a * b, axis=1).min() > 0.99
+    assert np.sum(a * b, axis=1).min() > 0.993
+    assert all(layer.qkv.smoothed for layer in int8._packed.layers)
     # meaning: the paraphrase still outranks the unrelated sentence
     assert a[-3] @ a[-2] > a[-3] @ a[-1] + 0.2

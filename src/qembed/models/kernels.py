@@ -149,18 +149,51 @@ def make_linear(weight: torch.Tensor, kernel: str, bias: torch.Tensor | None = N
     return PlainLinear(weight, bias)
 
 
-def _quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``x`` (rows, in) to uint8 codes around 128 and one float32 scale per row: ``x ~= (q - 128) *
-    scale``, the row's largest magnitude mapped to 127."""
-    scale = x.abs().amax(1, keepdim=True).float().clamp(min=1e-12) / 127.0
-    return torch.round(x.float() / scale).add(128).to(torch.uint8), scale
+def _quantize_rows(x: torch.Tensor, inverse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``x * inverse`` (rows, in; ``inverse``: one factor per input channel, the smoothing) to
+    uint8 codes around 128 and one float32 scale per row: ``x * inverse ~= (q - 128) * scale``,
+    the row's largest magnitude mapped to 127."""
+    y = x.float() * inverse
+    scale = y.abs().amax(1, keepdim=True).clamp(min=1e-12) / 127.0
+    return torch.round(y / scale).add(128).to(torch.uint8), scale
+
+
+def smooth_factors(input_max: torch.Tensor, weight: torch.Tensor, alpha: float) -> torch.Tensor:
+    """SmoothQuant's per-input-channel factors ``s = max|X|**alpha / max|W|**(1 - alpha)``
+    (``input_max``: each input channel's largest magnitude seen, ``weight``: ``(out, in)``); the
+    input is divided by ``s`` and the weight's columns multiplied by it."""
+    weight_max = weight.detach().float().abs().amax(0).clamp(min=1e-5)
+    factors = input_max.float().clamp(min=1e-5).pow(alpha) / weight_max.pow(1.0 - alpha)
+    return factors.clamp(min=1e-5, max=1e5)
+
+
+class RangeRecorder:
+    """A float :class:`Linear` that records the largest magnitude of each input channel it sees
+    (the calibration of :class:`Int8Linear`'s smoothing); ``weight`` and ``bias`` are kept."""
+
+    kind = "calibrating"
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, inner: Linear) -> None:
+        self.weight, self.bias, self.inner = weight, bias, inner
+        self.out_features, self.in_features = inner.out_features, inner.in_features
+        self.input_max: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        seen = x.detach().abs().amax(0).float()
+        self.input_max = seen if self.input_max is None else torch.maximum(self.input_max, seen)
+        return self.inner(x)
+
+    def quantized(self, quantize: Callable | None, alpha: float) -> Int8Linear:
+        """The :class:`Int8Linear` of this product, smoothed by what was recorded."""
+        smooth = None if self.input_max is None else smooth_factors(self.input_max, self.weight, alpha)
+        return Int8Linear(self.weight, self.bias, quantize=quantize, smooth=smooth)
 
 
 _QUANTIZERS: dict[bool, Callable] = {}
 _QUANTIZER_LOCK = threading.Lock()
 
 
-def row_quantizer(compiled: bool = True) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+def row_quantizer(compiled: bool = True) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """The function :class:`Int8Linear` quantizes its input rows with: fused by
     :func:`torch.compile` when ``compiled`` (one kernel; a C++ compiler is needed, and the first
     call compiles for a few seconds), else eager (several passes over the activations, slower)."""
@@ -173,8 +206,8 @@ def row_quantizer(compiled: bool = True) -> Callable[[torch.Tensor], tuple[torch
                 use_persistent_cache()
                 try:
                     fn = torch.compile(_quantize_rows, dynamic=True, fullgraph=True)
-                    fn(torch.ones(3, 16, dtype=torch.bfloat16))
-                    fn(torch.ones(5, 32, dtype=torch.float32))
+                    fn(torch.ones(3, 16, dtype=torch.bfloat16), torch.ones(16))
+                    fn(torch.ones(5, 32, dtype=torch.float32), torch.ones(32))
                 except Exception as exc:  # noqa: BLE001 - no compiler: the eager passes
                     logger.warning("torch.compile is unavailable (%s); int8 products quantize their "
                                    "inputs eagerly (slower)", exc)
@@ -191,14 +224,23 @@ class Int8Linear:
     rows of ``x`` (one scale per row, as uint8 around 128), runs the int8 product with the weight
     scales applied by oneDNN, and multiplies each output row by its row's scale. The output has
     ``x``'s dtype. Only the int8 copy of the weight is kept.
+
+    ``smooth`` (one factor per input channel, :func:`smooth_factors`): the weight's columns are
+    multiplied by it and the input divided by it (within the row quantization), SmoothQuant's
+    migration of large input channels into the weights; the product is the same in exact
+    arithmetic.
     """
 
     kind = "int8"
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 quantize: Callable | None = None) -> None:
+                 quantize: Callable | None = None, smooth: torch.Tensor | None = None) -> None:
         self.out_features, self.in_features = (int(s) for s in weight.shape)
         w = weight.detach().float()
+        if smooth is not None:
+            w = w * smooth.float()[None, :]
+        self.inverse = (torch.ones(self.in_features) if smooth is None else 1.0 / smooth.float()).contiguous()
+        self.smoothed = smooth is not None
         scale = w.abs().amax(1).clamp(min=1e-12) / 127.0
         self.weight_scale = scale.contiguous()
         self.packed = torch.ops.onednn.qlinear_prepack(torch.round(w / scale[:, None]).to(torch.int8), None)
@@ -211,7 +253,7 @@ class Int8Linear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_contiguous():
             x = x.contiguous()
-        q, scale = self.quantize(x)
+        q, scale = self.quantize(x, self.inverse)
         out = torch.ops.onednn.qlinear_pointwise.tensor(
             q, self._one, self._offset, self.packed, self.weight_scale, self._zero_points, None,
             1.0, 0, x.dtype, "none", [], "")

@@ -437,7 +437,13 @@ class LocalEncoder(AdaptersMixin):
         if self.device.startswith("mps"):
             return None
         setting = compile_setting(compile)
-        int8 = {"int8": self.int8, "int8_compiled": setting is not False}
+        int8: dict[str, Any] = {"int8": self.int8, "int8_compiled": setting is not False}
+        if self.int8:  # the float model runs these once, to smooth the int8 products' inputs
+            from qembed.models.calibration import CALIBRATION_INSTRUCTION, CALIBRATION_TEXTS
+
+            half = CALIBRATION_TEXTS[: len(CALIBRATION_TEXTS) // 2]
+            int8["int8_calibration"] = self.tokenize(CALIBRATION_TEXTS) + self.tokenize(
+                half, CALIBRATION_INSTRUCTION if self.supports_instructions else None)
         if self._last_token and supports_packed(model):
             def make(fuse: bool) -> Any:
                 return PackedQwen3(model, compile=fuse, **int8)

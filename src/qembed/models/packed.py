@@ -34,7 +34,15 @@ import torch.nn.functional as F
 
 from qembed.models.adapters import LoraPass, lora_hook
 from qembed.models.encoder import fill_to, row_buckets
-from qembed.models.kernels import Int8Linear, Linear, linear_kernel, make_linear, row_quantizer
+from qembed.models.calibration import SMOOTH_ALPHA
+from qembed.models.kernels import (
+    Int8Linear,
+    Linear,
+    RangeRecorder,
+    linear_kernel,
+    make_linear,
+    row_quantizer,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,10 +163,14 @@ class PackedQwen3:
         int8: run the matrix products on int8 (:class:`~qembed.models.kernels.Int8Linear`: weights
             quantized per output channel at load, activations per token at run time; CPU).
         int8_compiled: quantize the activations in one compiled kernel (else eagerly).
+        int8_calibration: token ids the float model runs once at load to smooth the int8
+            products' inputs (SmoothQuant, :mod:`qembed.models.calibration`); none: not smoothed.
+        smooth_alpha: SmoothQuant's migration strength.
     """
 
     def __init__(self, model: Any, *, compile: bool = False, int8: bool = False,
-                 int8_compiled: bool = True) -> None:
+                 int8_compiled: bool = True, int8_calibration: Sequence[Sequence[int]] | None = None,
+                 smooth_alpha: float = SMOOTH_ALPHA) -> None:
         config = model.config
         self.heads = int(config.num_attention_heads)
         self.kv_heads = int(config.num_key_value_heads)
@@ -173,13 +185,16 @@ class PackedQwen3:
         self.final_norm = model.norm.weight.detach()
         self.layers: list[_Layer] = []
         #: the matrix-product kernel (qembed.models.kernels: oneDNN prepacked weights on CPU bf16)
-        self.gemm = "int8" if int8 else linear_kernel(self.device, self.dtype)
+        self.gemm = linear_kernel(self.device, self.dtype)
         quantize = row_quantizer(int8_compiled) if int8 else None
+        calibrate = int8 and bool(int8_calibration)
         #: the row count each product is filled up to (:func:`~qembed.models.encoder.row_buckets`)
         self.fill_rows = row_buckets(self.device, self.dtype)
 
         def linear(*weights: torch.Tensor) -> Linear:  # q/k/v and gate/up fused by concatenation
             weight = (torch.cat(weights) if len(weights) > 1 else weights[0]).detach()
+            if calibrate:  # float first, to record the input ranges the smoothing needs
+                return RangeRecorder(weight, None, make_linear(weight, self.gemm))
             return Int8Linear(weight, quantize=quantize) if int8 else make_linear(weight, self.gemm)
 
         with torch.no_grad():
@@ -213,6 +228,14 @@ class PackedQwen3:
         self._qk: Callable = _qk_norm_rope
         self._silu: Callable = _silu_mul
         self.compiled = False
+        if calibrate:
+            assert int8_calibration is not None
+            self.forward(int8_calibration)
+            for layer in self.layers:
+                for field in ("qkv", "o", "gate_up", "down"):
+                    setattr(layer, field, getattr(layer, field).quantized(quantize, smooth_alpha))
+        if int8:
+            self.gemm = "int8"
         if compile:
             self._compile()
 

@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from qembed.models.adapters import LoraPass, lora_hook
 from qembed.models.encoder import fill_to, row_buckets
-from qembed.models.kernels import Int8Linear, Linear, make_linear, row_quantizer
+from qembed.models.calibration import SMOOTH_ALPHA
+from qembed.models.kernels import Int8Linear, Linear, RangeRecorder, make_linear, row_quantizer
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +139,15 @@ class PackedEncoder:
         int8: run the matrix products on int8 (:class:`~qembed.models.kernels.Int8Linear`: weights
             quantized per output channel at load, activations per token at run time; CPU).
         int8_compiled: quantize the activations in one compiled kernel (else eagerly).
+        int8_calibration: token ids the float model runs once at load to smooth the int8
+            products' inputs (SmoothQuant, :mod:`qembed.models.calibration`); none: not smoothed.
+        smooth_alpha: SmoothQuant's migration strength.
     """
 
     def __init__(self, model: Any, pooling: Any = "mean", *, compile: bool = False,
-                 static_shapes: bool = False, int8: bool = False, int8_compiled: bool = True) -> None:
+                 static_shapes: bool = False, int8: bool = False, int8_compiled: bool = True,
+                 int8_calibration: Sequence[Sequence[int]] | None = None,
+                 smooth_alpha: float = SMOOTH_ALPHA) -> None:
         if not supports_packed_encoder(model, pooling):
             raise ValueError(f"{type(model).__name__} with pooling {pooling_modes(pooling)} is not supported "
                              "by the packed encoder path")
@@ -169,6 +175,7 @@ class PackedEncoder:
         self.layers: list[_Layer] = []
         self.int8 = bool(int8)
         self._quantize = row_quantizer(int8_compiled) if int8 else None
+        self._calibrating = self.int8 and bool(int8_calibration)
         if self.rotary:
             self._load_rotary(model)
         else:
@@ -182,6 +189,13 @@ class PackedEncoder:
         #: not with static shapes, whose caller fills passes itself)
         self.fill_rows = None if static_shapes else row_buckets(self.device, self.dtype)
         self.compiled = False
+        if self._calibrating:
+            assert int8_calibration is not None
+            self.forward(int8_calibration)
+            self._calibrating = False
+            for layer in self.layers:
+                for field in ("qkv", "o", "up", "down"):
+                    setattr(layer, field, getattr(layer, field).quantized(self._quantize, smooth_alpha))
         if compile:
             self._compile()
 
@@ -227,6 +241,8 @@ class PackedEncoder:
     def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
         """One product of a layer: ``F.linear`` on the weights as loaded, or int8."""
         weight, bias = weight.detach(), None if bias is None else bias.detach()
+        if self._calibrating:  # float first, to record the input ranges the smoothing needs
+            return RangeRecorder(weight, bias, make_linear(weight, "aten", bias))
         if self.int8:
             return Int8Linear(weight, bias, quantize=self._quantize)
         return make_linear(weight, "aten", bias)

@@ -210,8 +210,15 @@ class Reranker:
             if supports_packed(self._base) and not self.device.startswith("mps"):
                 # the one compile rule (qembed.models.compile): a server passes its choice;
                 # auto in a one-shot run stays eager
+                calibration = None
+                if self.int8:  # the float model runs these pairs once, to smooth the int8 products
+                    from qembed.models.calibration import CALIBRATION_TEXTS
+
+                    texts = CALIBRATION_TEXTS
+                    calibration = self.inputs.tokenize_pairs(list(zip(texts[0::2], texts[1::2])))
                 self._packed = PackedQwen3(self._base, compile=should_compile(compile, self.device),
-                                           int8=self.int8, int8_compiled=compile_setting(compile) is not False)
+                                           int8=self.int8, int8_compiled=compile_setting(compile) is not False,
+                                           int8_calibration=calibration)
                 self._packed.warmup()
             elif packed:
                 raise InputError(f"{self.name} cannot run packed passes (only Qwen3 decoders can)",
