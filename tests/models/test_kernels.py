@@ -147,3 +147,18 @@ def test_int8_keeps_minilm_meaning(minilm_path):
     assert all(layer.qkv.smoothed for layer in int8._packed.layers)
     # meaning: the paraphrase still outranks the unrelated sentence
     assert a[-3] @ a[-2] > a[-3] @ a[-1] + 0.2
+
+
+@needs_int8
+def test_int8_is_refused_where_the_kernels_saturate(tiny_model_path):
+    """Capped to AVX2 (an AVX2-only CPU), oneDNN's u8 x s8 kernels saturate: the check at load
+    catches the wrong products and dtype int8 is refused with what to use instead."""
+    import subprocess
+    import sys
+
+    code = ("from qembed.models.kernels import int8_usable; from qembed import load_encoder\n"
+            f"print(int8_usable())\nload_encoder({str(tiny_model_path)!r}, dtype='int8')\n")
+    env = {**__import__("os").environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.stdout.strip() == "False"
+    assert "fail qembed's check" in done.stderr and "backend openvino" in done.stderr

@@ -265,8 +265,10 @@ class Int8Linear:
 
 @lru_cache(maxsize=None)
 def int8_usable() -> bool:
-    """Whether this torch build runs :class:`Int8Linear` here (x86 torch with oneDNN's int8 inner
-    product; fast where the CPU has VNNI or AMX-INT8)."""
+    """Whether this torch build runs :class:`Int8Linear` here, checked on a small product: x86
+    torch with oneDNN's int8 inner product on a CPU with VNNI or AMX-INT8. Under
+    ``ONEDNN_MAX_CPU_ISA=AVX2`` (what an AVX2-only CPU runs) oneDNN's u8 x s8 kernels saturate
+    their 16-bit pair sums and the check fails."""
     try:
         if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
             return False

@@ -122,8 +122,10 @@ def check_int8(device: str, packed: bool | None) -> None:
     if packed is False:
         raise InputError("dtype int8 runs the packed passes; do not turn packing off", param="dtype")
     if not int8_usable():
-        raise InputError("dtype int8 needs torch's oneDNN int8 products (an x86 CPU build of torch); "
-                         "use bfloat16 or float32, or backend openvino", param="dtype")
+        raise InputError("dtype int8 needs torch's oneDNN int8 products, and here they are missing or "
+                         "fail qembed's check (they need an x86 CPU with VNNI or AMX: AVX2's int8 "
+                         "kernels saturate); use auto, bfloat16 or float32, or backend openvino",
+                         param="dtype")
 
 
 def check_fp16(dtype: torch.dtype, model_type: str, allow: bool | None = None) -> None:
