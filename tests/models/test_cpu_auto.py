@@ -59,3 +59,14 @@ def test_auto_on_a_native_bf16_cpu_is_torch(tiny_model_path: Path, monkeypatch, 
 
     enc = load_encoder(str(tiny_model_path), backend="auto", compile=False)
     assert type(enc).__name__ == "LocalEncoder" and enc.dtype == torch.bfloat16
+    # int8 products where they measured fastest (AVX-512-BF16 without AMX), bf16 elsewhere
+    from qembed.models.kernels import int8_usable
+
+    wants_int8 = runtimes.cpu_kind() == "avx512_bf16" and int8_usable()
+    assert enc.int8 == wants_int8 and enc.info()["dtype"] == ("int8" if wants_int8 else "bfloat16")
+    assert runtimes.auto_torch_dtype("cpu") == ("int8" if wants_int8 else None)
+    assert runtimes.auto_torch_dtype("cuda:0") is None
+    # a dtype asked for is kept
+    assert not load_encoder(str(tiny_model_path), backend="auto", dtype="bfloat16", compile=False).int8
+    # the default backend (torch) keeps the model's float type
+    assert not load_encoder(str(tiny_model_path), compile=False).int8

@@ -10,7 +10,7 @@ from qembed.io import is_http_url
 from qembed.models.encoder import Encoder
 from qembed.models.prompts import DEFAULT_QUERY_INSTRUCTION, SYMMETRIC_INSTRUCTION
 from qembed.models.resolve import DEFAULT_MODEL, _looks_like_path, default_model
-from qembed.models.runtimes import BACKENDS, auto_backend, check_backend
+from qembed.models.runtimes import BACKENDS, auto_backend, auto_torch_dtype, canonical_dtype, check_backend
 
 
 def load_encoder(
@@ -55,6 +55,8 @@ def load_encoder(
     chosen = check_backend(backend if backend is not None else (manifest or {}).get("backend"))
     if chosen == "auto":  # the fastest runtime for this CPU (an exported folder keeps its own)
         chosen = manifest["backend"] if manifest is not None else auto_backend(device)
+        if chosen == "torch" and (dtype is None or (isinstance(dtype, str) and canonical_dtype(dtype) == "auto")):
+            dtype = auto_torch_dtype(device) or dtype  # int8 where it is the fastest (AUTO_TORCH_DTYPE)
     if chosen != "torch":
         from qembed.models.backends import CompiledEncoder
 

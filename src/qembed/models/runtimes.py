@@ -57,6 +57,12 @@ CPU_KINDS = ("amx", "avx512_bf16", "avx512_vnni", "avx512", "avx2", "other")
 #: torch bf16 0.33x.
 AUTO_BACKEND = {"amx": "torch", "avx512_bf16": "torch", "avx512_vnni": "openvino", "avx512": "openvino",
                 "avx2": "openvino", "other": "torch"}
+#: What ``--dtype auto`` runs when ``--backend auto`` chose torch, by CPU kind (kinds not listed:
+#: the model's float type, :func:`~qembed.models.local.pick_dtype`). On AVX-512-BF16 CPUs without
+#: AMX torch's int8 products (smoothed, per-token activations) ran the random-weight 0.6B at
+#: 1.53-1.61x torch bf16 and kept all-MiniLM-L6-v2's STS score (benchmarks/cpu_int8.py,
+#: docs/benchmarks.md); not measured on AMX, which keeps bf16.
+AUTO_TORCH_DTYPE = {"avx512_bf16": "int8"}
 #: The ``ONEDNN_MAX_CPU_ISA`` / ``ATEN_CPU_CAPABILITY`` values that cap the kernels below a CPU
 #: kind (a capped process runs like that kind, so ``auto`` decides as it would there).
 _ISA_CAPS = {"avx2": "avx2", "avx2_vnni": "avx2", "avx2_vnni_2": "avx2", "avx512_core": "avx512",
@@ -126,6 +132,24 @@ def auto_backend(device: str | None = None) -> str:
     choice = AUTO_BACKEND[cpu_kind()]
     if choice != "torch" and importlib.util.find_spec(_RUNTIME_MODULES[choice]) is None:
         return "torch"
+    return choice
+
+
+def auto_torch_dtype(device: str | None = None) -> str | None:
+    """The precision ``--dtype auto`` runs when ``--backend auto`` picked torch (:data:`AUTO_TORCH_DTYPE`);
+    ``None``: the model's float type. int8 only on a CPU where torch's int8 products pass their
+    check (:func:`~qembed.models.kernels.int8_usable`)."""
+    if device not in (None, "", "auto", "cpu"):
+        return None
+    choice = AUTO_TORCH_DTYPE.get(cpu_kind())
+    if choice == "int8":
+        import torch
+
+        if device in (None, "", "auto") and torch.cuda.is_available():
+            return None
+        from qembed.models.kernels import int8_usable
+
+        return "int8" if int8_usable() else None
     return choice
 
 
