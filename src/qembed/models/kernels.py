@@ -35,7 +35,7 @@ import logging
 import os
 import threading
 from functools import lru_cache
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -261,6 +261,35 @@ class Int8Linear:
         if self.bias is None:
             return out.mul_(scale)
         return torch.addcmul(self.bias.to(x.dtype), out, scale)
+
+
+class LayerProducts:
+    """How a packed runner builds its layers' products: float with ``kernel`` (:func:`make_linear`),
+    or int8 (:class:`Int8Linear`). With ``calibrating``, int8 products start as float
+    :class:`RangeRecorder` s; after the runner's calibration pass :meth:`quantize_layers` swaps
+    each for its smoothed :class:`Int8Linear`."""
+
+    def __init__(self, kernel: str, *, int8: bool = False, compiled: bool = True,
+                 calibrating: bool = False) -> None:
+        self.kernel = kernel
+        self.int8 = int8
+        self.calibrating = int8 and calibrating
+        self.quantize = row_quantizer(compiled) if int8 else None
+
+    def __call__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
+        weight, bias = weight.detach(), None if bias is None else bias.detach()
+        if self.calibrating:  # float first, to record the input ranges the smoothing needs
+            return RangeRecorder(weight, bias, make_linear(weight, self.kernel, bias))
+        if self.int8:
+            return Int8Linear(weight, bias, quantize=self.quantize)
+        return make_linear(weight, self.kernel, bias)
+
+    def quantize_layers(self, layers: list[Any], fields: tuple[str, ...], alpha: float) -> None:
+        """Replace the recorders in ``fields`` of every layer by their smoothed int8 products."""
+        for layer in layers:
+            for field in fields:
+                setattr(layer, field, getattr(layer, field).quantized(self.quantize, alpha))
+        self.calibrating = False
 
 
 @lru_cache(maxsize=None)

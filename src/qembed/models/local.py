@@ -112,6 +112,16 @@ def pick_dtype(dtype: str | torch.dtype | None, device: str) -> torch.dtype:
     return chosen
 
 
+def pick_precision(dtype: str | torch.dtype | None, device: str, packed: bool | None) -> tuple[torch.dtype, bool]:
+    """The torch loaders' precision: ``(float type of weights and activations, int8 products)``.
+    ``dtype="int8"`` (checked by :func:`check_int8`) keeps the CPU's float type for everything but
+    the matrix products; anything else is :func:`pick_dtype`'s."""
+    int8 = isinstance(dtype, str) and canonical_dtype(dtype) == "int8"
+    if int8:
+        check_int8(device, packed)
+    return pick_dtype(None if int8 else dtype, device), int8
+
+
 def check_int8(device: str, packed: bool | None) -> None:
     """``dtype="int8"`` on torch: packed passes on a CPU whose torch runs oneDNN's int8 products
     (:func:`~qembed.models.kernels.int8_usable`); anything else raises :class:`InputError`."""
@@ -241,10 +251,7 @@ class LocalEncoder(AdaptersMixin):
         self.device = pick_device(device)
         #: int8 products (``dtype="int8"``): the weights load in the CPU's float type, and the
         #: packed passes run their matrix products on int8 (:class:`~qembed.models.kernels.Int8Linear`)
-        self.int8 = isinstance(dtype, str) and canonical_dtype(dtype) == "int8"
-        if self.int8:
-            check_int8(self.device, packed)
-        self.dtype = pick_dtype(None if self.int8 else dtype, self.device)
+        self.dtype, self.int8 = pick_precision(dtype, self.device, packed)
         check_positive_ints(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
         if padding_side not in ("left", "right"):
             raise InputError(f"padding_side must be 'left' or 'right', got {padding_side!r}")

@@ -35,14 +35,7 @@ import torch.nn.functional as F
 from qembed.models.adapters import LoraPass, lora_hook
 from qembed.models.encoder import fill_to, row_buckets
 from qembed.models.calibration import SMOOTH_ALPHA
-from qembed.models.kernels import (
-    Int8Linear,
-    Linear,
-    RangeRecorder,
-    linear_kernel,
-    make_linear,
-    row_quantizer,
-)
+from qembed.models.kernels import LayerProducts, Linear, linear_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -186,16 +179,12 @@ class PackedQwen3:
         self.layers: list[_Layer] = []
         #: the matrix-product kernel (qembed.models.kernels: oneDNN prepacked weights on CPU bf16)
         self.gemm = linear_kernel(self.device, self.dtype)
-        quantize = row_quantizer(int8_compiled) if int8 else None
-        calibrate = int8 and bool(int8_calibration)
+        products = LayerProducts(self.gemm, int8=int8, compiled=int8_compiled, calibrating=bool(int8_calibration))
         #: the row count each product is filled up to (:func:`~qembed.models.encoder.row_buckets`)
         self.fill_rows = row_buckets(self.device, self.dtype)
 
         def linear(*weights: torch.Tensor) -> Linear:  # q/k/v and gate/up fused by concatenation
-            weight = (torch.cat(weights) if len(weights) > 1 else weights[0]).detach()
-            if calibrate:  # float first, to record the input ranges the smoothing needs
-                return RangeRecorder(weight, None, make_linear(weight, self.gemm))
-            return Int8Linear(weight, quantize=quantize) if int8 else make_linear(weight, self.gemm)
+            return products(torch.cat(weights) if len(weights) > 1 else weights[0])
 
         with torch.no_grad():
             for layer in model.layers:
@@ -228,12 +217,10 @@ class PackedQwen3:
         self._qk: Callable = _qk_norm_rope
         self._silu: Callable = _silu_mul
         self.compiled = False
-        if calibrate:
+        if products.calibrating:
             assert int8_calibration is not None
             self.forward(int8_calibration)
-            for layer in self.layers:
-                for field in ("qkv", "o", "gate_up", "down"):
-                    setattr(layer, field, getattr(layer, field).quantized(quantize, smooth_alpha))
+            products.quantize_layers(self.layers, ("qkv", "o", "gate_up", "down"), smooth_alpha)
         if int8:
             self.gemm = "int8"
         if compile:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from qembed.models.adapters import LoraPass, lora_hook
 from qembed.models.encoder import fill_to, row_buckets
 from qembed.models.calibration import SMOOTH_ALPHA
-from qembed.models.kernels import Int8Linear, Linear, RangeRecorder, make_linear, row_quantizer
+from qembed.models.kernels import LayerProducts, Linear
 
 logger = logging.getLogger(__name__)
 
@@ -136,12 +136,8 @@ class PackedEncoder:
         static_shapes: compile for fixed token counts (the caller fills passes to
             :data:`~qembed.models.encoder.TOKEN_BUCKETS`, as :class:`~qembed.models.local.LocalEncoder`
             does on CUDA) instead of dynamic shapes.
-        int8: run the matrix products on int8 (:class:`~qembed.models.kernels.Int8Linear`: weights
-            quantized per output channel at load, activations per token at run time; CPU).
-        int8_compiled: quantize the activations in one compiled kernel (else eagerly).
-        int8_calibration: token ids the float model runs once at load to smooth the int8
-            products' inputs (SmoothQuant, :mod:`qembed.models.calibration`); none: not smoothed.
-        smooth_alpha: SmoothQuant's migration strength.
+        int8, int8_compiled, int8_calibration, smooth_alpha: int8 products, as for
+            :class:`~qembed.models.packed.PackedQwen3`.
     """
 
     def __init__(self, model: Any, pooling: Any = "mean", *, compile: bool = False,
@@ -174,8 +170,8 @@ class PackedEncoder:
         self.max_positions = int(config.max_position_embeddings)
         self.layers: list[_Layer] = []
         self.int8 = bool(int8)
-        self._quantize = row_quantizer(int8_compiled) if int8 else None
-        self._calibrating = self.int8 and bool(int8_calibration)
+        self._products = LayerProducts("aten", int8=self.int8, compiled=int8_compiled,
+                                       calibrating=bool(int8_calibration))
         if self.rotary:
             self._load_rotary(model)
         else:
@@ -189,13 +185,10 @@ class PackedEncoder:
         #: not with static shapes, whose caller fills passes itself)
         self.fill_rows = None if static_shapes else row_buckets(self.device, self.dtype)
         self.compiled = False
-        if self._calibrating:
+        if self._products.calibrating:
             assert int8_calibration is not None
             self.forward(int8_calibration)
-            self._calibrating = False
-            for layer in self.layers:
-                for field in ("qkv", "o", "up", "down"):
-                    setattr(layer, field, getattr(layer, field).quantized(self._quantize, smooth_alpha))
+            self._products.quantize_layers(self.layers, ("qkv", "o", "up", "down"), smooth_alpha)
         if compile:
             self._compile()
 
@@ -207,12 +200,12 @@ class PackedEncoder:
             for layer in model.encoder.layer:
                 att, out = layer.attention.self, layer.attention.output
                 self.layers.append(_Layer(
-                    qkv=self._linear(torch.cat([att.query.weight, att.key.weight, att.value.weight]),
-                                     torch.cat([att.query.bias, att.key.bias, att.value.bias])),
-                    o=self._linear(out.dense.weight, out.dense.bias),
+                    qkv=self._products(torch.cat([att.query.weight, att.key.weight, att.value.weight]),
+                                       torch.cat([att.query.bias, att.key.bias, att.value.bias])),
+                    o=self._products(out.dense.weight, out.dense.bias),
                     attn_norm=(out.LayerNorm.weight.detach(), out.LayerNorm.bias.detach()),
-                    up=self._linear(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
-                    down=self._linear(layer.output.dense.weight, layer.output.dense.bias),
+                    up=self._products(layer.intermediate.dense.weight, layer.intermediate.dense.bias),
+                    down=self._products(layer.output.dense.weight, layer.output.dense.bias),
                     out_norm=(layer.output.LayerNorm.weight.detach(), layer.output.LayerNorm.bias.detach()),
                 ))
 
@@ -228,24 +221,15 @@ class PackedEncoder:
                 att, mlp = layer.self_attn, layer.mlp
                 biases = [_bias(x) for x in (att.q_proj, att.k_proj, att.v_proj)]
                 self.layers.append(_Layer(
-                    qkv=self._linear(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
-                                     torch.cat(biases) if all(b is not None for b in biases) else None),
-                    o=self._linear(att.o_proj.weight, _bias(att.o_proj)),
+                    qkv=self._products(torch.cat([att.q_proj.weight, att.k_proj.weight, att.v_proj.weight]),
+                                       torch.cat(biases) if all(b is not None for b in biases) else None),
+                    o=self._products(att.o_proj.weight, _bias(att.o_proj)),
                     attn_norm=(layer.post_attention_layernorm.weight.detach(),
                                layer.post_attention_layernorm.bias.detach()),
-                    up=self._linear(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None),
-                    down=self._linear(mlp.down_proj.weight, _bias(mlp.down_proj)),
+                    up=self._products(torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]), None),
+                    down=self._products(mlp.down_proj.weight, _bias(mlp.down_proj)),
                     out_norm=(layer.post_mlp_layernorm.weight.detach(), layer.post_mlp_layernorm.bias.detach()),
                 ))
-
-    def _linear(self, weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
-        """One product of a layer: ``F.linear`` on the weights as loaded, or int8."""
-        weight, bias = weight.detach(), None if bias is None else bias.detach()
-        if self._calibrating:  # float first, to record the input ranges the smoothing needs
-            return RangeRecorder(weight, bias, make_linear(weight, "aten", bias))
-        if self.int8:
-            return Int8Linear(weight, bias, quantize=self._quantize)
-        return make_linear(weight, "aten", bias)
 
     def _find_flash_varlen(self) -> Callable | None:
         from qembed.models.packed import flash_varlen_kernel

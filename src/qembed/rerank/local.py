@@ -35,12 +35,10 @@ from qembed.models.encoder import check_finite, check_positive_ints, plan_batche
 from qembed.models.local import (
     BATCH_LIMITS,
     PACKED_BATCH_LIMITS,
-    check_int8,
     pick_device,
-    pick_dtype,
+    pick_precision,
 )
 from qembed.models.compile import compile_setting, should_compile
-from qembed.models.runtimes import canonical_dtype
 from qembed.models.packed import PackedQwen3, supports_packed
 from qembed.models.resolve import model_kind, resolve_model_path
 from qembed.rerank.base import (
@@ -129,10 +127,7 @@ class Reranker:
         self.name = name or (model.rstrip("/") if not Path(model).exists() else self.path.name)
         self.device = pick_device(device)
         #: int8 products (``dtype="int8"``, Qwen3 rerankers' packed passes, as for embedding models)
-        self.int8 = isinstance(dtype, str) and canonical_dtype(dtype) == "int8"
-        if self.int8:
-            check_int8(self.device, packed)
-        self.dtype = pick_dtype(None if self.int8 else dtype, self.device)
+        self.dtype, self.int8 = pick_precision(dtype, self.device, packed)
         check_positive_ints(max_input_tokens=max_input_tokens, max_batch_tokens=max_batch_tokens,
                             max_batch_size=max_batch_size)
         try:
